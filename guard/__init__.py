@@ -1,0 +1,1 @@
+"""GUARD core: policy, phrase compilation, matching and the per-step logits ops (engine-agnostic)."""

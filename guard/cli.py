@@ -1,0 +1,77 @@
+"""The `guard` command line. Bad input stops with one line naming the bad option, exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from guard.policy import PolicyError, describe_validation_error, load_policy
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="guard", description="Generation-time unlearning for LLMs (GUARD).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="OpenAI-compatible server on an embedded vLLM engine")
+    serve.add_argument("--model", help="bundled default, a Hugging Face id, or a local checkpoint folder")
+    serve.add_argument("--policy", help="policy YAML: the targets to forget")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--served-model-name", help="model name clients send (default: the model's name)")
+    serve.add_argument("--max-model-len", type=int, default=2048)
+    serve.add_argument("--kv-cache-gib", type=int, default=1, help="KV cache size on CPU (whole GiB)")
+    serve.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, CPU)")
+    serve.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
+    serve.add_argument("--max-rewinds", type=int, default=6, help="rephrasings per answer before it is cut")
+
+    path = commands.add_parser("model-path", help="print the local folder of a prepared model")
+    path.add_argument("model", nargs="?", help="default: the bundled model (prepared on first use)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "model-path":
+            from guard.models import resolve_model
+
+            print(resolve_model(args.model))
+            return 0
+        if args.command == "serve":
+            return _serve(args)
+    except (PolicyError, ValueError, RuntimeError) as exc:
+        print(f"guard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    try:
+        settings = Settings(
+            model=args.model, policy=args.policy, host=args.host, port=args.port,
+            served_model_name=args.served_model_name, max_model_len=args.max_model_len,
+            kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, penalty=args.penalty,
+            max_rewinds=args.max_rewinds,
+        )
+    except ValidationError as exc:
+        raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
+    if settings.policy:
+        load_policy(settings.policy)  # a bad policy stops here, before the engine starts
+    from guard.models import resolve_model
+
+    resolve_model(settings.model)  # prepare the bundled model (once) before the server starts
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

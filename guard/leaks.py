@@ -1,0 +1,133 @@
+"""Finding forbidden text, and the near-misses of it, in generated text.
+
+The token matcher stops a forbidden phrase from completing; what it cannot judge alone is text
+that merely *approaches* one: "J.K. Rowley", "Voldermort", "Weasly". `LeakDetector` reads output
+text and reports such violations with the character where they begin, so the generation loop can
+rewind to before them, and the benchmarks can count leaks with one definition.
+
+Violations:
+- complete: a pattern matched at a word start (folded, so "R-o-w-l-i-n-g" counts);
+- broken:   a partial match of >= NEAR_MISS_DEPTH letters that then diverged inside a word
+            ("rowl|ey"), or one that covered the whole leading word(s) of a multi-word phrase and
+            then went on differently ("J.K." then "R.A.M."): the model was steered off the name
+            mid-way and is improvising, so it must rephrase from before it;
+- similar:  a finished word of >= 4 letters within edit similarity FUZZY_RATIO of a forbidden word
+            of >= 5 letters, including the parts of multi-word names ("Voldermort", "Granger").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+from rapidfuzz import fuzz, process
+
+from guard.folding import fold, fold_char, fold_piece
+from guard.spec import compile_patterns
+
+NEAR_MISS_DEPTH = 4
+FUZZY_RATIO = 80.0
+MIN_FUZZY_WORD = 5
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+
+
+@dataclass(frozen=True)
+class Violation:
+    start: int  # index in the text where the offending span begins
+    end: int
+    kind: Literal["complete", "broken", "similar"]
+    forbidden: str  # the folded pattern or word it matched
+
+
+@dataclass(frozen=True)
+class Scan:
+    violations: list[Violation]
+    undecided_from: int  # text before this index can be released: it cannot become a violation
+
+
+class LeakDetector:
+    def __init__(self, phrases: Iterable[str]):
+        phrases = list(phrases)
+        self.patterns = compile_patterns(phrases)
+        self._prefixes = {p[:k] for p in self.patterns for k in range(1, len(p) + 1)}
+        self._pattern_set = set(self.patterns)
+        # Folded prefixes of multi-word phrases that end where one of its words ends ("jk" of
+        # "J.K. Rowling", "ron" of "Ron Weasley"): having written them, the model meant the name.
+        self._leading_words = {
+            lead for phrase in phrases for lead in _leading_word_prefixes(phrase)
+            if len(lead) >= 2 and lead not in self._pattern_set
+        }
+        self.words = sorted(
+            {fold(w) for phrase in phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
+        )
+        self.max_pattern_chars = max((len(p) for p in self.patterns), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    # -- scanning --------------------------------------------------------------------------
+    def scan(self, text: str, final: bool, begin: int = 0) -> Scan:
+        """Judge `text[begin:]` (text before `begin` was judged already).
+
+        With final=False the text is still growing: the word being written and partial matches
+        still open are not judged yet, and `undecided_from` says where they begin. With
+        final=True the text is complete: an open partial match deep enough counts as broken.
+        """
+        segment = text[begin:]
+        piece = fold_piece(segment)
+        folded, origins = piece.folded, piece.origins
+        starts = set(piece.word_starts)
+        if folded and not piece.leads_with_separator and (begin == 0 or not fold_char(text[begin - 1])):
+            starts.add(0)
+        violations: list[Violation] = []
+        undecided = len(text)
+        for j in sorted(starts):
+            depth = 0
+            while j + depth < len(folded) and folded[j : j + depth + 1] in self._prefixes:
+                depth += 1
+                if folded[j : j + depth] in self._pattern_set:
+                    break
+            if depth == 0:
+                continue
+            matched = folded[j : j + depth]
+            start, end = begin + origins[j], begin + origins[j + depth - 1] + 1
+            if matched in self._pattern_set:
+                violations.append(Violation(start, end, "complete", matched))
+            elif j + depth == len(folded) and not final:
+                undecided = min(undecided, start)
+            elif self._covers_leading_words(matched) or (
+                depth >= NEAR_MISS_DEPTH and (j + depth == len(folded) or (j + depth) not in starts)
+            ):
+                violations.append(Violation(start, end, "broken", self._completion(matched)))
+        for word in _WORD.finditer(text, begin):
+            if not final and word.end() == len(text):
+                undecided = min(undecided, word.start())  # still being written
+            elif (similar := self._similar_word(word.group())) is not None:
+                violations.append(Violation(word.start(), word.end(), "similar", similar))
+        violations.sort(key=lambda v: v.start)
+        return Scan(violations, undecided)
+
+    def violations(self, text: str) -> list[Violation]:
+        """Every leak in a finished text (the benchmarks' and tests' leak definition)."""
+        return self.scan(text, final=True).violations
+
+    def _covers_leading_words(self, matched: str) -> bool:
+        return any(matched[:k] in self._leading_words for k in range(2, len(matched) + 1))
+
+    def _completion(self, prefix: str) -> str:
+        return next(p for p in self.patterns if p.startswith(prefix))
+
+    def _similar_word(self, word: str) -> str | None:
+        folded = fold(word)
+        if len(folded) < 4 or not self.words:
+            return None
+        best = process.extractOne(folded, self.words, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO)
+        return None if best is None else best[0]
+
+
+def _leading_word_prefixes(phrase: str) -> list[str]:
+    """"J.K. Rowling" -> ["j", "jk"]: the folded phrase cut after each of its words but the last."""
+    piece = fold_piece(phrase)
+    cuts = sorted(j for j in piece.word_starts if j > 0)
+    return [piece.folded[:j] for j in cuts]

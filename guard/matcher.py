@@ -1,0 +1,124 @@
+"""The token-level matcher: which next tokens would complete or approach a forbidden pattern.
+
+A row's state is what of its output text matters for matching: the partial matches under way
+(folded prefixes of patterns, each begun at a word start) and whether the next letter starts a
+word. For a state the matcher yields a bias over token ids: -inf for every token that would
+complete a pattern, and an adaptive penalty, growing with the depth a token would reach, for
+every token that would begin or extend one. States repeat (most rows sit in the empty state most
+of the time), so both the transition and the bias are cached per state: a decode step costs dict
+lookups, never a pass over the vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from guard.vocab import TokenIndex
+
+BLOCK = float("-inf")
+_CACHE_LIMIT = 200_000
+
+
+class MatchState(NamedTuple):
+    active: tuple[str, ...]  # partial matches under way, as folded pattern prefixes, sorted
+    at_boundary: bool  # the last character was a separator (or nothing was written yet)
+
+
+INITIAL_STATE = MatchState((), True)
+
+
+class Bias(NamedTuple):
+    token_ids: tuple[int, ...]
+    values: tuple[float, ...]  # BLOCK or a negative penalty, one per token id
+
+
+class Matcher:
+    def __init__(self, patterns: tuple[str, ...], penalty: float, index: TokenIndex):
+        self.patterns = patterns
+        self.penalty = penalty
+        self.index = index
+        self._extending: dict[str, list[str]] = {}  # proper prefix -> patterns extending it
+        for pattern in patterns:
+            for k in range(1, len(pattern)):
+                self._extending.setdefault(pattern[:k], []).append(pattern)
+        self._transitions: dict[tuple[MatchState, int], MatchState] = {}
+        self._biases: dict[MatchState, Bias] = {}
+        self._static = self._start_bias(boundary=False)
+        self._static_at_boundary = self._start_bias(boundary=True)
+
+    # -- state transitions ---------------------------------------------------------------
+    def advance(self, state: MatchState, token_id: int) -> MatchState:
+        key = (state, token_id)
+        cached = self._transitions.get(key)
+        if cached is None:
+            if len(self._transitions) > _CACHE_LIMIT:
+                self._transitions.clear()
+            cached = self._transitions[key] = self._advance(state, token_id)
+        return cached
+
+    def _advance(self, state: MatchState, token_id: int) -> MatchState:
+        if token_id >= len(self.index):
+            return MatchState((), True)
+        piece = self.index.pieces[token_id]
+        if not piece.folded:  # pure separator: partial matches carry on across it
+            return MatchState(state.active, True)
+        active = {a + piece.folded for a in state.active if a + piece.folded in self._extending}
+        starts = set(piece.word_starts)
+        if state.at_boundary:
+            starts.add(0)
+        active.update(piece.folded[j:] for j in starts if piece.folded[j:] in self._extending)
+        return MatchState(tuple(sorted(active)), piece.ends_with_separator)
+
+    def replay(self, token_ids, state: MatchState = INITIAL_STATE) -> MatchState:
+        for token_id in token_ids:
+            state = self.advance(state, token_id)
+        return state
+
+    # -- the bias for the next token -----------------------------------------------------
+    def bias(self, state: MatchState) -> Bias:
+        cached = self._biases.get(state)
+        if cached is None:
+            if len(self._biases) > _CACHE_LIMIT:
+                self._biases.clear()
+            cached = self._biases[state] = self._bias(state)
+        return cached
+
+    def _bias(self, state: MatchState) -> Bias:
+        blocked, depth = self._static_at_boundary if state.at_boundary else self._static
+        blocked, depth = set(blocked), dict(depth)
+        whole = self.index.whole
+        for done in state.active:
+            for pattern in self._extending[done]:
+                rest = pattern[len(done) :]
+                blocked.update(whole.with_prefix(rest))
+                for k in range(1, len(rest)):
+                    _deepen(depth, whole.equal(rest[:k]), (len(done) + k) / len(pattern))
+        return self._to_bias(blocked, depth)
+
+    def _start_bias(self, boundary: bool) -> tuple[set[int], dict[int, float]]:
+        """Tokens that begin a pattern at a word start, whatever the partial matches."""
+        views = [self.index.leading, self.index.inner] + ([self.index.bare] if boundary else [])
+        blocked: set[int] = set()
+        depth: dict[int, float] = {}
+        for pattern in self.patterns:
+            for view in views:
+                blocked.update(view.with_prefix(pattern))
+                for k in range(1, len(pattern)):
+                    _deepen(depth, view.equal(pattern[:k]), k / len(pattern))
+        return blocked, depth
+
+    def _to_bias(self, blocked: set[int], depth: dict[int, float]) -> Bias:
+        penalised = sorted(t for t in depth if t not in blocked)
+        token_ids = tuple(sorted(blocked)) + tuple(penalised)
+        values = (BLOCK,) * len(blocked) + tuple(self.penalty_for(depth[t]) for t in penalised)
+        return Bias(token_ids, values)
+
+    def penalty_for(self, fraction: float) -> float:
+        """Adaptive penalty: gentle on a first letter or two (" He" is common), steep near the end."""
+        return -self.penalty * fraction * fraction
+
+
+def _deepen(depth: dict[int, float], token_ids: list[int], fraction: float) -> None:
+    for token_id in token_ids:
+        if depth.get(token_id, 0.0) < fraction:
+            depth[token_id] = fraction

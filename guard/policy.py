@@ -1,0 +1,98 @@
+"""The policy file: which targets to forget and what each target's forget data says.
+
+Schema (DESIGN.md): a list of targets, each with an id, a description and optional phrases, QA
+pairs, documents and example prompts. Unknown keys are errors; errors name the bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from guard.folding import fold
+
+MIN_FOLDED_PHRASE = 3  # shorter phrases ("Ro", "J") would forbid half the language
+
+
+class QAPair(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    question: str = Field(min_length=1)
+    answer: str = Field(min_length=1)
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9-]+$", max_length=64)
+    description: str = Field(min_length=1)
+    phrases: tuple[str, ...] = ()
+    qa: tuple[QAPair, ...] = ()
+    documents: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+
+    @field_validator("phrases")
+    @classmethod
+    def _phrases_are_matchable(cls, phrases: tuple[str, ...]) -> tuple[str, ...]:
+        for phrase in phrases:
+            if len(fold(phrase)) < MIN_FOLDED_PHRASE:
+                raise ValueError(
+                    f"phrase {phrase!r} has fewer than {MIN_FOLDED_PHRASE} letters or digits; "
+                    "it would forbid common text"
+                )
+        return phrases
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    targets: tuple[Target, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Policy":
+        seen: set[str] = set()
+        for target in self.targets:
+            if target.id in seen:
+                raise ValueError(f"duplicate target id {target.id!r}")
+            seen.add(target.id)
+        return self
+
+    @property
+    def target_ids(self) -> list[str]:
+        return [t.id for t in self.targets]
+
+
+class PolicyError(ValueError):
+    """A policy that cannot be loaded; the message names the file and the bad field."""
+
+
+def parse_policy(data: object, source: str = "policy") -> Policy:
+    if data is None:
+        data = {}
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML ({exc})") from None
+    return parse_policy(data, source=str(path))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field by its path (targets.0.phrases.2)."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)

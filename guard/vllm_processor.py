@@ -1,0 +1,165 @@
+"""The adapter that plugs the guard into vLLM's V1 logits-processor interface.
+
+Register it with `logits_processors=["guard.vllm_processor:GuardLogitsProcessor"]` (embedded
+engine) or `vllm serve MODEL --logits-processors guard.vllm_processor:GuardLogitsProcessor`.
+A request is guarded when its `SamplingParams.extra_args` (`vllm_xargs` over HTTP) holds a spec
+(`guard.spec.GuardSpec`); others pass untouched.
+
+Runs in the engine's worker process. An exception escaping `update_state` or `apply` kills the
+engine, so specs are validated in `validate_params` (API process, HTTP 400), and anything that
+still goes wrong here fails closed: the row may only end (EOS), never continue unguarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
+from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+
+from guard.logits_ops import apply_sparse_bias, gather_row_biases
+from guard.matcher import Matcher, MatchState
+from guard.spec import GuardSpec
+from guard.vocab import TokenIndex
+
+log = logging.getLogger("guard.vllm")
+_MATCHER_CACHE = 32
+
+
+@dataclass
+class _Row:
+    matcher: Matcher | None  # None: the guard failed for this row, force it to end
+    state: MatchState
+    output_ids: list[int]  # vLLM's live list of this request's output tokens
+    step_bans: dict[int, tuple[int, ...]]
+    seen: int = 0
+
+    def catch_up(self) -> None:
+        while self.matcher is not None and self.seen < len(self.output_ids):
+            token_id = self.output_ids[self.seen]
+            if token_id < 0:  # placeholder of a token not sampled yet
+                return
+            self.state = self.matcher.advance(self.state, token_id)
+            self.seen += 1
+
+
+@dataclass
+class _CompiledMatcher:
+    matcher: Matcher
+    tensors: dict[MatchState, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+class GuardLogitsProcessor(LogitsProcessor):
+    @classmethod
+    def validate_params(cls, sampling_params) -> None:
+        GuardSpec.from_extra_args(sampling_params.extra_args)
+
+    def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+        self.device = device
+        self.rows: dict[int, _Row] = {}
+        self._compiled: OrderedDict[tuple, _CompiledMatcher] = OrderedDict()
+        self.index: TokenIndex | None = None
+        self.eos_ids: list[int] = []
+        try:
+            from transformers import AutoTokenizer
+
+            config = vllm_config.model_config
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision)
+            self.index = TokenIndex.from_tokenizer(tokenizer)
+            self.eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        except Exception:  # noqa: BLE001 - never kill the engine; guarded rows fail closed
+            log.exception("guard: cannot index the tokenizer; guarded requests will end at once")
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    # -- batch bookkeeping -----------------------------------------------------------------
+    def update_state(self, batch_update: BatchUpdate | None) -> None:
+        process_dict_updates(self.rows, batch_update, self._new_row)
+        for row in self.rows.values():
+            row.catch_up()
+
+    def _new_row(self, params, prompt_ids, output_ids) -> _Row | None:
+        try:
+            vocab = len(self.index) if self.index else None
+            spec = GuardSpec.from_extra_args(params.extra_args, vocab_size=vocab)
+        except Exception:  # noqa: BLE001
+            log.exception("guard: invalid spec reached the worker")
+            return _Row(None, MatchState((), True), output_ids, {})
+        if spec is None:
+            return None
+        try:
+            compiled = self._compile(spec)
+            replayed = (prompt_ids or [])[len(prompt_ids or []) - spec.replay_tokens :] if spec.replay_tokens else []
+            state = compiled.matcher.replay(replayed)
+            return _Row(compiled.matcher, state, output_ids, dict(spec.step_bans))
+        except Exception:  # noqa: BLE001
+            log.exception("guard: cannot compile a spec")
+            return _Row(None, MatchState((), True), output_ids, {})
+
+    def _compile(self, spec: GuardSpec) -> _CompiledMatcher:
+        if self.index is None:
+            raise RuntimeError("no token index")
+        compiled = self._compiled.get(spec.compile_key)
+        if compiled is None:
+            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index))
+            self._compiled[spec.compile_key] = compiled
+            while len(self._compiled) > _MATCHER_CACHE:
+                self._compiled.popitem(last=False)
+        self._compiled.move_to_end(spec.compile_key)
+        return compiled
+
+    # -- the per-step write ----------------------------------------------------------------
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:  # [B, V]
+        if not self.rows:
+            return logits
+        try:
+            return self._apply(logits)
+        except Exception:  # noqa: BLE001 - fail closed for every guarded row
+            log.exception("guard: per-step failure; ending guarded rows")
+            for index in self.rows:
+                self._force_end(logits, index)
+            return logits
+
+    def _apply(self, logits: torch.Tensor) -> torch.Tensor:
+        row_indices, biases = [], []
+        for index, row in self.rows.items():
+            if row.matcher is None:
+                self._force_end(logits, index)
+                continue
+            row.catch_up()
+            row_indices.append(index)
+            biases.append(self._bias_tensors(row))
+            banned_now = row.step_bans.get(len(row.output_ids))
+            if banned_now:
+                row_indices.append(index)
+                cols = torch.tensor(banned_now, dtype=torch.long, device=self.device)
+                biases.append((cols, torch.full((len(banned_now),), float("-inf"), device=self.device)))
+        rows, cols, values = gather_row_biases(row_indices, biases, self.device)
+        return apply_sparse_bias(logits, rows, cols, values)
+
+    def _bias_tensors(self, row: _Row) -> tuple[torch.Tensor, torch.Tensor]:
+        compiled = self._compiled.get((row.matcher.patterns, row.matcher.penalty))
+        cache = compiled.tensors if compiled is not None else {}
+        tensors = cache.get(row.state)
+        if tensors is None:
+            bias = row.matcher.bias(row.state)
+            tensors = (
+                torch.tensor(bias.token_ids, dtype=torch.long, device=self.device),
+                torch.tensor(bias.values, dtype=torch.float32, device=self.device),
+            )
+            if len(cache) > 50_000:
+                cache.clear()
+            cache[row.state] = tensors
+        return tensors
+
+    def _force_end(self, logits: torch.Tensor, index: int) -> None:
+        keep = logits[index, self.eos_ids].clone() if self.eos_ids else None
+        logits[index] = float("-inf")
+        if keep is not None:
+            logits[index, self.eos_ids] = keep
+        else:
+            logits[index, 0] = 0.0

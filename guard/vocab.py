@@ -1,0 +1,64 @@
+"""A tokenizer's vocabulary in folded form, indexed so a matcher never loops over it.
+
+Built once per tokenizer (in the engine's worker process). Every lookup a matcher needs,
+"tokens whose folded text starts with s" and "tokens whose folded text is exactly s", is a bisect
+or a dict lookup, for three views of a token:
+  whole:    its folded text, for extending a partial match already under way;
+  leading:  tokens that begin with a separator (" Rowling"): they start a word wherever they go;
+  bare:     tokens that begin with a letter ("Rowling"): they start a word only after a separator;
+  inner:    the folded text from each word start inside a token (".K" -> "k", "J.K" -> "k").
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from typing import Iterable, Sequence
+
+from guard.folding import FoldedPiece, fold_piece
+
+_SEPARATOR = fold_piece(" ")
+
+
+class _KeyIndex:
+    def __init__(self, entries: Iterable[tuple[str, int]]):
+        pairs = sorted(entries)
+        self._keys = [k for k, _ in pairs]
+        self._ids = [i for _, i in pairs]
+        self._exact: dict[str, list[int]] = defaultdict(list)
+        for key, token_id in pairs:
+            self._exact[key].append(token_id)
+
+    def with_prefix(self, prefix: str) -> list[int]:
+        lo = bisect_left(self._keys, prefix)
+        hi = bisect_left(self._keys, prefix + "\U0010ffff", lo)
+        return self._ids[lo:hi]
+
+    def equal(self, key: str) -> list[int]:
+        return self._exact.get(key, [])
+
+
+class TokenIndex:
+    def __init__(self, token_texts: Sequence[str], special_ids: Iterable[int] = ()):
+        special = set(special_ids)
+        # Special tokens (<|im_end|>) end the text: they act as separators, never as letters.
+        self.pieces: list[FoldedPiece] = [
+            _SEPARATOR if i in special else fold_piece(text) for i, text in enumerate(token_texts)
+        ]
+        letters = [(p.folded, i) for i, p in enumerate(self.pieces) if p.folded]
+        self.whole = _KeyIndex(letters)
+        self.leading = _KeyIndex((f, i) for f, i in letters if self.pieces[i].leads_with_separator)
+        self.bare = _KeyIndex((f, i) for f, i in letters if not self.pieces[i].leads_with_separator)
+        self.inner = _KeyIndex(
+            (p.folded[j:], i) for i, p in enumerate(self.pieces) for j in p.word_starts if j > 0
+        )
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "TokenIndex":
+        """From a Hugging Face tokenizer: each id decoded alone, as it appears in output text."""
+        size = max(len(tokenizer), getattr(tokenizer, "vocab_size", 0))
+        texts = [tokenizer.decode([i]) for i in range(size)]
+        return cls(texts, special_ids=tokenizer.all_special_ids)

@@ -1,0 +1,108 @@
+"""The embedded vLLM engine: AsyncLLM with the guard's logits processor, behind a small interface.
+
+The rest of the server sees `stream(prompt_ids, params, spec, request_id)` yielding `Delta`s, so
+the guarded generation loop can be tested against a fake engine and moved to another backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from guard.spec import GuardSpec
+from server.errors import OpenAIError, bad_request
+
+log = logging.getLogger("guard.engine")
+PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None  # "stop", "length", "abort" or None while running
+
+
+class EmbeddedEngine:
+    def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool):
+        self.model_path = model_path
+        self.max_model_len = max_model_len
+        self._kv_cache_gib = kv_cache_gib
+        self._enforce_eager = enforce_eager
+        self._llm = None
+        self.tokenizer = None
+
+    async def start(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            max_model_len=self.max_model_len,
+            logits_processors=[PROCESSOR],
+            enable_prefix_caching=True,  # rewinds re-prefill the same prefix: keep it cheap
+            enforce_eager=self._enforce_eager,
+        )
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+
+    @property
+    def healthy(self) -> bool:
+        return self._llm is not None and not self._llm.errored
+
+    def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    async def stream(
+        self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None, request_id: str
+    ) -> AsyncIterator[Delta]:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        if not self.healthy:
+            raise OpenAIError(503, "the engine is not running", type="server_error")
+        sampling = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args=spec.to_extra_args() if spec is not None else None,
+        )
+        finished = False
+        try:
+            async for output in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id):
+                completion = output.outputs[0]
+                finished = output.finished
+                yield Delta(list(completion.token_ids), completion.text, completion.finish_reason if finished else None)
+        except VLLMClientError as exc:
+            raise bad_request(str(exc)) from None
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            if not self.healthy:
+                raise OpenAIError(503, "the engine stopped", type="server_error") from exc
+            raise
+        finally:
+            if not finished and self._llm is not None:
+                await self._llm.abort(request_id)

@@ -1,0 +1,186 @@
+"""The OpenAI routes: chat and text completions (streamed and whole), models, health, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from guard.restriction import Restriction, Restrictions
+from server import metrics
+from server.engine import DecodeParams, EmbeddedEngine
+from server.errors import OpenAIError, bad_request
+from server.generation import Chunk, generate_guarded
+from server.protocol import ChatCompletionRequest, CompletionRequest, new_id, now, usage
+from server.settings import Settings
+
+router = APIRouter()
+TARGETS_HEADER = "x-guard-targets"
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: EmbeddedEngine
+    restrictions: Restrictions
+    served_model: str
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.guard
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    state = _state(request)
+    ok = state.engine.healthy
+    body = {"status": "ok" if ok else "unhealthy", "model": state.served_model,
+            "targets": len(state.restrictions.policy.targets)}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict:
+    state = _state(request)
+    return {"object": "list", "data": [
+        {"id": state.served_model, "object": "model", "created": now(), "owned_by": "guard"}
+    ]}
+
+
+@router.get("/metrics")
+async def prometheus_metrics(request: Request) -> Response:
+    return Response(metrics.render(request.app.state.metrics), media_type=metrics.CONTENT_TYPE)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    _check_model(state, body.model)
+    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
+    try:
+        rendered = state.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception as exc:  # a template that rejects the conversation (role order, ...)
+        raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
+    prompt_ids = state.engine.tokenizer.encode(rendered, add_special_tokens=False)
+    conversation = "\n".join(m["content"] for m in messages if m["role"] in ("system", "user"))
+    return await _complete(request, state, body, prompt_ids, conversation, "chat")
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    state = _state(request)
+    _check_model(state, body.model)
+    if not body.prompt:
+        raise bad_request("prompt: must not be empty", param="prompt")
+    prompt_ids = state.engine.tokenizer.encode(body.prompt)
+    return await _complete(request, state, body, prompt_ids, body.prompt, "text")
+
+
+def _check_model(state: ServerState, model: str) -> None:
+    if model != state.served_model:
+        raise OpenAIError(404, f"The model `{model}` does not exist; this server serves `{state.served_model}`.",
+                          param="model", code="model_not_found")
+
+
+async def _complete(request: Request, state: ServerState, body, prompt_ids: list[int], conversation: str,
+                    kind: Literal["chat", "text"]) -> Response:
+    limit = state.engine.max_model_len
+    room = limit - len(prompt_ids)
+    if room <= 0:
+        raise bad_request(f"This model's maximum context length is {limit} tokens; the prompt has "
+                          f"{len(prompt_ids)}.", param="messages" if kind == "chat" else "prompt",
+                          code="context_length_exceeded")
+    max_tokens = body.token_limit or room
+    if max_tokens > room:
+        raise bad_request(f"max_tokens: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
+                          f"context length of {limit}", param="max_tokens", code="context_length_exceeded")
+    restriction = state.restrictions.for_conversation(conversation)
+    params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
+    request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
+    chunks = generate_guarded(state.engine, prompt_ids, params, request_id, restriction.detector,
+                              restriction.spec, state.settings.max_rewinds)
+    headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
+    metrics.observe_restriction(request.app.state.metrics, restriction)
+    reply = _Reply(request_id, state.served_model, kind, len(prompt_ids))
+    if body.stream:
+        first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
+        return StreamingResponse(_sse(reply, first, chunks, body.include_usage, request), headers=headers,
+                                 media_type="text/event-stream")
+    try:
+        async with asyncio.timeout(state.settings.max_request_seconds), aclosing(chunks):
+            parts = [chunk async for chunk in chunks]
+    except TimeoutError:
+        raise OpenAIError(504, "generation timed out", type="server_error") from None
+    metrics.observe_finish(request.app.state.metrics, parts[-1])
+    return JSONResponse(reply.whole("".join(p.text for p in parts), parts[-1]), headers=headers)
+
+
+async def _first_chunk(chunks: AsyncIterator[Chunk]) -> Chunk:
+    try:
+        return await anext(chunks)
+    except BaseException:
+        await chunks.aclose()
+        raise
+
+
+@dataclass(frozen=True)
+class _Reply:
+    id: str
+    model: str
+    kind: Literal["chat", "text"]
+    prompt_tokens: int
+
+    def whole(self, text: str, last: Chunk) -> dict[str, Any]:
+        if self.kind == "chat":
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                      "finish_reason": last.finish_reason}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason}
+        return {"id": self.id, "object": "chat.completion" if self.kind == "chat" else "text_completion",
+                "created": now(), "model": self.model, "choices": [choice],
+                "usage": usage(self.prompt_tokens, last.completion_tokens)}
+
+    def piece(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict[str, Any]:
+        if self.kind == "chat":
+            delta: dict[str, Any] = {"role": "assistant"} if role else {}
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            obj = "text_completion"
+        return {"id": self.id, "object": obj, "created": now(), "model": self.model, "choices": [choice]}
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+async def _sse(reply: _Reply, first: Chunk, chunks: AsyncIterator[Chunk], include_usage: bool,
+               request: Request) -> AsyncIterator[str]:
+    async with aclosing(chunks):
+        if reply.kind == "chat":
+            yield _event(reply.piece("", None, role=True))
+        chunk = first
+        try:
+            while True:
+                if chunk.text:
+                    yield _event(reply.piece(chunk.text, None))
+                if chunk.finish_reason is not None:
+                    yield _event(reply.piece(None if reply.kind == "chat" else "", chunk.finish_reason))
+                    metrics.observe_finish(request.app.state.metrics, chunk)
+                    if include_usage:
+                        yield _event({"id": reply.id, "object": reply.piece("", None)["object"], "created": now(),
+                                      "model": reply.model, "choices": [],
+                                      "usage": usage(reply.prompt_tokens, chunk.completion_tokens)})
+                    break
+                chunk = await anext(chunks)
+        except OpenAIError as exc:  # after the headers went out: report in-band, then end the stream
+            yield _event(exc.body())
+        yield "data: [DONE]\n\n"
