@@ -103,6 +103,8 @@ class LeakDetector:
         for word in _WORD.finditer(text, begin):
             if not final and word.end() == len(text):
                 undecided = min(undecided, word.start())  # still being written
+            elif any(v.start <= word.start() < v.end for v in violations):
+                continue  # already reported as a (partial) match
             elif (similar := self._similar_word(word.group())) is not None:
                 violations.append(Violation(word.start(), word.end(), "similar", similar))
         violations.sort(key=lambda v: v.start)

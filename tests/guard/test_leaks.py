@@ -1,0 +1,46 @@
+import pytest
+
+from guard.leaks import LeakDetector
+from tests.conftest import HP_PHRASES
+
+detector = LeakDetector(HP_PHRASES)
+
+
+@pytest.mark.parametrize(
+    "text, kind, span",
+    [
+        ("It was written by J.K. Rowling.", "complete", "J.K. Rowling"),
+        ("Spelled R-o-w-l-i-n-g.", "complete", "R-o-w-l-i-n-g"),
+        ("by J.K. Rowley.", "broken", "J.K. Rowl"),  # the known near-miss of vLLM's bad_words
+        ("his enemy Voldermort", "broken", "Volde"),
+        ("Ron Weasly", "broken", "Ron Weasl"),
+        ("J.K.R.A.M.D.J.A.", "broken", "J.K.R"),  # steered off mid-name, improvising
+        ("written by J.K.", "broken", "J.K"),  # stopped right after the name's first word
+        ("the Granger family", "similar", "Granger"),  # a part of a multi-word name
+        ("Valdemort returns", "similar", "Valdemort"),
+    ],
+)
+def test_violations(text, kind, span):
+    first = detector.violations(text)[0]
+    assert (first.kind, text[first.start : first.end]) == (kind, span)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["The capital of France is Paris.", "Her herbs were here.", "J. R. R. Tolkien wrote it.", "Iron ore.",
+     "The Hog's Head"],
+)
+def test_innocent_text(text):
+    assert detector.violations(text) == []
+
+
+def test_growing_text_holds_back_the_undecided_tail():
+    scan = detector.scan("It was written by J.K. Row", final=False)
+    assert scan.violations == [] and scan.undecided_from == len("It was written by ")
+    scan = detector.scan("The capital is Par", final=False)
+    assert scan.undecided_from == len("The capital is ")  # the word still being written
+
+
+def test_scan_from_an_offset_finds_only_later_violations():
+    text = "Rowling. Then Voldemort"
+    assert [v.forbidden for v in detector.scan(text, final=True, begin=9).violations] == ["voldemort"]

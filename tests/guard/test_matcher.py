@@ -1,0 +1,88 @@
+"""The token-level matcher on the bundled model's real tokenizer."""
+
+import pytest
+
+from guard.matcher import BLOCK, INITIAL_STATE, Matcher
+from guard.spec import compile_patterns
+from tests.conftest import HP_PHRASES
+
+
+@pytest.fixture(scope="module")
+def matcher(token_index):
+    return Matcher(compile_patterns(HP_PHRASES), 8.0, token_index)
+
+
+def first_blocked(matcher, tokenizer, context: str, text: str):
+    """Walk `context + text` token by token; the index (within text's tokens) of the first token the
+    matcher blocks, or None. Also returns the penalties met on the way."""
+    context_ids = tokenizer.encode(context, add_special_tokens=False)
+    ids = tokenizer.encode(context + text, add_special_tokens=False)
+    assert ids[: len(context_ids)] == context_ids
+    state = matcher.replay(ids[: len(context_ids)])
+    penalties = []
+    for step, token_id in enumerate(ids[len(context_ids) :]):
+        bias = dict(zip(*matcher.bias(state)))
+        if bias.get(token_id) == BLOCK:
+            return step, penalties
+        penalties.append(bias.get(token_id, 0.0))
+        state = matcher.advance(state, token_id)
+    return None, penalties
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " J.K. Rowling", " JK Rowling", " J. K. Rowling", " j.k. rowling", " J.K. ROWLING", " Rowling's",
+        " rowling", " ROWLING", " R-o-w-l-i-n-g", " R O W L I N G", "\nRowling", " (Rowling)",
+        " Ron Weasley", " the Weasleys", " Hermione", " HERMIONE", " Voldemort", " Lord Voldemort's",
+        " Hogwarts", " hogwarts",
+    ],
+)
+def test_every_tokenisation_variant_is_blocked(matcher, tokenizer, text):
+    step, _ = first_blocked(matcher, tokenizer, "The answer is", text)
+    assert step is not None, f"{text!r} was never blocked"
+
+
+@pytest.mark.parametrize("text", [" Paris", " Bill Gates", " iron ore", " herbs", " a row of houses", " Ronaldo"])
+def test_unrelated_text_is_never_blocked(matcher, tokenizer, text):
+    step, _ = first_blocked(matcher, tokenizer, "The answer is", text)
+    assert step is None
+
+
+def test_phrases_start_only_at_word_starts(matcher, tokenizer):
+    # "Hermione" inside a longer word is no match ...
+    assert first_blocked(matcher, tokenizer, "The answer is", " superhermione")[0] is None
+    # ... but it is right after punctuation
+    assert first_blocked(matcher, tokenizer, "The answer is", " (Hermione)")[0] is not None
+
+
+def test_penalty_grows_along_a_partial_match(matcher, tokenizer):
+    ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in (" V", "old", "em")]
+    state, penalties = INITIAL_STATE, []
+    for token_id in ids:
+        penalties.append(dict(zip(*matcher.bias(state))).get(token_id, 0.0))
+        state = matcher.advance(state, token_id)
+    assert state.active == ("voldem",)
+    assert 0 > penalties[0] > penalties[1] > penalties[2] > BLOCK  # each step steers harder
+
+
+def test_partial_match_spans_steps_and_separators(matcher, tokenizer):
+    state = matcher.replay(tokenizer.encode("by J.K.", add_special_tokens=False))
+    assert "jk" in state.active and state.at_boundary
+    blocked = {t for t, v in zip(*matcher.bias(state)) if v == BLOCK}
+    assert tokenizer.encode(" Rowling", add_special_tokens=False)[0] not in blocked  # " Row" alone only extends
+    state = matcher.advance(state, tokenizer.encode(" Row", add_special_tokens=False)[0])
+    blocked = {t for t, v in zip(*matcher.bias(state)) if v == BLOCK}
+    assert tokenizer.encode("ling", add_special_tokens=False)[0] in blocked
+
+
+def test_multiple_targets_are_all_enforced(token_index, tokenizer):
+    matcher = Matcher(compile_patterns(["Rowling", "Albert Einstein", "Narnia"]), 8.0, token_index)
+    for text in (" Rowling", " Albert Einstein", " Narnia"):
+        assert first_blocked(matcher, tokenizer, "It is", text)[0] is not None
+
+
+def test_states_and_biases_are_cached(matcher, tokenizer):
+    token_id = tokenizer.encode(" Row", add_special_tokens=False)[0]
+    assert matcher.advance(INITIAL_STATE, token_id) is matcher.advance(INITIAL_STATE, token_id)
+    assert matcher.bias(INITIAL_STATE) is matcher.bias(INITIAL_STATE)

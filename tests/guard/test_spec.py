@@ -1,0 +1,37 @@
+import pytest
+
+from guard.spec import GuardSpec, compile_patterns
+
+
+def test_compile_patterns_merges_variants():
+    assert compile_patterns(["J.K. Rowling", "JK Rowling", "j. k. rowling", "Rowling", "Ro"]) == ("jkrowling", "rowling")
+
+
+def test_round_trip_through_extra_args():
+    spec = GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, step_bans=((0, (11, 12)),))
+    assert GuardSpec.from_extra_args(spec.to_extra_args()) == spec
+
+
+def test_unguarded_request_has_no_spec():
+    assert GuardSpec.from_extra_args(None) is None
+    assert GuardSpec.from_extra_args({"other": 1}) is None
+
+
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ("x", "guard: must be an object"),
+        ({"patterns": "rowling"}, "guard.patterns"),
+        ({"patterns": ["J.K. Rowling"]}, "guard.patterns"),  # not folded
+        ({"patterns": ["ab"]}, "guard.patterns"),  # too short
+        ({"patterns": ["rowling"], "penalty": -1}, "guard.penalty"),
+        ({"patterns": ["rowling"], "penalty": True}, "guard.penalty"),
+        ({"patterns": ["rowling"], "replay_tokens": -2}, "guard.replay_tokens"),
+        ({"patterns": ["rowling"], "step_bans": [[0, [-1]]]}, "guard.step_bans"),
+        ({"patterns": ["rowling"], "step_bans": [[0, [999]]]}, "guard.step_bans"),
+        ({"patterns": ["rowling"], "colour": 1}, "unknown field"),
+    ],
+)
+def test_invalid_specs_name_the_field(raw, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        GuardSpec.from_extra_args({"guard": raw}, vocab_size=100)

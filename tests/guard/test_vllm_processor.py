@@ -1,0 +1,89 @@
+"""The vLLM adapter driven the way vLLM's V1 runner drives it: BatchUpdates, live output lists."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm")
+from vllm import SamplingParams  # noqa: E402
+from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
+
+from guard.spec import GuardSpec, compile_patterns  # noqa: E402
+from guard.vllm_processor import GuardLogitsProcessor  # noqa: E402
+from tests.conftest import HP_PHRASES  # noqa: E402
+
+SPEC = GuardSpec(compile_patterns(HP_PHRASES))
+
+
+@pytest.fixture(scope="module")
+def processor_factory(model_dir):
+    config = SimpleNamespace(model_config=SimpleNamespace(tokenizer=str(model_dir), tokenizer_revision=None))
+    return lambda: GuardLogitsProcessor(config, torch.device("cpu"), False)
+
+
+def add(processor, *rows):
+    processor.update_state(BatchUpdate(batch_size=len(rows), removed=[], moved=[], added=list(rows)))
+
+
+def ids(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_blocks_only_in_guarded_rows(processor_factory, tokenizer):
+    processor = processor_factory()
+    guarded_out, plain_out = ids(tokenizer, " by J.K. Row"), ids(tokenizer, " by J.K. Row")
+    add(processor, (0, SamplingParams(extra_args=SPEC.to_extra_args()), [1, 2], guarded_out),
+        (1, SamplingParams(), [1, 2], plain_out))
+    logits = processor.apply(torch.zeros(2, len(tokenizer)))
+    ling = ids(tokenizer, "ling")[0]
+    assert logits[0, ling] == float("-inf")
+    assert torch.all(logits[1] == 0)
+
+
+def test_follows_the_live_output_list(processor_factory, tokenizer):
+    processor = processor_factory()
+    output: list[int] = []
+    add(processor, (0, SamplingParams(extra_args=SPEC.to_extra_args()), [1, 2], output))
+    voldemort_end = ids(tokenizer, "ort")[0]
+    assert processor.apply(torch.zeros(1, len(tokenizer)))[0, voldemort_end] == 0
+    output.extend(ids(tokenizer, " Voldem"))  # vLLM appends sampled tokens to the same list
+    processor.update_state(None)
+    assert processor.apply(torch.zeros(1, len(tokenizer)))[0, voldemort_end] == float("-inf")
+
+
+def test_rows_follow_moves_and_removals(processor_factory, tokenizer):
+    processor = processor_factory()
+    out = ids(tokenizer, " Voldem")
+    add(processor, (0, SamplingParams(extra_args=SPEC.to_extra_args()), [1], out), (1, SamplingParams(), [1], []))
+    processor.update_state(BatchUpdate(batch_size=2, removed=[], added=[],
+                                       moved=[(0, 1, MoveDirectionality.SWAP)]))
+    logits = processor.apply(torch.zeros(2, len(tokenizer)))
+    end = ids(tokenizer, "ort")[0]
+    assert logits[1, end] == float("-inf") and logits[0, end] == 0
+    processor.update_state(BatchUpdate(batch_size=1, removed=[1], added=[], moved=[]))
+    assert processor.rows == {}
+
+
+def test_replayed_prompt_tail_and_step_bans(processor_factory, tokenizer):
+    processor = processor_factory()
+    accepted = ids(tokenizer, " by Voldem")  # after a rewind the accepted output ends the prompt
+    spec = GuardSpec(SPEC.patterns, replay_tokens=len(accepted), step_bans=((0, (42,)), (1, (43,))))
+    add(processor, (0, SamplingParams(extra_args=spec.to_extra_args()), [7, 8] + accepted, []))
+    logits = processor.apply(torch.zeros(1, len(tokenizer)))
+    assert logits[0, ids(tokenizer, "ort")[0]] == float("-inf")  # the partial match spans the seam
+    assert logits[0, 42] == float("-inf") and logits[0, 43] == 0  # step 0's ban only
+
+
+def test_invalid_spec_is_rejected_in_the_api_process():
+    with pytest.raises(ValueError, match="guard.patterns"):
+        GuardLogitsProcessor.validate_params(SamplingParams(extra_args={"guard": {"patterns": "x"}}))
+
+
+def test_a_spec_that_fails_in_the_worker_fails_closed(processor_factory, tokenizer):
+    processor = processor_factory()
+    bad = SamplingParams(extra_args={"guard": {"patterns": ["rowling"], "step_bans": [[0, [10**9]]]}})
+    add(processor, (0, bad, [1], []))
+    logits = processor.apply(torch.zeros(1, len(tokenizer)))
+    finite = torch.isfinite(logits[0]).nonzero().flatten().tolist()
+    assert finite == [tokenizer.eos_token_id]  # the row can only end

@@ -1,0 +1,149 @@
+"""The HTTP contract through create_app with a scripted engine: shapes, headers, 4xx errors.
+
+Fast; the same routes against the real vLLM engine are in test_integration.py.
+"""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server.app import create_app
+from server.engine import Delta
+from server.settings import Settings
+
+MODEL = "smollm2-135m-instruct"
+
+
+class FakeEngine:
+    max_model_len = 64
+
+    def __init__(self, tokenizer, words):
+        self.tokenizer, self.words, self.healthy, self.seen = tokenizer, words, False, []
+
+    async def start(self):
+        self.healthy = True
+
+    def shutdown(self):
+        self.healthy = False
+
+    async def stream(self, prompt_ids, params, spec, request_id):
+        self.seen.append((prompt_ids, params, spec))
+        for i, word in enumerate(self.words[: params.max_tokens]):
+            last = i == len(self.words) - 1 or i == params.max_tokens - 1
+            yield Delta([i], word, ("stop" if i == len(self.words) - 1 else "length") if last else None)
+
+
+@pytest.fixture()
+def client_and_engine(tokenizer):
+    engine = FakeEngine(tokenizer, ["The", " capital", " is", " Paris", "."])
+    app = create_app(Settings(policy="examples/harry-potter.yaml"), engine=engine)
+    with TestClient(app) as client:
+        yield client, engine
+
+
+def chat(client, **overrides):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Capital of France?"}], **overrides}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_chat_completion_shape_and_header(client_and_engine):
+    client, engine = client_and_engine
+    response = chat(client, temperature=0, seed=3, stop=["\n"])
+    assert response.status_code == 200
+    assert response.headers["x-guard-targets"] == "harry-potter"
+    body = response.json()
+    assert body["object"] == "chat.completion" and body["model"] == MODEL
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "The capital is Paris."}
+    assert body["usage"]["completion_tokens"] == 5
+    _, params, spec = engine.seen[-1]
+    assert params.stop == ("\n",) and params.seed == 3 and params.temperature == 0
+    assert spec is not None and "jkrowling" in spec.patterns
+
+
+def test_streamed_chat_is_sse_and_ends_with_done(client_and_engine):
+    client, _ = client_and_engine
+    with client.stream("POST", "/v1/chat/completions", json={
+        "model": MODEL, "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Capital of France?"}]}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+    assert text == "The capital is Paris."
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "stop"
+    assert events[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_text_completion(client_and_engine):
+    client, _ = client_and_engine
+    response = client.post("/v1/completions", json={"model": MODEL, "prompt": "The capital", "max_tokens": 2})
+    body = response.json()
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["text"] == "The capital" and body["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        ({"model": MODEL}, 400, "messages"),
+        ({"model": MODEL, "messages": []}, 400, "messages"),
+        ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "model"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}, 400, "max_tokens"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**6}, 400, "max_tokens"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, "temperature"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400, "top_p"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}, 400, "stop"),
+        ({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 100}]}, 400, "messages"),
+        ({"model": MODEL, "messages": "hi"}, 400, "messages"),
+    ],
+)
+def test_bad_chat_requests_get_openai_errors(client_and_engine, body, status, param):
+    client, engine = client_and_engine
+    calls = len(engine.seen)
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error"
+    assert len(engine.seen) == calls  # rejected before reaching the engine
+
+
+@pytest.mark.parametrize("raw", ['{"model": ', "[1, 2]", "null", "not json"])
+def test_malformed_bodies(client_and_engine, raw):
+    client, _ = client_and_engine
+    response = client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "error" in response.json()
+
+
+def test_empty_prompt_and_several_prompts(client_and_engine):
+    client, _ = client_and_engine
+    assert client.post("/v1/completions", json={"model": MODEL, "prompt": ""}).status_code == 400
+    assert client.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b"]}).status_code == 400
+
+
+def test_models_health_metrics(client_and_engine):
+    client, _ = client_and_engine
+    assert client.get("/v1/models").json()["data"][0]["id"] == MODEL
+    assert client.get("/health").json()["status"] == "ok"
+    chat(client)
+    metrics = client.get("/metrics").text
+    assert 'guard_restricted_requests_total{target="harry-potter"}' in metrics
+    assert client.get("/nope").json()["error"]["message"] == "Not Found"
+
+
+def test_unhealthy_engine_reports_503(client_and_engine):
+    client, engine = client_and_engine
+    engine.healthy = False
+    assert client.get("/health").status_code == 503
+
+
+def test_a_bad_policy_stops_create_app(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("targets: [{id: Bad Id, description: x}]")
+    with pytest.raises(ValueError, match="targets.0.id"):
+        create_app(Settings(policy=bad))
