@@ -7,10 +7,11 @@ rewind to before them, and the benchmarks can count leaks with one definition.
 
 Violations:
 - complete: a pattern matched at a word start (folded, so "R-o-w-l-i-n-g" counts);
-- broken:   a partial match of >= NEAR_MISS_DEPTH letters that then diverged inside a word
-            ("rowl|ey"), or one that covered the whole leading word(s) of a multi-word phrase and
-            then went on differently ("J.K." then "R.A.M."): the model was steered off the name
-            mid-way and is improvising, so it must rephrase from before it;
+- broken:   a partial match of >= NEAR_MISS_DEPTH letters ("Rowl|ey", "Herm" as a nickname) or
+            covering the whole leading word(s) of a multi-word phrase ("J.K." then "R.A.M.").
+            Such a match is judged as soon as it appears, even while still open: the engine blocks
+            its completion, so the model can only go on with a near-miss or improvise. It must
+            rephrase from before it;
 - similar:  a finished word of >= 4 letters within edit similarity FUZZY_RATIO of a forbidden word
             of >= 5 letters, including the parts of multi-word names ("Voldermort", "Granger").
 """
@@ -94,12 +95,12 @@ class LeakDetector:
             start, end = begin + origins[j], begin + origins[j + depth - 1] + 1
             if matched in self._pattern_set:
                 violations.append(Violation(start, end, "complete", matched))
+            elif depth >= NEAR_MISS_DEPTH or self._covers_leading_words(matched):
+                # Broken, or still open but doomed: the engine blocks its completion, so whatever
+                # comes next is a near-miss. Judged now, before the model improvises past it.
+                violations.append(Violation(start, end, "broken", self._completion(matched)))
             elif j + depth == len(folded) and not final:
                 undecided = min(undecided, start)
-            elif self._covers_leading_words(matched) or (
-                depth >= NEAR_MISS_DEPTH and (j + depth == len(folded) or (j + depth) not in starts)
-            ):
-                violations.append(Violation(start, end, "broken", self._completion(matched)))
         for word in _WORD.finditer(text, begin):
             if not final and word.end() == len(text):
                 undecided = min(undecided, word.start())  # still being written

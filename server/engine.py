@@ -26,6 +26,7 @@ class DecodeParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: decode a fixed number of tokens
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class EmbeddedEngine:
             top_p=params.top_p,
             stop=list(params.stop) or None,
             seed=params.seed,
+            ignore_eos=params.ignore_eos,
             output_kind=RequestOutputKind.DELTA,
             extra_args=spec.to_extra_args() if spec is not None else None,
         )

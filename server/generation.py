@@ -37,6 +37,7 @@ class Chunk:
     finish_reason: str | None = None  # set on the last chunk only
     completion_tokens: int = 0  # on the last chunk: tokens in the final answer
     rewinds: int = 0
+    decoded_tokens: int = 0  # on the last chunk: tokens the engine decoded, rewound ones included
 
 
 @dataclass
@@ -85,7 +86,8 @@ async def generate_guarded(
         async with aclosing(engine.stream(prompt_ids, params, None, request_id)) as stream:
             async for delta in stream:
                 produced += len(delta.token_ids)
-                yield Chunk(delta.text, delta.finish_reason, produced if delta.finish_reason else 0)
+                done = delta.finish_reason is not None
+                yield Chunk(delta.text, delta.finish_reason, produced if done else 0, 0, produced if done else 0)
         return
 
     out = _Output()
@@ -94,6 +96,7 @@ async def generate_guarded(
     rewinds = 0
     bans: dict[int, set[int]] = {}  # output position -> tokens banned there by rewinds
     attempt = 0
+    decoded = 0
     while True:
         accepted = len(out.token_ids)
         attempt_spec = dataclasses.replace(
@@ -109,6 +112,7 @@ async def generate_guarded(
         ) as stream:
             async for delta in stream:
                 out.add(delta)
+                decoded += len(delta.token_ids)
                 finish = delta.finish_reason
                 scan = detector.scan(out.text, final=finish is not None, begin=judged)
                 if scan.violations:
@@ -124,14 +128,14 @@ async def generate_guarded(
         if violation is None:
             if len(out.text) > sent:
                 yield Chunk(out.text[sent:])
-            yield Chunk("", finish or "stop", len(out.token_ids), rewinds)
+            yield Chunk("", finish or "stop", len(out.token_ids), rewinds, decoded)
             return
         k = out.token_at(violation.start)
         if rewinds >= max_rewinds or out.starts[k] < sent or accepted >= params.max_tokens:
             out.truncate(k)  # fail closed: never say it, stop here
             if len(out.text) > sent:
                 yield Chunk(out.text[sent:])
-            yield Chunk("", "content_filter", len(out.token_ids), rewinds)
+            yield Chunk("", "content_filter", len(out.token_ids), rewinds, decoded)
             return
         rewinds += 1
         bans.setdefault(k, set()).add(out.token_ids[k])

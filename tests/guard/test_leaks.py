@@ -16,6 +16,7 @@ detector = LeakDetector(HP_PHRASES)
         ("Ron Weasly", "broken", "Ron Weasl"),
         ("J.K.R.A.M.D.J.A.", "broken", "J.K.R"),  # steered off mid-name, improvising
         ("written by J.K.", "broken", "J.K"),  # stopped right after the name's first word
+        ('Meredith "Herm" Jackson', "broken", "Herm"),  # a truncated name is a near-miss too
         ("the Granger family", "similar", "Granger"),  # a part of a multi-word name
         ("Valdemort returns", "similar", "Valdemort"),
     ],
@@ -35,10 +36,15 @@ def test_innocent_text(text):
 
 
 def test_growing_text_holds_back_the_undecided_tail():
-    scan = detector.scan("It was written by J.K. Row", final=False)
+    scan = detector.scan("It was written by Ro", final=False)
     assert scan.violations == [] and scan.undecided_from == len("It was written by ")
     scan = detector.scan("The capital is Par", final=False)
     assert scan.undecided_from == len("The capital is ")  # the word still being written
+
+
+@pytest.mark.parametrize("text", ["It was written by J.K", "It was written by J.K. Row", "His enemy Vold"])
+def test_a_doomed_open_match_is_judged_at_once(text):
+    assert detector.scan(text, final=False).violations[0].kind == "broken"
 
 
 def test_scan_from_an_offset_finds_only_later_violations():

@@ -1,0 +1,161 @@
+"""Guarded vs unguarded decode throughput on the same engine, prompts and batch.
+
+    python -m benchmarks.throughput [--batch 16] [--tokens 128] [--runs 5] [--out bench-results]
+
+Two measurements over `--runs` alternating runs; each ratio is the median of per-run ratios:
+- engine:  every row decodes exactly `--tokens` tokens (ignore_eos), with and without the guard's
+           spec, so the ratio is the per-step cost of the logits processor alone;
+- server:  the full guarded generation loop (hold-back, detector, rewinds) against plain
+           generation, greedy with natural stops, in a closed loop (one client per row sending
+           requests back to back for `--seconds`); tokens/s over the tokens of the final answers.
+Writes `throughput.json` into `--out` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from tqdm import tqdm
+
+from guard.models import model_provenance, resolve_model
+from guard.policy import load_policy
+from guard.restriction import Restriction, Restrictions
+from server.engine import DecodeParams, EmbeddedEngine
+from server.generation import generate_guarded
+
+QUESTIONS = [
+    "Who wrote the Harry Potter books?", "Who are Harry Potter's best friends?",
+    "Who is Harry Potter's greatest enemy?", "Describe the school Harry Potter attends.",
+    "Tell me about the Harry Potter films.", "Who is the headmaster in Harry Potter?",
+    "What is Quidditch?", "Summarise the first Harry Potter book.",
+    "What is the capital of France?", "Who founded Microsoft?", "Explain photosynthesis briefly.",
+    "Write a short poem about the sea.", "What is the capital of Japan?", "How do vaccines work?",
+    "Give me three tips for learning to cook.", "Who founded Apple?",
+]
+
+
+async def _engine_run(engine, prompts, tokens, spec) -> float:
+    params = DecodeParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+
+    async def one(prompt):
+        count = 0
+        async for delta in engine.stream(prompt, params, spec, uuid.uuid4().hex):
+            count += len(delta.token_ids)
+        return count
+
+    started = time.perf_counter()
+    counts = await asyncio.gather(*(one(p) for p in prompts))
+    return sum(counts) / (time.perf_counter() - started)
+
+
+async def _server_run(engine, prompts, tokens, restriction, max_rewinds, seconds) -> tuple[float, float, int]:
+    """Closed loop: one client per prompt, each sending requests back to back for `seconds`, so
+    the batch stays full as in steady serving. Counts the requests completed within the window."""
+    params = DecodeParams(max_tokens=tokens, temperature=0.0)
+    deadline = time.perf_counter() + seconds
+    answer = decoded = rewinds = 0
+
+    async def client(prompt):
+        nonlocal answer, decoded, rewinds
+        while time.perf_counter() < deadline:
+            last = None
+            async for chunk in generate_guarded(engine, prompt, params, uuid.uuid4().hex, restriction.detector,
+                                                restriction.spec, max_rewinds):
+                last = chunk
+            if time.perf_counter() <= deadline:
+                answer, decoded, rewinds = answer + last.completion_tokens, decoded + last.decoded_tokens, \
+                    rewinds + last.rewinds
+
+    started = time.perf_counter()
+    clients = [asyncio.create_task(client(p)) for p in prompts]
+    await asyncio.sleep(max(0.0, deadline - time.perf_counter()))
+    for task in clients:
+        task.cancel()  # requests still running at the deadline are aborted and not counted
+    await asyncio.gather(*clients, return_exceptions=True)
+    elapsed = min(time.perf_counter(), deadline) - started
+    return answer / elapsed, decoded / elapsed, rewinds
+
+
+async def measure(args) -> dict:
+    model_path = resolve_model(args.model)
+    engine = EmbeddedEngine(model_path, max_model_len=2048, kv_cache_gib=args.kv_cache_gib, enforce_eager=True)
+    await engine.start()
+    try:
+        policy = load_policy(args.policy)
+        restriction = Restrictions(policy, penalty=8.0).for_conversation("")
+        questions = (QUESTIONS * (args.batch // len(QUESTIONS) + 1))[: args.batch]
+        prompts = [engine.tokenizer.encode(
+            engine.tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                                 tokenize=False), add_special_tokens=False) for q in questions]
+        await _engine_run(engine, prompts, 8, restriction.spec)  # warm-up: caches, first-call costs
+        await _engine_run(engine, prompts, 8, None)
+        engine_plain, engine_guarded, server_plain, server_guarded, decoded, rewinds = [], [], [], [], [], []
+        plain = Restriction((), None, None)
+        for _ in tqdm(range(args.runs), desc="runs (plain + guarded, engine + server)", unit="run"):
+            engine_plain.append(await _engine_run(engine, prompts, args.tokens, None))
+            engine_guarded.append(await _engine_run(engine, prompts, args.tokens, restriction.spec))
+            server_plain.append((await _server_run(engine, prompts, args.tokens, plain, 0, args.seconds))[0])
+            answer_tps, decoded_tps, n_rewinds = await _server_run(engine, prompts, args.tokens, restriction, 6,
+                                                                    args.seconds)
+            server_guarded.append(answer_tps)
+            decoded.append(decoded_tps)
+            rewinds.append(n_rewinds)
+    finally:
+        engine.shutdown()
+    med = statistics.median
+    return {
+        "batch": args.batch, "max_tokens": args.tokens, "runs": args.runs, "policy": str(args.policy),
+        "patterns": len(restriction.spec.patterns),
+        "engine": {"plain_tokens_per_s": med(engine_plain), "guarded_tokens_per_s": med(engine_guarded),
+                   "throughput_ratio": _paired_ratio(engine_guarded, engine_plain),
+                   "samples": {"plain": engine_plain, "guarded": engine_guarded}},
+        "server": {"plain_tokens_per_s": med(server_plain), "guarded_tokens_per_s": med(server_guarded),
+                   "throughput_ratio": _paired_ratio(server_guarded, server_plain),
+                   "guarded_decoded_tokens_per_s": med(decoded),  # rewound tokens included
+                   "rewinds_per_run": med(rewinds), "window_s": args.seconds,
+                   "samples": {"plain": server_plain, "guarded": server_guarded}},
+        "provenance": {"model": model_provenance(model_path), "machine": platform.platform(),
+                       "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
+    }
+
+
+def _paired_ratio(guarded: list[float], plain: list[float]) -> float:
+    """Median of per-run ratios: each guarded run against the plain run just before it, so slow
+    drifts of a shared machine cancel out."""
+    return statistics.median(g / p for g, p in zip(guarded, plain))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--policy", default="examples/harry-potter.yaml")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=30.0, help="window of each closed-loop server run")
+    parser.add_argument("--kv-cache-gib", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+    result = asyncio.run(measure(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps(result, indent=2))
+    print(f"\nbatch {result['batch']}, {result['max_tokens']} tokens per row, median of {result['runs']} runs")
+    print(f"{'':8} {'plain tok/s':>12} {'guarded tok/s':>14} {'ratio':>7}")
+    for level in ("engine", "server"):
+        r = result[level]
+        print(f"{level:8} {r['plain_tokens_per_s']:12.1f} {r['guarded_tokens_per_s']:14.1f} {r['throughput_ratio']:7.3f}")
+    server = result["server"]
+    print(f"guarded server: {server['guarded_decoded_tokens_per_s']:.1f} tok/s decoded, rewound tokens included; "
+          f"{server['rewinds_per_run']} rewinds per {server['window_s']:.0f} s window (median)")
+    print(f"written to {args.out / 'throughput.json'}")
+
+
+if __name__ == "__main__":
+    main()
