@@ -62,10 +62,6 @@ class LeakDetector:
         self.words = sorted(
             {fold(w) for phrase in phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
-        self.max_pattern_chars = max((len(p) for p in self.patterns), default=0)
-
-    def __bool__(self) -> bool:
-        return bool(self.patterns)
 
     # -- scanning --------------------------------------------------------------------------
     def scan(self, text: str, final: bool, begin: int = 0) -> Scan:

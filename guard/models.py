@@ -40,10 +40,10 @@ def is_default_model(model: str | None) -> bool:
     return model is None or model in _DEFAULT_ALIASES
 
 
-def resolve_model(model: str | None, *, prepare: bool = True) -> str:
+def resolve_model(model: str | None) -> str:
     """Map a --model value to what an engine or transformers loads: a local folder or a hub id."""
     if is_default_model(model):
-        return str(prepare_default_model() if prepare else default_model_dir())
+        return str(prepare_default_model())
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "config.json").exists():

@@ -30,26 +30,26 @@ _MATCHER_CACHE = 32
 
 
 @dataclass
+class _CompiledMatcher:
+    matcher: Matcher
+    tensors: dict[MatchState, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+
+@dataclass
 class _Row:
-    matcher: Matcher | None  # None: the guard failed for this row, force it to end
+    compiled: _CompiledMatcher | None  # None: the guard failed for this row, force it to end
     state: MatchState
     output_ids: list[int]  # vLLM's live list of this request's output tokens
     step_bans: dict[int, tuple[int, ...]]
     seen: int = 0
 
     def catch_up(self) -> None:
-        while self.matcher is not None and self.seen < len(self.output_ids):
+        while self.compiled is not None and self.seen < len(self.output_ids):
             token_id = self.output_ids[self.seen]
             if token_id < 0:  # placeholder of a token not sampled yet
                 return
-            self.state = self.matcher.advance(self.state, token_id)
+            self.state = self.compiled.matcher.advance(self.state, token_id)
             self.seen += 1
-
-
-@dataclass
-class _CompiledMatcher:
-    matcher: Matcher
-    tensors: dict[MatchState, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 class GuardLogitsProcessor(LogitsProcessor):
@@ -94,8 +94,7 @@ class GuardLogitsProcessor(LogitsProcessor):
         try:
             compiled = self._compile(spec)
             replayed = (prompt_ids or [])[len(prompt_ids or []) - spec.replay_tokens :] if spec.replay_tokens else []
-            state = compiled.matcher.replay(replayed)
-            return _Row(compiled.matcher, state, output_ids, dict(spec.step_bans))
+            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, dict(spec.step_bans))
         except Exception:  # noqa: BLE001
             log.exception("guard: cannot compile a spec")
             return _Row(None, MatchState((), True), output_ids, {})
@@ -127,7 +126,7 @@ class GuardLogitsProcessor(LogitsProcessor):
     def _apply(self, logits: torch.Tensor) -> torch.Tensor:
         row_indices, biases = [], []
         for index, row in self.rows.items():
-            if row.matcher is None:
+            if row.compiled is None:
                 self._force_end(logits, index)
                 continue
             row.catch_up()
@@ -142,11 +141,10 @@ class GuardLogitsProcessor(LogitsProcessor):
         return apply_sparse_bias(logits, rows, cols, values)
 
     def _bias_tensors(self, row: _Row) -> tuple[torch.Tensor, torch.Tensor]:
-        compiled = self._compiled.get((row.matcher.patterns, row.matcher.penalty))
-        cache = compiled.tensors if compiled is not None else {}
+        cache = row.compiled.tensors
         tensors = cache.get(row.state)
         if tensors is None:
-            bias = row.matcher.bias(row.state)
+            bias = row.compiled.matcher.bias(row.state)
             tensors = (
                 torch.tensor(bias.token_ids, dtype=torch.long, device=self.device),
                 torch.tensor(bias.values, dtype=torch.float32, device=self.device),

@@ -76,7 +76,6 @@ class EmbeddedEngine:
     ) -> AsyncIterator[Delta]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
-        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         if not self.healthy:
@@ -93,14 +92,12 @@ class EmbeddedEngine:
         )
         finished = False
         try:
-            async for output in self._llm.generate(TokensPrompt(prompt_token_ids=prompt_ids), sampling, request_id):
+            async for output in self._llm.generate(_token_prompt(prompt_ids), sampling, request_id):
                 completion = output.outputs[0]
                 finished = output.finished
                 yield Delta(list(completion.token_ids), completion.text, completion.finish_reason if finished else None)
         except VLLMClientError as exc:
             raise bad_request(str(exc)) from None
-        except (asyncio.CancelledError, GeneratorExit):
-            raise
         except Exception as exc:
             if not self.healthy:
                 raise OpenAIError(503, "the engine stopped", type="server_error") from exc
@@ -108,3 +105,14 @@ class EmbeddedEngine:
         finally:
             if not finished and self._llm is not None:
                 await self._llm.abort(request_id)
+
+
+def _token_prompt(prompt_ids: list[int]):
+    """An already tokenised prompt, in the form this vLLM version takes."""
+    try:
+        from vllm.inputs.engine import tokens_input  # vLLM >= 0.32: rendered engine input
+    except ImportError:
+        from vllm.inputs import TokensPrompt
+
+        return TokensPrompt(prompt_token_ids=prompt_ids)
+    return tokens_input(prompt_ids)

@@ -135,6 +135,10 @@ class _Reply:
     kind: Literal["chat", "text"]
     prompt_tokens: int
 
+    @property
+    def chunk_object(self) -> str:
+        return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+
     def whole(self, text: str, last: Chunk) -> dict[str, Any]:
         if self.kind == "chat":
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
@@ -151,11 +155,10 @@ class _Reply:
             if text is not None:
                 delta["content"] = text
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            obj = "chat.completion.chunk"
         else:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-            obj = "text_completion"
-        return {"id": self.id, "object": obj, "created": now(), "model": self.model, "choices": [choice]}
+        return {"id": self.id, "object": self.chunk_object, "created": now(), "model": self.model,
+                "choices": [choice]}
 
 
 def _event(payload: dict[str, Any]) -> str:
@@ -176,7 +179,7 @@ async def _sse(reply: _Reply, first: Chunk, chunks: AsyncIterator[Chunk], includ
                     yield _event(reply.piece(None if reply.kind == "chat" else "", chunk.finish_reason))
                     metrics.observe_finish(request.app.state.metrics, chunk)
                     if include_usage:
-                        yield _event({"id": reply.id, "object": reply.piece("", None)["object"], "created": now(),
+                        yield _event({"id": reply.id, "object": reply.chunk_object, "created": now(),
                                       "model": reply.model, "choices": [],
                                       "usage": usage(reply.prompt_tokens, chunk.completion_tokens)})
                     break
