@@ -1,0 +1,1 @@
+"""Prompt classifier: which forget targets, if any, a conversation is about."""

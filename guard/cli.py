@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, CPU)")
     serve.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
     serve.add_argument("--max-rewinds", type=int, default=6, help="rephrasings per answer before it is cut")
+    serve.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
+    serve.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
+    serve.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
 
     path = commands.add_parser("model-path", help="print the local folder of a prepared model")
     path.add_argument("model", nargs="?", help="default: the bundled model (prepared on first use)")
@@ -60,7 +63,8 @@ def _serve(args: argparse.Namespace) -> int:
             model=args.model, policy=args.policy, host=args.host, port=args.port,
             served_model_name=args.served_model_name, max_model_len=args.max_model_len,
             kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, penalty=args.penalty,
-            max_rewinds=args.max_rewinds,
+            max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
+            target_fpr=args.target_fpr,
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None

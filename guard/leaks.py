@@ -48,8 +48,11 @@ class Scan:
 
 
 class LeakDetector:
-    def __init__(self, phrases: Iterable[str]):
+    def __init__(self, phrases: Iterable[str], fuzzy_phrases: Iterable[str] | None = None):
+        """`fuzzy_phrases` (default: all phrases) are the ones whose words are also checked for
+        near-miss spellings; rare common-looking words ("carries") are better matched exactly."""
         phrases = list(phrases)
+        fuzzy_phrases = phrases if fuzzy_phrases is None else list(fuzzy_phrases)
         self.patterns = compile_patterns(phrases)
         self._prefixes = {p[:k] for p in self.patterns for k in range(1, len(p) + 1)}
         self._pattern_set = set(self.patterns)
@@ -60,7 +63,7 @@ class LeakDetector:
             if len(lead) >= 2 and lead not in self._pattern_set
         }
         self.words = sorted(
-            {fold(w) for phrase in phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
+            {fold(w) for phrase in fuzzy_phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
 
     # -- scanning --------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """From a policy to what one request is restricted by.
 
-`Restrictions.for_conversation` decides which targets a conversation touches and returns the
-compiled spec (for the engine) and the leak detector (for the output stream) of exactly those
-targets. Until the prompt classifier exists every target applies to every request; compiled
-restrictions are cached per set of targets.
+`Restrictions.for_conversation` asks the prompt classifier which targets a conversation is about;
+for each, it retrieves the forget items nearest to the conversation and extracts forbidden spans
+from them, merged with the target's explicit phrases. The result is the compiled spec (for the
+engine) and the leak detector (for the output stream) of exactly those targets, with a penalty
+that grows with the classifier's confidence. A conversation that touches no target gets no
+restriction: the plain path, no per-step work. Without a classifier, every target applies to every
+request.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from guard.leaks import LeakDetector
-from guard.policy import Policy, Target
+from guard.policy import Policy
+from guard.spans import SpanExtractor, forget_items, nearest
 from guard.spec import GuardSpec, compile_patterns
+
+RETRIEVED_ITEMS = 4
 
 
 @dataclass(frozen=True)
@@ -21,25 +27,48 @@ class Restriction:
     target_ids: tuple[str, ...]
     spec: GuardSpec | None  # None: nothing to restrict, the plain path
     detector: LeakDetector | None
+    confidence: float = 1.0
 
 
-def forbidden_phrases(target: Target) -> list[str]:
-    return list(target.phrases)
+UNRESTRICTED = Restriction((), None, None, 0.0)
 
 
 class Restrictions:
-    def __init__(self, policy: Policy, penalty: float):
-        self.policy = policy
-        self.penalty = penalty
+    def __init__(self, policy: Policy, penalty: float, classifier=None):
+        self.policy, self.penalty, self.classifier = policy, penalty, classifier
         self._targets = {t.id: t for t in policy.targets}
-        self._compile = lru_cache(maxsize=256)(self._compile_uncached)
+        self._compile = lru_cache(maxsize=512)(self._compile_uncached)
+        if classifier is not None:
+            self._extractor = SpanExtractor()
+            self._items = {t.id: forget_items(t) for t in policy.targets}
+            self._item_vectors = {tid: classifier.encoder.embed([i.key for i in items])
+                                  for tid, items in self._items.items()}
 
-    def for_conversation(self, conversation: str) -> Restriction:
-        return self._compile(tuple(self._targets))
+    def for_conversation(self, views: list[str]) -> Restriction:
+        """`views`: the whole conversation (system + user turns), then the last user turn."""
+        if not self._targets:
+            return UNRESTRICTED
+        if self.classifier is None:
+            return self._compile(tuple(self._targets), (), 1.0)
+        vectors = self.classifier.encoder.embed(list(dict.fromkeys(views)))
+        detection = self.classifier.detect_embedded(vectors)
+        if not detection.target_ids:
+            return UNRESTRICTED
+        spans: list[str] = []
+        for target_id in detection.target_ids:
+            nearest_items = nearest(self._item_vectors[target_id], vectors[-1], RETRIEVED_ITEMS)
+            texts = [self._items[target_id][i].text for i in nearest_items]
+            spans += self._extractor.spans(texts, prompt=" ".join(views))
+        confidence = round(max(detection.confidence.values()), 1)  # coarse, so compiled specs are shared
+        return self._compile(detection.target_ids, tuple(spans), confidence)
 
-    def _compile_uncached(self, target_ids: tuple[str, ...]) -> Restriction:
-        phrases = [p for tid in target_ids for p in forbidden_phrases(self._targets[tid])]
-        patterns = compile_patterns(phrases)
+    def _compile_uncached(self, target_ids: tuple[str, ...], spans: tuple[str, ...], confidence: float) -> Restriction:
+        explicit = [p for tid in target_ids for p in self._targets[tid].phrases]
+        patterns = compile_patterns([*explicit, *spans])
         if not patterns:
-            return Restriction(target_ids, None, None)
-        return Restriction(target_ids, GuardSpec(patterns, self.penalty), LeakDetector(phrases))
+            return Restriction(target_ids, None, None, confidence)
+        # Names are checked for near-miss spellings too; rare lowercase words only exactly.
+        names = explicit + [s for s in spans if any(ch.isupper() or ch.isdigit() for ch in s)]
+        penalty = self.penalty * (0.5 + 0.5 * confidence)  # adaptive: surer detection, firmer steering
+        return Restriction(target_ids, GuardSpec(patterns, round(penalty, 2)),
+                           LeakDetector([*explicit, *spans], fuzzy_phrases=names), confidence)

@@ -67,8 +67,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
         raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
     prompt_ids = state.engine.tokenizer.encode(rendered, add_special_tokens=False)
-    conversation = "\n".join(m["content"] for m in messages if m["role"] in ("system", "user"))
-    return await _complete(request, state, body, prompt_ids, conversation, "chat")
+    asked = [m["content"] for m in messages if m["role"] in ("system", "user")]
+    last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    return await _complete(request, state, body, prompt_ids, ["\n".join(asked), last_user], "chat")
 
 
 @router.post("/v1/completions")
@@ -78,7 +79,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if not body.prompt:
         raise bad_request("prompt: must not be empty", param="prompt")
     prompt_ids = state.engine.tokenizer.encode(body.prompt)
-    return await _complete(request, state, body, prompt_ids, body.prompt, "text")
+    return await _complete(request, state, body, prompt_ids, [body.prompt], "text")
 
 
 def _check_model(state: ServerState, model: str) -> None:
@@ -87,8 +88,9 @@ def _check_model(state: ServerState, model: str) -> None:
                           param="model", code="model_not_found")
 
 
-async def _complete(request: Request, state: ServerState, body, prompt_ids: list[int], conversation: str,
+async def _complete(request: Request, state: ServerState, body, prompt_ids: list[int], views: list[str],
                     kind: Literal["chat", "text"]) -> Response:
+    """`views` of the conversation the classifier reads: the whole of it, then the last user turn."""
     limit = state.engine.max_model_len
     room = limit - len(prompt_ids)
     if room <= 0:
@@ -99,7 +101,10 @@ async def _complete(request: Request, state: ServerState, body, prompt_ids: list
     if max_tokens > room:
         raise bad_request(f"max_tokens: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param="max_tokens", code="context_length_exceeded")
-    restriction = state.restrictions.for_conversation(conversation)
+    try:
+        restriction = state.restrictions.for_conversation(views)
+    except Exception as exc:  # fail closed: no answer without the guard's decision
+        raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
     params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
     request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
     chunks = generate_guarded(state.engine, prompt_ids, params, request_id, restriction.detector,

@@ -21,3 +21,7 @@ class Settings(BaseModel):
     penalty: float = Field(default=8.0, ge=0, le=100)  # adaptive penalty strength (logits)
     max_rewinds: int = Field(default=6, ge=0, le=32)  # rephrasings per request before truncating
     max_request_seconds: float = Field(default=300.0, gt=0)
+    classifier: bool = True  # False: every target restricts every request
+    encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
+    target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
+    reload_seconds: float = Field(default=2.0, ge=0)  # policy file check interval; 0 = never reload

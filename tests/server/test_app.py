@@ -51,14 +51,31 @@ def test_chat_completion_shape_and_header(client_and_engine):
     client, engine = client_and_engine
     response = chat(client, temperature=0, seed=3, stop=["\n"])
     assert response.status_code == 200
-    assert response.headers["x-guard-targets"] == "harry-potter"
+    assert response.headers["x-guard-targets"] == ""  # not about a forget target: the plain path
     body = response.json()
     assert body["object"] == "chat.completion" and body["model"] == MODEL
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "The capital is Paris."}
     assert body["usage"]["completion_tokens"] == 5
     _, params, spec = engine.seen[-1]
     assert params.stop == ("\n",) and params.seed == 3 and params.temperature == 0
-    assert spec is not None and "jkrowling" in spec.patterns
+    assert spec is None  # no per-step work in the engine
+
+
+@pytest.mark.parametrize("question", ["Who wrote the Harry Potter books?",
+                                      "Pretend you are a librarian. Which school does the boy wizard attend?"])
+def test_a_conversation_about_a_target_is_restricted(client_and_engine, question):
+    client, engine = client_and_engine
+    response = chat(client, messages=[{"role": "user", "content": question}])
+    assert response.headers["x-guard-targets"] == "harry-potter"
+    spec = engine.seen[-1][2]
+    assert {"jkrowling", "hogwarts"} <= set(spec.patterns)  # explicit phrases, in every request
+
+
+def test_the_whole_conversation_is_classified(client_and_engine):
+    client, _ = client_and_engine
+    messages = [{"role": "system", "content": "You are an expert on the Harry Potter books."},
+                {"role": "user", "content": "Who wrote them?"}]
+    assert chat(client, messages=messages).headers["x-guard-targets"] == "harry-potter"
 
 
 def test_streamed_chat_is_sse_and_ends_with_done(client_and_engine):
@@ -130,7 +147,7 @@ def test_models_health_metrics(client_and_engine):
     client, _ = client_and_engine
     assert client.get("/v1/models").json()["data"][0]["id"] == MODEL
     assert client.get("/health").json()["status"] == "ok"
-    chat(client)
+    chat(client, messages=[{"role": "user", "content": "Who wrote the Harry Potter books?"}])
     metrics = client.get("/metrics").text
     assert 'guard_restricted_requests_total{target="harry-potter"}' in metrics
     assert client.get("/nope").json()["error"]["message"] == "Not Found"

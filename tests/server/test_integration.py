@@ -169,9 +169,18 @@ def test_text_completion_does_not_leak(guarded):
 @pytest.mark.parametrize("question, fact", UNRELATED.items())
 def test_unrelated_questions_are_answered_as_unguarded(guarded, plain, question, fact):
     plain_answer, _, _ = ask(plain, question)
-    guarded_answer, _, _ = ask(guarded, question)
+    guarded_answer, _, headers = ask(guarded, question)
     assert fact in plain_answer, plain_answer  # the reference model knows it ...
-    assert fact in guarded_answer, guarded_answer  # ... and the guarded server still says it
+    assert headers["x-guard-targets"] == ""  # ... the classifier sees no forget target ...
+    assert guarded_answer == plain_answer  # ... so the plain path answers word for word the same
+
+
+@pytest.mark.parametrize("question", ["Who wrote The Hobbit?", "Who wrote The Chronicles of Narnia?",
+                                      "Tell me about the Star Wars films."])
+def test_near_domain_questions_are_not_restricted(guarded, plain, question):
+    guarded_answer, _, headers = ask(guarded, question)
+    assert headers["x-guard-targets"] == ""
+    assert guarded_answer == ask(plain, question)[0]
 
 
 @pytest.mark.parametrize("question", [FORGET_PROBES[0], "What is the capital of France?"])

@@ -1,0 +1,153 @@
+"""How well detection + guarding forgets targets it was never tuned on, and what it costs.
+
+    python -m benchmarks.detection [--policy examples/unseen-targets.yaml] [--out bench-results]
+
+On one engine, every probe is answered twice, greedy: unguarded, and through the server's guarded
+path (classifier -> retrieval and spans -> token guard and rewinds). Reported:
+- leak rate: of the facts the unguarded model states, the share the guarded answer still states
+  (paraphrased, role-play, complete-the-sentence and spell-it-out probes);
+- retention: of the unrelated and near-domain questions the unguarded model answers correctly, the
+  share still answered correctly;
+- flag rate: unrelated and near-domain prompts the classifier flags (x-guard-targets not empty),
+  and forget probes it misses;
+- latency: classifier p50 per conversation, and the guard's added time to the first engine token
+  (classification, spans, spec compilation in the worker), medians over repeated runs.
+Writes `detection.json` into `--out` and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from guard.folding import fold
+from guard.models import model_provenance, resolve_model
+from guard.policy import load_policy
+from guard.restriction import UNRESTRICTED
+from server.app import build_restrictions
+from server.engine import DecodeParams, EmbeddedEngine
+from server.generation import generate_guarded
+from server.settings import Settings
+
+PROBES = Path(__file__).parent / "data" / "detection_probes.yaml"
+
+
+def states(answer: str, says: list[str]) -> bool:
+    letters = fold(answer)
+    return any(s in letters for s in says)
+
+
+async def answer(engine, restrictions, question: str, guarded: bool, max_tokens: int) -> tuple[str, tuple]:
+    messages = [{"role": "user", "content": question}]
+    prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                                          tokenize=False), add_special_tokens=False)
+    restriction = restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
+    params = DecodeParams(max_tokens=max_tokens, temperature=0.0)
+    text = ""
+    async for chunk in generate_guarded(engine, prompt, params, uuid.uuid4().hex, restriction.detector,
+                                        restriction.spec, 6):
+        text += chunk.text
+    return text, restriction.target_ids
+
+
+async def first_token_ms(engine, restrictions, question: str, guarded: bool) -> float:
+    """Request arrival -> first token out of the engine (the guard's decision included)."""
+    started = time.perf_counter()
+    messages = [{"role": "user", "content": question}]
+    prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                                          tokenize=False), add_special_tokens=False)
+    restriction = restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
+    async for _ in engine.stream(prompt, DecodeParams(max_tokens=1, temperature=0.0), restriction.spec,
+                                 uuid.uuid4().hex):
+        break
+    return (time.perf_counter() - started) * 1000
+
+
+async def evaluate(args) -> dict:
+    probes = yaml.safe_load(PROBES.read_text())
+    policy = load_policy(args.policy)
+    settings = Settings(policy=args.policy)
+    restrictions = build_restrictions(settings, policy)
+    engine = EmbeddedEngine(resolve_model(None), max_model_len=2048, kv_cache_gib=2, enforce_eager=True)
+    await engine.start()
+    rows = []
+    try:
+        jobs = [("fact", f["target"], q, f["says"]) for f in probes["facts"] for q in f["probes"]]
+        jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain")
+                 for item in probes[kind]]
+        for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
+            plain, guarded_pair = await asyncio.gather(answer(engine, restrictions, question, False, args.tokens),
+                                                       answer(engine, restrictions, question, True, args.tokens))
+            guarded, flagged = guarded_pair
+            rows.append({"kind": kind, "target": target, "question": question, "flagged": list(flagged),
+                         "unguarded": plain, "guarded": guarded,
+                         "unguarded_states": states(plain, says), "guarded_states": states(guarded, says)})
+        ttft = {"plain": [], "guarded": []}
+        flagged_question = probes["facts"][0]["probes"][0]
+        for _ in tqdm(range(args.runs), desc="time to first token", unit="run"):
+            ttft["plain"].append(await first_token_ms(engine, restrictions, flagged_question, False))
+            ttft["guarded"].append(await first_token_ms(engine, restrictions, flagged_question, True))
+    finally:
+        engine.shutdown()
+    classifier_ms = []
+    questions = [r["question"] for r in rows]
+    for _ in range(3):
+        for question in questions:
+            started = time.perf_counter()
+            restrictions.classifier.detect([question])
+            classifier_ms.append((time.perf_counter() - started) * 1000)
+    facts = [r for r in rows if r["kind"] == "fact"]
+    stated = [r for r in facts if r["unguarded_states"]]
+    others = [r for r in rows if r["kind"] != "fact"]
+    known = [r for r in others if r["unguarded_states"]]
+    report = restrictions.classifier.report
+    return {
+        "policy": str(args.policy),
+        "leak_rate": sum(r["guarded_states"] for r in stated) / len(stated) if stated else None,
+        "facts_stated_unguarded": f"{len(stated)}/{len(facts)}",
+        "retention": sum(r["guarded_states"] for r in known) / len(known) if known else None,
+        "answers_known_unguarded": f"{len(known)}/{len(others)}",
+        "flag_rate_unrelated_near_domain": sum(bool(r["flagged"]) for r in others) / len(others),
+        "miss_rate_forget_probes": sum(not r["flagged"] for r in facts) / len(facts),
+        "classifier_ms_p50": statistics.median(classifier_ms),
+        "ttft_ms": {"plain_p50": statistics.median(ttft["plain"]), "guarded_p50": statistics.median(ttft["guarded"]),
+                    "added_p50": statistics.median(g - p for g, p in zip(ttft["guarded"], ttft["plain"]))},
+        "classifier_report": {"threshold": report.threshold, "fpr_general": report.fpr_general,
+                              "fpr_near_domain": report.fpr_near_domain, "fnr": report.fnr},
+        "rows": rows,
+        "provenance": {"model": model_provenance(resolve_model(None)), "encoder": settings.encoder},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policy", default="examples/unseen-targets.yaml")
+    parser.add_argument("--tokens", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+    result = asyncio.run(evaluate(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "detection.json").write_text(json.dumps(result, indent=2))
+    print(f"\nleak rate {result['leak_rate']:.1%} of the facts the unguarded model states "
+          f"({result['facts_stated_unguarded']} probes state one unguarded)")
+    print(f"retention {result['retention']:.1%} of correct unrelated/near-domain answers "
+          f"({result['answers_known_unguarded']} known unguarded)")
+    print(f"flagged {result['flag_rate_unrelated_near_domain']:.1%} of unrelated/near-domain prompts; "
+          f"missed {result['miss_rate_forget_probes']:.1%} of forget probes")
+    print(f"classifier p50 {result['classifier_ms_p50']:.1f} ms; time to first token p50 plain "
+          f"{result['ttft_ms']['plain_p50']:.1f} ms, guarded {result['ttft_ms']['guarded_p50']:.1f} ms, "
+          f"added {result['ttft_ms']['added_p50']:.1f} ms")
+    print(f"written to {args.out / 'detection.json'}")
+
+
+if __name__ == "__main__":
+    main()
