@@ -33,10 +33,12 @@ class Bias(NamedTuple):
 
 
 class Matcher:
-    def __init__(self, patterns: tuple[str, ...], penalty: float, index: TokenIndex):
+    def __init__(self, patterns: tuple[str, ...], penalty: float, index: TokenIndex,
+                 semantic: tuple[tuple[int, float], ...] = ()):
         self.patterns = patterns
         self.penalty = penalty
         self.index = index
+        self.semantic = dict(semantic)  # token id -> penalty, in every state (guard.semantic)
         self._extending: dict[str, list[str]] = {}  # proper prefix -> patterns extending it
         for pattern in patterns:
             for k in range(1, len(pattern)):
@@ -108,9 +110,11 @@ class Matcher:
         return blocked, depth
 
     def _to_bias(self, blocked: set[int], depth: dict[int, float]) -> Bias:
-        penalised = sorted(t for t in depth if t not in blocked)
+        penalised = sorted(t for t in depth.keys() | self.semantic.keys() if t not in blocked)
         token_ids = tuple(sorted(blocked)) + tuple(penalised)
-        values = (BLOCK,) * len(blocked) + tuple(self.penalty_for(depth[t]) for t in penalised)
+        values = (BLOCK,) * len(blocked) + tuple(
+            min(self.penalty_for(depth.get(t, 0.0)), self.semantic.get(t, 0.0)) for t in penalised
+        )
         return Bias(token_ids, values)
 
     def penalty_for(self, fraction: float) -> float:

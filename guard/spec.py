@@ -38,11 +38,13 @@ class GuardSpec:
     replay_tokens: int = 0
     # (output step, token ids) banned at that step: how a rewind makes the model rephrase.
     step_bans: tuple[tuple[int, tuple[int, ...]], ...] = field(default=())
+    # (token id, penalty <= 0): tokens close in meaning to a forbidden span (guard.semantic).
+    semantic: tuple[tuple[int, float], ...] = field(default=())
 
     @property
-    def compile_key(self) -> tuple[tuple[str, ...], float]:
+    def compile_key(self) -> tuple:
         """What the worker compiles a matcher from; requests sharing it share the cache."""
-        return (self.patterns, self.penalty)
+        return (self.patterns, self.penalty, self.semantic)
 
     def to_extra_args(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class GuardSpec:
                 "penalty": self.penalty,
                 "replay_tokens": self.replay_tokens,
                 "step_bans": [[step, list(ids)] for step, ids in self.step_bans],
+                "semantic": [[token_id, penalty] for token_id, penalty in self.semantic],
             }
         }
 
@@ -62,7 +65,7 @@ class GuardSpec:
             return None
         if not isinstance(raw, dict):
             raise ValueError(f"{EXTRA_ARGS_KEY}: must be an object")
-        unknown = set(raw) - {"patterns", "penalty", "replay_tokens", "step_bans"}
+        unknown = set(raw) - {"patterns", "penalty", "replay_tokens", "step_bans", "semantic"}
         if unknown:
             raise ValueError(f"{EXTRA_ARGS_KEY}: unknown field(s) {sorted(unknown)}")
         patterns = raw.get("patterns")
@@ -93,7 +96,20 @@ class GuardSpec:
             ):
                 raise ValueError(f"{EXTRA_ARGS_KEY}.step_bans: entries must be [step, [token ids in the vocabulary]]")
             step_bans.append((entry[0], tuple(entry[1])))
-        return cls(tuple(sorted(set(patterns))), float(penalty), replay, tuple(step_bans))
+        semantic = []
+        for entry in raw.get("semantic", []):
+            if (
+                not isinstance(entry, (list, tuple))
+                or len(entry) != 2
+                or not _is_index(entry[0])
+                or (vocab_size is not None and entry[0] >= vocab_size)
+                or isinstance(entry[1], bool)
+                or not isinstance(entry[1], (int, float))
+                or not -100 <= entry[1] <= 0
+            ):
+                raise ValueError(f"{EXTRA_ARGS_KEY}.semantic: entries must be [token id, penalty in [-100, 0]]")
+            semantic.append((entry[0], float(entry[1])))
+        return cls(tuple(sorted(set(patterns))), float(penalty), replay, tuple(step_bans), tuple(semantic))
 
 
 def _is_index(value: Any) -> bool:

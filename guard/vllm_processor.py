@@ -104,7 +104,7 @@ class GuardLogitsProcessor(LogitsProcessor):
             raise RuntimeError("no token index")
         compiled = self._compiled.get(spec.compile_key)
         if compiled is None:
-            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index))
+            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic))
             self._compiled[spec.compile_key] = compiled
             while len(self._compiled) > _MATCHER_CACHE:
                 self._compiled.popitem(last=False)

@@ -38,11 +38,17 @@ def build_restrictions(settings: Settings, policy: Policy) -> Restrictions:
 
     classifier = train(policy, encoder_name=settings.encoder, target_fpr=settings.target_fpr,
                        cache_dir=guard_home() / "classifiers")
+    from transformers import AutoTokenizer
+
+    from guard.semantic import SemanticIndex
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.model))
+    semantic = SemanticIndex(tokenizer, classifier.encoder.embed, settings.encoder, guard_home() / "semantic")
     r = classifier.report
     log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
              "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
              r.examples, r.seconds)
-    return Restrictions(policy, settings.penalty, classifier)
+    return Restrictions(policy, settings.penalty, classifier, semantic)
 
 
 async def watch_policy(app: FastAPI) -> None:
