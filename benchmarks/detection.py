@@ -84,9 +84,9 @@ async def evaluate(args) -> dict:
         jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain")
                  for item in probes[kind]]
         for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
-            plain, guarded_pair = await asyncio.gather(answer(engine, restrictions, question, False, args.tokens),
-                                                       answer(engine, restrictions, question, True, args.tokens))
-            guarded, flagged = guarded_pair
+            (plain, _), (guarded, flagged) = await asyncio.gather(
+                answer(engine, restrictions, question, False, args.tokens),
+                answer(engine, restrictions, question, True, args.tokens))
             rows.append({"kind": kind, "target": target, "question": question, "flagged": list(flagged),
                          "unguarded": plain, "guarded": guarded,
                          "unguarded_states": states(plain, says), "guarded_states": states(guarded, says)})
@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"classifier p50 {result['classifier_ms_p50']:.1f} ms; time to first token p50 plain "
           f"{result['ttft_ms']['plain_p50']:.1f} ms, guarded {result['ttft_ms']['guarded_p50']:.1f} ms, "
           f"added {result['ttft_ms']['added_p50']:.1f} ms")
+    report = result["classifier_report"]
+    print(f"classifier on its own held-out (out-of-fold) split: threshold {report['threshold']:.3f}, "
+          f"FPR {report['fpr_general']:.1%} general / {report['fpr_near_domain']:.1%} near-domain, "
+          f"FNR {report['fnr']:.1%}")
     print(f"written to {args.out / 'detection.json'}")
 
 

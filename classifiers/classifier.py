@@ -21,11 +21,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from classifiers import training_data
-from classifiers.encoder import DEFAULT_ENCODER, embed, load_encoder
+from classifiers.encoder import DEFAULT_ENCODER, load_encoder
 from classifiers.training_data import NONE
 from guard.policy import Policy
 
-DATA_VERSION = 2  # bump when the training data recipe changes
+DATA_VERSION = 3  # bump when the training data recipe changes
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class PromptClassifier:
     def detect(self, texts: list[str]) -> Detection:
         """Targets a conversation is about; `texts` are views of it (whole conversation, last turn):
         a target counts when any view reaches the threshold."""
-        return self.detect_embedded(embed(self.encoder, list(dict.fromkeys(texts))))
+        return self.detect_embedded(self.encoder.embed(list(dict.fromkeys(texts))))
 
     def detect_embedded(self, vectors: np.ndarray) -> Detection:
         if len(vectors) == 0 or len(self.labels) == 1:
@@ -80,7 +80,7 @@ def train(policy: Policy, *, encoder_name: str = DEFAULT_ENCODER, target_fpr: fl
     rng = random.Random(seed)
     encoder = load_encoder(encoder_name)
     texts, labels, kinds, fields = _dataset(policy, encoder, rng)
-    x = embed(encoder, texts)
+    x = encoder.embed(texts)
     y = np.array(labels)
     head = LogisticRegression(C=4.0, class_weight="balanced", max_iter=2000)
     folds = StratifiedKFold(n_splits=max(2, min(5, _smallest_class(y))), shuffle=True, random_state=seed)
@@ -114,11 +114,11 @@ def _dataset(policy: Policy, encoder, rng: random.Random):
     fields: dict[str, list[str]] = {}
     descriptions = training_data.field_descriptions()
     names = list(descriptions)
-    field_vectors = embed(encoder, list(descriptions.values()))
+    field_vectors = encoder.embed(list(descriptions.values()))
     for target in policy.targets:
         for text in training_data.target_positives(target, rng):
             texts.append(text), labels.append(target.id), kinds.append("target")
-        closeness = field_vectors @ embed(encoder, [target.description])[0]
+        closeness = field_vectors @ encoder.embed([target.description])[0]
         fields[target.id] = [names[i] for i in np.argsort(-closeness)[:2]]
         for text in training_data.near_domain_prompts(target, fields[target.id], rng):
             texts.append(text), labels.append(NONE), kinds.append("near-domain")

@@ -62,7 +62,3 @@ class Encoder:
 @lru_cache(maxsize=4)
 def load_encoder(name: str = DEFAULT_ENCODER) -> Encoder:
     return Encoder(name)
-
-
-def embed(encoder: Encoder, texts: list[str]) -> np.ndarray:
-    return encoder.embed(texts)

@@ -72,8 +72,10 @@ def near_domain_prompts(target: Target, field_names: list[str], rng: random.Rand
     for field in field_names:
         spec = domains()[field]
         entities = [e for e in spec["entities"] if not (words(e) & own)]
-        pairs = [(e, t) for e in entities for t in spec["templates"]]
-        prompts += [t.format(e=e) for e, t in rng.sample(pairs, min(per_field, len(pairs)))]
+        topics = [t for t in spec.get("topics", []) if not (words(t) & own)]
+        texts = [t.format(e=e) for e in entities for t in spec["templates"]]
+        texts += [t.format(t=topic) for topic in topics for t in spec.get("topic_templates", [])]
+        prompts += rng.sample(texts, min(per_field, len(texts)))
     return prompts
 
 

@@ -99,14 +99,14 @@ class Matcher:
 
     def _start_bias(self, boundary: bool) -> tuple[set[int], dict[int, float]]:
         """Tokens that begin a pattern at a word start, whatever the partial matches."""
-        views = [self.index.leading, self.index.inner] + ([self.index.bare] if boundary else [])
         blocked: set[int] = set()
         depth: dict[int, float] = {}
         for pattern in self.patterns:
-            for view in views:
-                blocked.update(view.with_prefix(pattern))
-                for k in range(1, len(pattern)):
-                    _deepen(depth, view.equal(pattern[:k]), k / len(pattern))
+            pattern_blocked, pattern_depth = self.index.pattern_starts(pattern, boundary)
+            blocked |= pattern_blocked
+            for token_id, fraction in pattern_depth.items():
+                if depth.get(token_id, 0.0) < fraction:
+                    depth[token_id] = fraction
         return blocked, depth
 
     def _to_bias(self, blocked: set[int], depth: dict[int, float]) -> Bias:

@@ -2,7 +2,7 @@
 
 For a flagged prompt, the target's forget items (QA answers, passages) nearest to the prompt are
 retrieved, and spans are extracted from them: names and other capitalised spans, numbers and
-dates, and rare content words. Rarity is a word's Zipf frequency in `wordfreq`'s general English
+dates, formulas ("E = mc2"), and rare content words. Rarity is a word's Zipf frequency in `wordfreq`'s general English
 corpus (an IDF over billions of words, bundled offline). Spans are merged with the target's
 explicit phrases, deduplicated and capped. Words of the prompt itself and common words are never
 forbidden: a question about relativity must be answerable without the word "theory".
@@ -21,6 +21,8 @@ from guard.policy import MIN_FOLDED_PHRASE, Target
 
 _CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:of|the|de|van|von)?\s*[A-Z][\w'’.-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,./-]*\d\b|\b\d{3,}\b")
+# Formulas and codes: letters mixed with digits or joined by operators ("E = mc2", "H2O", "CO2").
+_FORMULA = re.compile(r"\b[A-Za-z0-9]+(?:\s*[=+*/^]\s*[A-Za-z0-9²³]+)+|\b(?=\w*\d)(?=\w*[A-Za-z])\w{2,}\b")
 _WORD = re.compile(r"\b[a-z][a-z'-]{4,}\b")
 RARE_ZIPF = 3.5  # below: a rare content word ("photoelectric" 2.3); above: common ("theory" 4.9)
 COMMON_ZIPF = 5.0  # a capitalised word this frequent ("The", "He", "In") is no name on its own
@@ -56,7 +58,7 @@ class SpanExtractor:
                               if fold(w) not in asked and zipf_frequency(w, "en") < COMMON_ZIPF]
                 if meaningful:
                     found[span] = max(found.get(span, 0.0), 10.0 + len(meaningful))
-            for match in _NUMBER.finditer(text):
+            for match in [*_NUMBER.finditer(text), *_FORMULA.finditer(text)]:
                 found[match.group()] = max(found.get(match.group(), 0.0), 8.0)
             for word in _WORD.findall(text):
                 rarity = RARE_ZIPF - zipf_frequency(word, "en")

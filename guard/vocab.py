@@ -52,6 +52,24 @@ class TokenIndex:
         self.inner = _KeyIndex(
             (p.folded[j:], i) for i, p in enumerate(self.pieces) for j in p.word_starts if j > 0
         )
+        self._starts: dict[tuple[str, bool], tuple[frozenset[int], dict[int, float]]] = {}
+
+    def pattern_starts(self, pattern: str, boundary: bool) -> tuple[frozenset[int], dict[int, float]]:
+        """Tokens that would begin `pattern` at a word start: (those completing it, {token: depth
+        fraction} for those beginning it). With boundary=True, the next letter starts a word anyway.
+        Cached per pattern: requests share their targets' patterns, so new matchers compile fast."""
+        key = (pattern, boundary)
+        cached = self._starts.get(key)
+        if cached is None:
+            views = [self.leading, self.inner] + ([self.bare] if boundary else [])
+            blocked = frozenset(t for view in views for t in view.with_prefix(pattern))
+            depth: dict[int, float] = {}
+            for k in range(1, len(pattern)):
+                for view in views:
+                    for token_id in view.equal(pattern[:k]):
+                        depth[token_id] = k / len(pattern)  # k grows: the deepest reach wins
+            cached = self._starts[key] = (blocked, depth)
+        return cached
 
     def __len__(self) -> int:
         return len(self.pieces)

@@ -21,6 +21,11 @@ def test_prompt_words_and_common_words_are_never_forbidden():
     assert "Albert Einstein" in spans and "Nobel Prize" in spans  # names with a part not asked about stay
 
 
+def test_formulas_and_codes_are_extracted():
+    spans = EXTRACTOR.spans(["E = mc2, the equivalence of mass and energy.", "Water is H2O."])
+    assert "E = mc2" in spans and "H2O" in spans
+
+
 def test_spans_are_capped():
     assert len(SpanExtractor(max_spans=3).spans(ANSWERS)) == 3
 

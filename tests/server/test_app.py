@@ -164,3 +164,35 @@ def test_a_bad_policy_stops_create_app(tmp_path):
     bad.write_text("targets: [{id: Bad Id, description: x}]")
     with pytest.raises(ValueError, match="targets.0.id"):
         create_app(Settings(policy=bad))
+
+
+def test_policy_reload_swaps_targets_and_survives_a_broken_edit(tokenizer, tmp_path):
+    import shutil
+    import time
+
+    import yaml
+
+    from tests.conftest import UNSEEN_POLICY
+
+    policy = tmp_path / "policy.yaml"
+    shutil.copy("examples/harry-potter.yaml", policy)
+    engine = FakeEngine(tokenizer, ["Fine", "."])
+    app = create_app(Settings(policy=policy, reload_seconds=0.2), engine=engine)
+    relativity = [{"role": "user", "content": "Who developed the theory of relativity?"}]
+
+    def targets_when_asked(messages) -> str:
+        return chat(client, messages=messages).headers["x-guard-targets"]
+
+    def wait_for(expected: str, messages) -> None:
+        deadline = time.monotonic() + 90
+        while targets_when_asked(messages) != expected:
+            assert time.monotonic() < deadline, f"policy not reloaded to {expected!r}"
+            time.sleep(0.5)
+
+    with TestClient(app) as client:
+        assert targets_when_asked(relativity) == ""
+        policy.write_text(yaml.safe_dump(UNSEEN_POLICY))
+        wait_for("einstein", relativity)
+        policy.write_text("targets: [{id: Not Valid}]")  # a broken edit: the previous policy stays
+        time.sleep(1.5)
+        assert targets_when_asked(relativity) == "einstein"
