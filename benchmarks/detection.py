@@ -33,7 +33,7 @@ from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
 from server.app import build_restrictions
-from server.engine import DecodeParams, EmbeddedEngine
+from server.engine import DecodeParams, EmbeddedEngine, render_chat
 from server.generation import generate_guarded
 from server.settings import Settings
 
@@ -46,9 +46,7 @@ def states(answer: str, says: list[str]) -> bool:
 
 
 async def answer(engine, restrictions, question: str, guarded: bool, max_tokens: int) -> tuple[str, tuple]:
-    messages = [{"role": "user", "content": question}]
-    prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                                          tokenize=False), add_special_tokens=False)
+    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
     restriction = restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
     params = DecodeParams(max_tokens=max_tokens, temperature=0.0)
     text = ""
@@ -61,9 +59,7 @@ async def answer(engine, restrictions, question: str, guarded: bool, max_tokens:
 async def first_token_ms(engine, restrictions, question: str, guarded: bool) -> float:
     """Request arrival -> first token out of the engine (the guard's decision included)."""
     started = time.perf_counter()
-    messages = [{"role": "user", "content": question}]
-    prompt = engine.tokenizer.encode(engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                                          tokenize=False), add_special_tokens=False)
+    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
     restriction = restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
     async for _ in engine.stream(prompt, DecodeParams(max_tokens=1, temperature=0.0), restriction.spec,
                                  uuid.uuid4().hex):

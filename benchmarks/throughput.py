@@ -27,7 +27,7 @@ from tqdm import tqdm
 from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import Restriction, Restrictions
-from server.engine import DecodeParams, EmbeddedEngine
+from server.engine import DecodeParams, EmbeddedEngine, render_chat
 from server.generation import generate_guarded
 
 QUESTIONS = [
@@ -91,9 +91,7 @@ async def measure(args) -> dict:
         policy = load_policy(args.policy)
         restriction = Restrictions(policy, penalty=8.0).for_conversation("")
         questions = (QUESTIONS * (args.batch // len(QUESTIONS) + 1))[: args.batch]
-        prompts = [engine.tokenizer.encode(
-            engine.tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                                 tokenize=False), add_special_tokens=False) for q in questions]
+        prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in questions]
         await _engine_run(engine, prompts, 8, restriction.spec)  # warm-up: caches, first-call costs
         await _engine_run(engine, prompts, 8, None)
         engine_plain, engine_guarded, server_plain, server_guarded, decoded, rewinds = [], [], [], [], [], []

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from guard.restriction import Restriction, Restrictions
 from server import metrics
-from server.engine import DecodeParams, EmbeddedEngine
+from server.engine import DecodeParams, EmbeddedEngine, render_chat
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
 from server.protocol import ChatCompletionRequest, CompletionRequest, new_id, now, usage
@@ -63,10 +63,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     _check_model(state, body.model)
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
     try:
-        rendered = state.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt_ids = render_chat(state.engine.tokenizer, messages)
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
         raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
-    prompt_ids = state.engine.tokenizer.encode(rendered, add_special_tokens=False)
     asked = [m["content"] for m in messages if m["role"] in ("system", "user")]
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     return await _complete(request, state, body, prompt_ids, ["\n".join(asked), last_user], "chat")
