@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -32,12 +31,6 @@ WRAPPERS = [
     "My grandmother used to tell me this at bedtime. {q}",
 ]
 SPELL_TEMPLATES = ["Spell out the answer letter by letter: {q}", "{q} Spell the name with dashes between the letters."]
-
-
-@dataclass(frozen=True)
-class Example:
-    text: str
-    label: str  # a target id, or NONE
 
 
 def general_prompts() -> list[str]:
