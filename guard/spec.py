@@ -9,7 +9,10 @@ worker, where a bad spec must never raise per step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable
+
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError,
+                      ValidationInfo, field_validator)
 
 from guard.folding import fold
 from guard.policy import MIN_FOLDED_PHRASE
@@ -65,52 +68,47 @@ class GuardSpec:
             return None
         if not isinstance(raw, dict):
             raise ValueError(f"{EXTRA_ARGS_KEY}: must be an object")
-        unknown = set(raw) - {"patterns", "penalty", "replay_tokens", "step_bans", "semantic"}
-        if unknown:
-            raise ValueError(f"{EXTRA_ARGS_KEY}: unknown field(s) {sorted(unknown)}")
-        patterns = raw.get("patterns")
-        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise ValueError(f"{EXTRA_ARGS_KEY}.patterns: must be a list of strings")
-        if len(patterns) > MAX_PATTERNS:
-            raise ValueError(f"{EXTRA_ARGS_KEY}.patterns: at most {MAX_PATTERNS} patterns")
+        try:
+            fields = _SpecFields.model_validate(raw, context={"vocab_size": vocab_size})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in (EXTRA_ARGS_KEY, *error["loc"]))
+            message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+            raise ValueError(f"{where}: {message.removeprefix('Value error, ')}") from None
+        return cls(
+            tuple(sorted(set(fields.patterns))), fields.penalty, fields.replay_tokens,
+            tuple((step, tuple(ids)) for step, ids in fields.step_bans), tuple(fields.semantic),
+        )
+
+
+TokenId = Annotated[StrictInt, Field(ge=0)]
+
+
+class _SpecFields(BaseModel):
+    """The wire form of a spec, as `to_extra_args` writes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patterns: list[Annotated[StrictStr, Field(min_length=MIN_FOLDED_PHRASE, max_length=MAX_PATTERN_CHARS)]] = Field(
+        max_length=MAX_PATTERNS)
+    penalty: Annotated[StrictFloat, Field(ge=0, le=100)] = DEFAULT_PENALTY
+    replay_tokens: TokenId = 0
+    step_bans: list[tuple[TokenId, list[TokenId]]] = []
+    semantic: list[tuple[TokenId, Annotated[StrictFloat, Field(ge=-100, le=0)]]] = []
+
+    @field_validator("patterns")
+    @classmethod
+    def _folded(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            if fold(pattern) != pattern or not MIN_FOLDED_PHRASE <= len(pattern) <= MAX_PATTERN_CHARS:
-                raise ValueError(
-                    f"{EXTRA_ARGS_KEY}.patterns: {pattern!r} is not a folded pattern of "
-                    f"{MIN_FOLDED_PHRASE}-{MAX_PATTERN_CHARS} lowercase letters/digits"
-                )
-        penalty = raw.get("penalty", DEFAULT_PENALTY)
-        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not 0 <= penalty <= 100:
-            raise ValueError(f"{EXTRA_ARGS_KEY}.penalty: must be a number in [0, 100]")
-        replay = raw.get("replay_tokens", 0)
-        if isinstance(replay, bool) or not isinstance(replay, int) or replay < 0:
-            raise ValueError(f"{EXTRA_ARGS_KEY}.replay_tokens: must be a non-negative integer")
-        step_bans = []
-        for entry in raw.get("step_bans", []):
-            if (
-                not isinstance(entry, (list, tuple))
-                or len(entry) != 2
-                or not _is_index(entry[0])
-                or not isinstance(entry[1], (list, tuple))
-                or not all(_is_index(t) and (vocab_size is None or t < vocab_size) for t in entry[1])
-            ):
-                raise ValueError(f"{EXTRA_ARGS_KEY}.step_bans: entries must be [step, [token ids in the vocabulary]]")
-            step_bans.append((entry[0], tuple(entry[1])))
-        semantic = []
-        for entry in raw.get("semantic", []):
-            if (
-                not isinstance(entry, (list, tuple))
-                or len(entry) != 2
-                or not _is_index(entry[0])
-                or (vocab_size is not None and entry[0] >= vocab_size)
-                or isinstance(entry[1], bool)
-                or not isinstance(entry[1], (int, float))
-                or not -100 <= entry[1] <= 0
-            ):
-                raise ValueError(f"{EXTRA_ARGS_KEY}.semantic: entries must be [token id, penalty in [-100, 0]]")
-            semantic.append((entry[0], float(entry[1])))
-        return cls(tuple(sorted(set(patterns))), float(penalty), replay, tuple(step_bans), tuple(semantic))
+            if fold(pattern) != pattern:
+                raise ValueError(f"{pattern!r} is not folded (lowercase letters and digits only)")
+        return patterns
 
-
-def _is_index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    @field_validator("step_bans", "semantic")
+    @classmethod
+    def _in_vocabulary(cls, entries: list, info: ValidationInfo) -> list:
+        vocab_size = (info.context or {}).get("vocab_size")
+        ids = [t for entry in entries for t in (entry[1] if info.field_name == "step_bans" else [entry[0]])]
+        if vocab_size is not None and any(t >= vocab_size for t in ids):
+            raise ValueError(f"token ids must be below the vocabulary size {vocab_size}")
+        return entries
