@@ -45,9 +45,14 @@ def states(answer: str, says: list[str]) -> bool:
     return any(s in letters for s in says)
 
 
-async def answer(engine, restrictions, question: str, guarded: bool, max_tokens: int) -> tuple[str, tuple]:
+def prepare(engine, restrictions, question: str, guarded: bool):
+    """What the server does before the engine: the prompt's tokens and, if guarded, the restriction."""
     prompt = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
-    restriction = restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
+    return prompt, restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
+
+
+async def answer(engine, restrictions, question: str, guarded: bool, max_tokens: int) -> tuple[str, tuple]:
+    prompt, restriction = prepare(engine, restrictions, question, guarded)
     params = DecodeParams(max_tokens=max_tokens, temperature=0.0)
     text = ""
     async for chunk in generate_guarded(engine, prompt, params, uuid.uuid4().hex, restriction.detector,
@@ -59,8 +64,7 @@ async def answer(engine, restrictions, question: str, guarded: bool, max_tokens:
 async def first_token_ms(engine, restrictions, question: str, guarded: bool) -> float:
     """Request arrival -> first token out of the engine (the guard's decision included)."""
     started = time.perf_counter()
-    prompt = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
-    restriction = restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
+    prompt, restriction = prepare(engine, restrictions, question, guarded)
     async for _ in engine.stream(prompt, DecodeParams(max_tokens=1, temperature=0.0), restriction.spec,
                                  uuid.uuid4().hex):
         break

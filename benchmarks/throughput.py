@@ -89,7 +89,7 @@ async def measure(args) -> dict:
     await engine.start()
     try:
         policy = load_policy(args.policy)
-        restriction = Restrictions(policy, penalty=8.0).for_conversation("")
+        restriction = Restrictions(policy, penalty=8.0).for_conversation([])  # no classifier: every target
         questions = (QUESTIONS * (args.batch // len(QUESTIONS) + 1))[: args.batch]
         prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in questions]
         await _engine_run(engine, prompts, 8, restriction.spec)  # warm-up: caches, first-call costs

@@ -93,7 +93,8 @@ class GuardLogitsProcessor(LogitsProcessor):
             return None
         try:
             compiled = self._compile(spec)
-            replayed = (prompt_ids or [])[len(prompt_ids or []) - spec.replay_tokens :] if spec.replay_tokens else []
+            prompt = prompt_ids or []
+            replayed = prompt[len(prompt) - spec.replay_tokens :]  # accepted output ending the prompt
             return _Row(compiled, compiled.matcher.replay(replayed), output_ids, dict(spec.step_bans))
         except Exception:  # noqa: BLE001
             log.exception("guard: cannot compile a spec")
