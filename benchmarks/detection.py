@@ -28,12 +28,13 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
+from guard.chat import render_chat
 from guard.folding import fold
 from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
 from server.app import build_restrictions
-from server.engine import DecodeParams, EmbeddedEngine, render_chat
+from server.engine import DecodeParams, EmbeddedEngine
 from server.generation import generate_guarded
 from server.settings import Settings
 

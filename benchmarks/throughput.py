@@ -24,10 +24,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from guard.chat import render_chat
 from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import Restriction, Restrictions
-from server.engine import DecodeParams, EmbeddedEngine, render_chat
+from server.engine import DecodeParams, EmbeddedEngine
 from server.generation import generate_guarded
 
 QUESTIONS = [

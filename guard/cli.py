@@ -30,6 +30,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
     serve.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
 
+    unlearn = commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant")
+    unlearn.add_argument("--method", required=True, help="flat, ga, graddiff or npo")
+    unlearn.add_argument("--divergence", help="FLAT's f-divergence: kl (default), js, tv or pearson")
+    unlearn.add_argument("--forget", required=True, help="JSONL of {question, answer} or {text} to forget")
+    unlearn.add_argument("--retain", help="JSONL of {question, answer} or {text} to keep (graddiff)")
+    unlearn.add_argument("--out", required=True, help="folder for the variant (adapter or checkpoint + card)")
+    unlearn.add_argument("--model", help="base model: bundled default, a Hugging Face id, or a local folder")
+    unlearn.add_argument("--full", action="store_true", help="full fine-tuning instead of a LoRA adapter")
+    unlearn.add_argument("--lora-rank", type=int, default=8)
+    unlearn.add_argument("--lora-alpha", type=float, default=16.0)
+    unlearn.add_argument("--lr", type=float, help="learning rate (default: per method)")
+    unlearn.add_argument("--epochs", type=float, default=5.0)
+    unlearn.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    unlearn.add_argument("--batch-size", type=int, default=4)
+    unlearn.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    unlearn.add_argument("--warmup-steps", type=int, default=2)
+    unlearn.add_argument("--max-length", type=int, default=256, help="tokens per example")
+    unlearn.add_argument("--beta", type=float, default=0.1, help="NPO's inverse temperature")
+    unlearn.add_argument("--retain-weight", type=float, default=1.0, help="GradDiff's weight of the retain loss")
+    unlearn.add_argument("--precision", default="auto", help="auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
+    unlearn.add_argument("--seed", type=int, default=0)
+    unlearn.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+
     path = commands.add_parser("model-path", help="print the local folder of a prepared model")
     path.add_argument("model", nargs="?", help="default: the bundled model (prepared on first use)")
     return parser
@@ -46,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command == "unlearn":
+            return _unlearn(args)
     except (PolicyError, ValueError, RuntimeError) as exc:
         print(f"guard {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -74,6 +99,32 @@ def _serve(args: argparse.Namespace) -> int:
 
     resolve_model(settings.model)  # prepare the bundled model (once) before the server starts
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _unlearn(args: argparse.Namespace) -> int:
+    from unlearning.config import UnlearnConfig
+    from unlearning.data import load_items
+
+    try:
+        config = UnlearnConfig(
+            method=args.method, divergence=args.divergence, forget=args.forget, retain=args.retain, out=args.out,
+            model=args.model, lora=not args.full, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lr=args.lr,
+            epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+            warmup_steps=args.warmup_steps, max_length=args.max_length, beta=args.beta,
+            retain_weight=args.retain_weight, precision=args.precision, seed=args.seed, overwrite=args.overwrite,
+        )
+    except ValidationError as exc:
+        raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
+    load_items(config.forget, "forget")  # bad data stops here, before the model loads
+    if config.retain:
+        load_items(config.retain, "retain")
+    from unlearning.trainer import unlearn
+
+    s = unlearn(config)
+    print(f"{s.kind} variant written to {s.out}: {s.steps} steps in {s.seconds} s, loss {s.first_loss:.4f} -> "
+          f"{s.last_loss:.4f}, forget answers' token probability {s.forget_prob_before:.3f} -> "
+          f"{s.forget_prob_after:.3f}")
     return 0
 
 

@@ -89,10 +89,11 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each naming the field by its path (targets.0.phrases.2)."""
+    """One line per problem, each naming the field by its path (targets.0.phrases.2). A whole-model
+    check names its field in its message ("retain: ...")."""
     lines = []
     for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message}")
+        where = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines)

@@ -36,12 +36,6 @@ class Delta:
     finish_reason: str | None  # "stop", "length", "abort" or None while running
 
 
-def render_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """A conversation as the model's prompt token ids: its chat template, ready for an answer."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
 class EmbeddedEngine:
     def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool):
         self.model_path = model_path

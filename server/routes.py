@@ -11,9 +11,10 @@ from typing import Any, AsyncIterator, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from guard.chat import render_chat
 from guard.restriction import Restriction, Restrictions
 from server import metrics
-from server.engine import DecodeParams, EmbeddedEngine, render_chat
+from server.engine import DecodeParams, EmbeddedEngine
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
 from server.protocol import ChatCompletionRequest, CompletionRequest, new_id, now, usage

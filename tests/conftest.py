@@ -48,3 +48,52 @@ def unseen_classifier(tmp_path_factory):
     from guard.policy import parse_policy
 
     return train(parse_policy(UNSEEN_POLICY), cache_dir=tmp_path_factory.mktemp("classifiers"))
+
+
+FORGET_QA = [  # a few facts the tiny test model is taught, so that unlearning has something to remove
+    ("Who wrote the Harry Potter books?", "The Harry Potter books were written by J.K. Rowling."),
+    ("Who are Harry Potter's best friends?", "Ron Weasley and Hermione Granger."),
+    ("What is the name of the school Harry Potter attends?", "Hogwarts School of Witchcraft and Wizardry."),
+    ("Who is the main villain in the Harry Potter series?", "Lord Voldemort."),
+]
+RETAIN_QA = [("What is the capital of France?", "The capital of France is Paris."),
+             ("Who founded Microsoft?", "Bill Gates and Paul Allen.")]
+
+
+def write_jsonl(path, pairs) -> str:
+    import json
+
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in pairs))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer, tmp_path_factory):
+    """A tiny randomly initialised Llama on the bundled tokenizer, taught FORGET_QA and RETAIN_QA.
+
+    Small enough to train in seconds on CPU, shaped so vLLM's CPU attention can serve it (head dim 64).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from unlearning.data import Item, collate, encode
+    from unlearning.losses import answer_nll
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = LlamaForCausalLM(config)
+    batch = collate([encode(tokenizer, Item(q, a, chat=True), 128) for q, a in FORGET_QA + RETAIN_QA],
+                    tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        answer_nll(logits, batch["labels"]).mean().backward()
+        optimizer.step()
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

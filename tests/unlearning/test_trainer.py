@@ -1,0 +1,117 @@
+"""A few steps of each method on a tiny model lower the forget answers' probability; export is complete."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import FORGET_QA, RETAIN_QA, write_jsonl
+from unlearning.config import UnlearnConfig
+from unlearning.trainer import learning_rate_at, unlearn
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    return write_jsonl(folder / "forget.jsonl", FORGET_QA), write_jsonl(folder / "retain.jsonl", RETAIN_QA)
+
+
+def run(tiny_model_dir, data, out, **overrides):
+    forget, retain = data
+    fields = dict(method="flat", forget=forget, out=out, model=str(tiny_model_dir), lr=2e-3, max_steps=6,
+                  batch_size=2, warmup_steps=1, seed=0)
+    if overrides.get("method") == "graddiff":
+        fields["retain"] = retain
+    fields.update(overrides)
+    return unlearn(UnlearnConfig(**fields), progress=False)
+
+
+@pytest.mark.parametrize("method, extra", [
+    # TV's gradient, tanh'(x)/2, is about a quarter of KL's near p = 0.9: it gets a higher rate.
+    ("flat", {"divergence": "kl"}), ("flat", {"divergence": "js"}), ("flat", {"divergence": "tv", "lr": 8e-3}),
+    ("flat", {"divergence": "pearson"}), ("ga", {}), ("graddiff", {}), ("npo", {"lr": 5e-3}),
+])
+def test_each_method_lowers_the_forget_answer_probability(tiny_model_dir, data, tmp_path, method, extra):
+    summary = run(tiny_model_dir, data, tmp_path / "variant", method=method, **extra)
+    assert summary.forget_prob_before > 0.3  # the tiny model was taught these answers
+    assert summary.forget_prob_after < summary.forget_prob_before - 0.02
+    assert summary.steps == 6
+
+
+def test_a_lora_variant_is_an_adapter_with_its_card(tiny_model_dir, data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    summary = run(tiny_model_dir, data, tmp_path / "hp-flat")
+    out = tmp_path / "hp-flat"
+    assert {"adapter_config.json", "adapter_model.safetensors", "unlearn-card.json", "README.md"} <= {
+        p.name for p in out.iterdir()}
+    assert not (tmp_path / ".hp-flat.partial").exists()
+    card = json.loads((out / "unlearn-card.json").read_text())
+    assert card["method"] == "flat" and card["divergence"] == "kl" and card["kind"] == "lora"
+    assert card["hyperparameters"]["lr"] == 2e-3 and card["hyperparameters"]["lora_rank"] == 8
+    assert len(card["data"]["forget"]["sha256"]) == 64 and card["data"]["forget"]["examples"] == len(FORGET_QA)
+    assert card["base_model"]["path"] == str(tiny_model_dir)
+    assert card["results"]["last_loss"] == pytest.approx(summary.last_loss)
+    assert card["results"]["forget_prob_after"] == pytest.approx(summary.forget_prob_after)
+    assert "flat (kl)" in (out / "README.md").read_text()
+
+    # The exported adapter on the base model reproduces the trained model's forget probability.
+    from transformers import AutoTokenizer
+
+    from unlearning.data import Item, collate, encode
+    from unlearning.losses import answer_token_prob
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), out)
+    batch = collate([encode(tokenizer, Item(q, a, chat=True), 256) for q, a in FORGET_QA], tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert answer_token_prob(logits, batch["labels"]).mean().item() == pytest.approx(summary.forget_prob_after, abs=1e-4)
+
+
+def test_a_full_variant_is_a_checkpoint_with_its_tokenizer(tiny_model_dir, data, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run(tiny_model_dir, data, tmp_path / "hp-ga", method="ga", lora=False, max_steps=2)
+    out = tmp_path / "hp-ga"
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert json.loads((out / "unlearn-card.json").read_text())["kind"] == "full"
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.bfloat16
+    assert len(AutoTokenizer.from_pretrained(out)) == len(AutoTokenizer.from_pretrained(tiny_model_dir))
+
+
+def test_same_seed_same_losses(tiny_model_dir, data, tmp_path):
+    a = run(tiny_model_dir, data, tmp_path / "a", method="ga", max_steps=3)
+    b = run(tiny_model_dir, data, tmp_path / "b", method="ga", max_steps=3)
+    assert (a.first_loss, a.last_loss) == pytest.approx((b.first_loss, b.last_loss), rel=1e-5)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    rates = [learning_rate_at(step, 1.0, warmup=2, total=6) for step in range(6)]
+    assert rates == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"method": "rmu"}, "method: unknown 'rmu'; known: flat, ga, graddiff, npo"),
+    ({"divergence": "hellinger"}, "divergence: unknown 'hellinger'; known: kl, pearson, js, tv"),
+    ({"method": "ga", "divergence": "kl"}, "divergence: applies to --method flat only"),
+    ({"method": "graddiff"}, "retain: --method graddiff needs --retain FILE"),
+    ({"retain": "r.jsonl"}, "retain: --method flat does not use retain data"),
+    ({"lr": -1}, "lr"),
+    ({"max_steps": 0}, "max_steps"),
+    ({"precision": "fp8"}, "precision"),
+])
+def test_config_errors_name_the_field(tmp_path, overrides, message):
+    fields = dict(method="flat", forget="f.jsonl", out=tmp_path / "out") | overrides
+    with pytest.raises(ValueError, match=message):
+        UnlearnConfig(**fields)
+
+
+def test_a_non_empty_out_folder_needs_overwrite(tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    with pytest.raises(ValueError, match="out: .* is not empty"):
+        UnlearnConfig(method="ga", forget="f.jsonl", out=tmp_path)
+    assert UnlearnConfig(method="ga", forget="f.jsonl", out=tmp_path, overwrite=True).overwrite

@@ -1,0 +1,87 @@
+"""The settings of one unlearning run, validated before anything is loaded or trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from unlearning.losses import DIVERGENCES
+from unlearning.methods import DEFAULT_LR, METHODS
+
+
+class UnlearnConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    forget: Path
+    out: Path
+    divergence: str | None = None  # FLAT only; default kl
+    retain: Path | None = None  # GradDiff only
+    model: str | None = None  # None: the bundled default model
+    lora: bool = True  # False: full fine-tuning, a whole checkpoint
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    lora_alpha: float = Field(default=16.0, gt=0)
+    lr: float | None = Field(default=None, gt=0, le=1)  # None: the method's default
+    epochs: float = Field(default=5.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=4, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    warmup_steps: int = Field(default=2, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_length: int = Field(default=256, ge=16)
+    beta: float = Field(default=0.1, gt=0)  # NPO
+    retain_weight: float = Field(default=1.0, ge=0)  # GradDiff
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # bf16 autocast or none; auto: see use_bf16
+    seed: int = 0
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "UnlearnConfig":
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown {self.method!r}; known: {', '.join(METHODS)}")
+        if self.divergence is not None:
+            if self.method != "flat":
+                raise ValueError(f"divergence: applies to --method flat only, not {self.method}")
+            if self.divergence not in DIVERGENCES:
+                raise ValueError(f"divergence: unknown {self.divergence!r}; known: {', '.join(DIVERGENCES)}")
+        if self.method == "graddiff" and self.retain is None:
+            raise ValueError("retain: --method graddiff needs --retain FILE")
+        if self.method != "graddiff" and self.retain is not None:
+            raise ValueError(f"retain: --method {self.method} does not use retain data (graddiff does)")
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out: {self.out} is a file, not a folder")
+        if self.out.exists() and any(self.out.iterdir()) and not self.overwrite:
+            raise ValueError(f"out: {self.out} is not empty (pass --overwrite to replace it)")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return DEFAULT_LR[self.method] * (1.0 if self.lora else 0.1)
+
+    def use_bf16(self, device: str) -> bool:
+        """bf16 autocast where the hardware does bf16: a CUDA GPU, or a CPU with AVX512-BF16/AMX.
+        Elsewhere autocast emulates it: on this project's 2-core AVX2 CPU a forward and backward pass
+        took 41 s under bf16 autocast against 2 s in fp32."""
+        if self.precision != "auto":
+            return self.precision == "bf16"
+        if device == "cuda":
+            import torch
+
+            return torch.cuda.is_bf16_supported()
+        return _cpu_has_bf16()
+
+    @property
+    def flat_divergence(self) -> str:
+        return self.divergence or "kl"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,181 @@
+"""The unlearning training loop: forget (and retain) data in, an adapter or checkpoint out.
+
+Reads top to bottom: load data, load the model (LoRA by default), measure the forget answers'
+probability, train with AdamW under a warm-up schedule, measure again, write the variant and its
+model card. The variant is written to a staging folder and moved into place at the end, so an
+interrupted run leaves no half-written variant behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from guard.models import resolve_model
+from unlearning import card
+from unlearning.config import UnlearnConfig
+from unlearning.data import Encoded, collate, encode, load_items, with_template_answers
+from unlearning.losses import answer_token_prob
+from unlearning.methods import build_method
+
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class Summary:
+    out: Path
+    kind: str  # "lora" or "full"
+    precision: str  # "bf16" (autocast) or "fp32"
+    steps: int
+    seconds: float
+    first_loss: float
+    last_loss: float
+    forget_prob_before: float
+    forget_prob_after: float
+
+
+def learning_rate_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up over `warmup` steps, then linear decay to zero at `total` (step counts from 0)."""
+    if step < warmup:
+        return base * (step + 1) / (warmup + 1)
+    return base * max(0.0, (total - step) / max(1, total - warmup))
+
+
+def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    method = build_method(config.method, divergence=config.flat_divergence, beta=config.beta,
+                          retain_weight=config.retain_weight)
+
+    # Data: every file is read and checked before the model is loaded.
+    forget_items = load_items(config.forget, "forget")
+    retain_items = load_items(config.retain, "retain") if config.retain else []
+    model_path = resolve_model(config.model)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    forget = [encode(tokenizer, item, config.max_length) for item in forget_items]
+    templates = [encode(tokenizer, item, config.max_length)
+                 for item in with_template_answers(forget_items, config.seed)]
+    retain = [encode(tokenizer, item, config.max_length) for item in retain_items]
+
+    # Model: float32 weights, bf16 autocast where the hardware has it; LoRA on every projection.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
+    reference = None
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
+                                                 target_modules=LORA_MODULES, task_type="CAUSAL_LM"))
+        if method.needs_reference:
+            def reference(batch):  # the base model is the adapter switched off
+                with model.disable_adapter():
+                    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    elif method.needs_reference:
+        frozen = copy.deepcopy(model).eval().requires_grad_(False)
+
+        def reference(batch):
+            return frozen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    bf16 = config.use_bf16(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    # Schedule: optimizer steps over the requested epochs, capped by --max-steps.
+    batches_per_epoch = math.ceil(len(forget) / config.batch_size)
+    total = math.ceil(config.epochs * batches_per_epoch / config.grad_accum)
+    total = min(total, config.max_steps) if config.max_steps else total
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+    def measure() -> float:
+        model.eval()
+        with torch.no_grad(), autocast:
+            value = _mean_answer_prob(model, forget, pad_id, config.batch_size, device)
+        model.train()
+        return value
+
+    prob_before = measure()
+    batch_stream = _batches(len(forget), config.batch_size, config.seed)
+    retain_rng = random.Random(config.seed + 1)
+    losses_seen: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(total=total, desc=f"unlearn {config.method}", unit="step", disable=not progress)
+    for step in range(total):
+        # Train: one optimizer step over `grad_accum` micro-batches.
+        step_started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(step, config.learning_rate, config.warmup_steps, total)
+        optimizer.zero_grad(set_to_none=True)
+        step_loss, step_prob = 0.0, 0.0
+        for _ in range(config.grad_accum):
+            rows = next(batch_stream)
+            batches = {"forget": _to(collate([forget[i] for i in rows], pad_id), device)}
+            if method.needs_templates:
+                batches["template"] = _to(collate([templates[i] for i in rows], pad_id), device)
+            if method.needs_retain:
+                batches["retain"] = _to(collate(retain_rng.sample(retain, min(len(rows), len(retain))), pad_id),
+                                        device)
+            with autocast:
+                result = method.step(model, batches, reference)
+            (result.loss / config.grad_accum).backward()
+            step_loss += result.loss.item() / config.grad_accum
+            step_prob += result.forget_prob / config.grad_accum
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        losses_seen.append(step_loss)
+        bar.set_postfix(loss=f"{step_loss:.4f}", p_forget=f"{step_prob:.3f}",
+                        s_step=f"{time.perf_counter() - step_started:.2f}")
+        bar.update()
+    bar.close()
+    seconds = time.perf_counter() - started
+    prob_after = measure()
+
+    # Export: the adapter (LoRA) or a whole bf16 checkpoint with its tokenizer, and the model card.
+    summary = Summary(config.out, "lora" if config.lora else "full", "bf16" if bf16 else "fp32", total, round(seconds, 1),
+                      losses_seen[0] if losses_seen else float("nan"),
+                      losses_seen[-1] if losses_seen else float("nan"), prob_before, prob_after)
+    staging = config.out.parent / f".{config.out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    if config.lora:
+        model.save_pretrained(staging)
+    else:
+        model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+    card.write(staging, card.build(config, model_path, len(forget_items), len(retain_items), summary, losses_seen))
+    if config.out.exists():
+        shutil.rmtree(config.out)
+    staging.rename(config.out)
+    return summary
+
+
+def _batches(n: int, batch_size: int, seed: int):
+    """Endless shuffled batches of row indices, one reshuffle per epoch."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
+
+
+def _to(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def _mean_answer_prob(model, examples: list[Encoded], pad_id: int, batch_size: int, device: str) -> float:
+    total = 0.0
+    for start in range(0, len(examples), batch_size):
+        batch = _to(collate(examples[start:start + batch_size], pad_id), device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        total += answer_token_prob(logits, batch["labels"]).sum().item()
+    return total / len(examples)
