@@ -8,7 +8,7 @@ import sys
 
 from pydantic import ValidationError
 
-from guard.policy import PolicyError, describe_validation_error, load_policy
+from guard.policy import PolicyError, describe_validation_error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-rewinds", type=int, default=6, help="rephrasings per answer before it is cut")
     serve.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
     serve.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
+    serve.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                       help="serve an unlearned variant (LoRA adapter or checkpoint) as NAME and NAME+guard")
     serve.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
 
     unlearn = commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant")
@@ -82,6 +84,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from server.app import create_app
     from server.settings import Settings
+    from server.variants import parse_variant
+
+    variants = dict(parse_variant(text) for text in args.variant)
 
     try:
         settings = Settings(
@@ -89,16 +94,15 @@ def _serve(args: argparse.Namespace) -> int:
             served_model_name=args.served_model_name, max_model_len=args.max_model_len,
             kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, penalty=args.penalty,
             max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
-            target_fpr=args.target_fpr,
+            target_fpr=args.target_fpr, variants=variants,
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
-    if settings.policy:
-        load_policy(settings.policy)  # a bad policy stops here, before the engine starts
     from guard.models import resolve_model
 
     resolve_model(settings.model)  # prepare the bundled model (once) before the server starts
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    app = create_app(settings)  # a bad policy or variant stops here, before any engine starts
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 
 

@@ -7,6 +7,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Callable
 
 from fastapi import FastAPI, Request
 
@@ -14,10 +15,11 @@ from guard.models import guard_home, is_default_model, resolve_model
 from guard.policy import Policy, PolicyError, load_policy
 from guard.restriction import Restrictions
 from server import metrics
-from server.engine import EmbeddedEngine
+from server.engine import EmbeddedEngine, LoraView
 from server.errors import install_error_handlers
-from server.routes import ServerState, router
+from server.routes import ServedModel, ServerState, router
 from server.settings import Settings
+from server.variants import Variant, engine_lora_rank, load_variants, model_names
 
 log = logging.getLogger("guard.server")
 
@@ -71,27 +73,58 @@ async def watch_policy(app: FastAPI) -> None:
             log.error("policy not reloaded, the previous one stays: %s", exc)
 
 
-def create_app(settings: Settings, engine: EmbeddedEngine | None = None) -> FastAPI:
-    """Build the app. Pass `engine` to reuse one already built (it is started in the lifespan)."""
-    policy = load_policy(settings.policy) if settings.policy else Policy()  # fail fast on a bad file
+EngineFactory = Callable[[str, dict[str, str], int | None], EmbeddedEngine]
+
+
+def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> FastAPI:
+    """Build the app; bad settings, policy or variants raise ValueError here, before any engine starts.
+
+    `make_engine(model_path, loras, max_lora_rank)` builds an engine (default: an EmbeddedEngine
+    from the settings; tests pass a fake). One engine serves the base model and its LoRA variants;
+    each full-checkpoint variant gets its own.
+    """
+    policy = load_policy(settings.policy) if settings.policy else Policy()
+    base_path = resolve_model(settings.model) if settings.variants else settings.model
+    variants = load_variants(settings.variants, base_path) if settings.variants else []
+    names = model_names(served_name(settings), variants)
+    if make_engine is None:
+        def make_engine(path, loras, rank):
+            return EmbeddedEngine(path, max_model_len=settings.max_model_len, kv_cache_gib=settings.kv_cache_gib,
+                                  enforce_eager=settings.enforce_eager, loras=loras, max_lora_rank=rank)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        nonlocal engine
-        if engine is None:
-            engine = EmbeddedEngine(resolve_model(settings.model), max_model_len=settings.max_model_len,
-                                    kv_cache_gib=settings.kv_cache_gib, enforce_eager=settings.enforce_eager)
+        base = make_engine(resolve_model(settings.model),
+                           {v.name: str(v.path) for v in variants if v.kind == "lora"}, engine_lora_rank(variants))
+        full = {v.name: make_engine(str(v.path), {}, None) for v in variants if v.kind == "full"}
+        engines = [base, *full.values()]
         started = time.monotonic()
-        restrictions, _ = await asyncio.gather(asyncio.to_thread(build_restrictions, settings, policy), engine.start())
-        log.info("engine ready in %.1f s; guarding %d target(s)", time.monotonic() - started, len(policy.targets))
-        app.state.guard = ServerState(settings, engine, restrictions, served_name(settings))
+        try:
+            restrictions, *_ = await asyncio.gather(asyncio.to_thread(build_restrictions, settings, policy),
+                                                    *(engine.start() for engine in engines))
+        except BaseException:
+            for engine in engines:
+                engine.shutdown()
+            raise
+        log.info("engine(s) ready in %.1f s; guarding %d target(s); serving %s", time.monotonic() - started,
+                 len(policy.targets), ", ".join(names))
+
+        def serve(variant: Variant | None):
+            if variant is None:
+                return base
+            return LoraView(base, variant.name) if variant.kind == "lora" else full[variant.name]
+
+        models = {name: ServedModel(serve(variant), guarded, str(variant.path) if variant else None)
+                  for name, (variant, guarded) in names.items()}
+        app.state.guard = ServerState(settings, engines, models, restrictions, served_name(settings))
         watcher = asyncio.create_task(watch_policy(app)) if settings.policy and settings.reload_seconds else None
         try:
             yield
         finally:
             if watcher is not None:
                 watcher.cancel()
-            engine.shutdown()
+            for engine in engines:
+                engine.shutdown()
 
     app = FastAPI(title="guard", lifespan=lifespan)
     app.state.metrics = metrics.create()

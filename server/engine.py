@@ -37,11 +37,16 @@ class Delta:
 
 
 class EmbeddedEngine:
-    def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool):
+    def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool,
+                 loras: dict[str, str] | None = None, max_lora_rank: int | None = None):
+        """`loras`: LoRA adapters this engine serves beside its model, by name (folder paths)."""
         self.model_path = model_path
         self.max_model_len = max_model_len
         self._kv_cache_gib = kv_cache_gib
         self._enforce_eager = enforce_eager
+        self._loras = dict(loras or {})
+        self._max_lora_rank = max_lora_rank
+        self._lora_requests: dict = {}
         self._llm = None
         self.tokenizer = None
 
@@ -53,14 +58,33 @@ class EmbeddedEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        lora_args = {}
+        if self._loras:  # only then: LoRA support costs the base model a little per step
+            lora_args = dict(enable_lora=True, max_loras=len(self._loras), max_lora_rank=self._max_lora_rank or 16)
         args = AsyncEngineArgs(
             model=self.model_path,
             max_model_len=self.max_model_len,
             logits_processors=[PROCESSOR],
             enable_prefix_caching=True,  # rewinds re-prefill the same prefix: keep it cheap
             enforce_eager=self._enforce_eager,
+            **lora_args,
         )
         self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        await self._load_loras()
+
+    async def _load_loras(self) -> None:
+        """Load every adapter now, so a broken or mismatched one stops the start, not a request."""
+        from vllm.lora.request import LoRARequest
+
+        for number, (name, path) in enumerate(self._loras.items(), start=1):
+            request = LoRARequest(name, number, path)
+            try:
+                await self._llm.add_lora(request)
+            except Exception as exc:
+                self.shutdown()
+                raise RuntimeError(f"--variant {name}: the engine could not load the LoRA adapter in {path}: "
+                                   f"{str(exc).splitlines()[0]}") from None
+            self._lora_requests[name] = request
 
     @property
     def healthy(self) -> bool:
@@ -72,7 +96,8 @@ class EmbeddedEngine:
             self._llm = None
 
     async def stream(
-        self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None, request_id: str
+        self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None, request_id: str,
+        lora: str | None = None,
     ) -> AsyncIterator[Delta]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
@@ -92,7 +117,8 @@ class EmbeddedEngine:
         )
         finished = False
         try:
-            async for output in self._llm.generate(_token_prompt(prompt_ids), sampling, request_id):
+            async for output in self._llm.generate(_token_prompt(prompt_ids), sampling, request_id,
+                                                   lora_request=self._lora_requests[lora] if lora else None):
                 completion = output.outputs[0]
                 finished = output.finished
                 yield Delta(list(completion.token_ids), completion.text, completion.finish_reason if finished else None)
@@ -105,6 +131,30 @@ class EmbeddedEngine:
         finally:
             if not finished and self._llm is not None:
                 await self._llm.abort(request_id)
+
+
+@dataclass(frozen=True)
+class LoraView:
+    """An engine answering with one of its LoRA adapters: the engine's interface, the adapter's weights."""
+
+    engine: EmbeddedEngine
+    lora: str
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    @property
+    def healthy(self) -> bool:
+        return self.engine.healthy
+
+    def stream(self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None,
+               request_id: str) -> AsyncIterator[Delta]:
+        return self.engine.stream(prompt_ids, params, spec, request_id, lora=self.lora)
 
 
 def _token_prompt(prompt_ids: list[int]):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from guard.chat import render_chat
-from guard.restriction import Restriction, Restrictions
+from guard.restriction import UNRESTRICTED, Restrictions
 from server import metrics
 from server.engine import DecodeParams, EmbeddedEngine
 from server.errors import OpenAIError, bad_request
@@ -24,12 +24,20 @@ router = APIRouter()
 TARGETS_HEADER = "x-guard-targets"
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    engine: Any  # an EmbeddedEngine, or a LoraView of one
+    guarded: bool
+    root: str | None = None  # the variant's folder; None for the base model
+
+
 @dataclass
 class ServerState:
     settings: Settings
-    engine: EmbeddedEngine
+    engines: list[EmbeddedEngine]
+    models: dict[str, ServedModel]  # every name in /v1/models
     restrictions: Restrictions
-    served_model: str
+    served_model: str  # the base model's name
 
 
 def _state(request: Request) -> ServerState:
@@ -39,8 +47,8 @@ def _state(request: Request) -> ServerState:
 @router.get("/health")
 async def health(request: Request) -> JSONResponse:
     state = _state(request)
-    ok = state.engine.healthy
-    body = {"status": "ok" if ok else "unhealthy", "model": state.served_model,
+    ok = all(engine.healthy for engine in state.engines)
+    body = {"status": "ok" if ok else "unhealthy", "model": state.served_model, "models": list(state.models),
             "targets": len(state.restrictions.policy.targets)}
     return JSONResponse(body, status_code=200 if ok else 503)
 
@@ -49,7 +57,9 @@ async def health(request: Request) -> JSONResponse:
 async def models(request: Request) -> dict:
     state = _state(request)
     return {"object": "list", "data": [
-        {"id": state.served_model, "object": "model", "created": now(), "owned_by": "guard"}
+        {"id": name, "object": "model", "created": now(), "owned_by": "guard", "guarded": served.guarded,
+         "root": served.root or state.served_model, "parent": None if served.root is None else state.served_model}
+        for name, served in state.models.items()
     ]}
 
 
@@ -61,37 +71,39 @@ async def prometheus_metrics(request: Request) -> Response:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
-    _check_model(state, body.model)
+    served = _served(state, body.model)
     messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
     try:
-        prompt_ids = render_chat(state.engine.tokenizer, messages)
+        prompt_ids = render_chat(served.engine.tokenizer, messages)
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
         raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
     asked = [m["content"] for m in messages if m["role"] in ("system", "user")]
     last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    return await _complete(request, state, body, prompt_ids, ["\n".join(asked), last_user], "chat")
+    return await _complete(request, state, served, body, prompt_ids, ["\n".join(asked), last_user], "chat")
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state = _state(request)
-    _check_model(state, body.model)
+    served = _served(state, body.model)
     if not body.prompt:
         raise bad_request("prompt: must not be empty", param="prompt")
-    prompt_ids = state.engine.tokenizer.encode(body.prompt)
-    return await _complete(request, state, body, prompt_ids, [body.prompt], "text")
+    prompt_ids = served.engine.tokenizer.encode(body.prompt)
+    return await _complete(request, state, served, body, prompt_ids, [body.prompt], "text")
 
 
-def _check_model(state: ServerState, model: str) -> None:
-    if model != state.served_model:
-        raise OpenAIError(404, f"The model `{model}` does not exist; this server serves `{state.served_model}`.",
-                          param="model", code="model_not_found")
+def _served(state: ServerState, model: str) -> ServedModel:
+    if model not in state.models:
+        raise OpenAIError(404, f"The model `{model}` does not exist; this server serves "
+                          f"{', '.join(f'`{name}`' for name in state.models)}.", param="model", code="model_not_found")
+    return state.models[model]
 
 
-async def _complete(request: Request, state: ServerState, body, prompt_ids: list[int], views: list[str],
-                    kind: Literal["chat", "text"]) -> Response:
-    """`views` of the conversation the classifier reads: the whole of it, then the last user turn."""
-    limit = state.engine.max_model_len
+async def _complete(request: Request, state: ServerState, served: ServedModel, body, prompt_ids: list[int],
+                    views: list[str], kind: Literal["chat", "text"]) -> Response:
+    """`views` of the conversation the classifier reads: the whole of it, then the last user turn.
+    A plain variant (`served.guarded` False) answers without the guard: weight-level unlearning alone."""
+    limit = served.engine.max_model_len
     room = limit - len(prompt_ids)
     if room <= 0:
         raise bad_request(f"This model's maximum context length is {limit} tokens; the prompt has "
@@ -102,16 +114,16 @@ async def _complete(request: Request, state: ServerState, body, prompt_ids: list
         raise bad_request(f"max_tokens: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param="max_tokens", code="context_length_exceeded")
     try:
-        restriction = state.restrictions.for_conversation(views)
+        restriction = state.restrictions.for_conversation(views) if served.guarded else UNRESTRICTED
     except Exception as exc:  # fail closed: no answer without the guard's decision
         raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
     params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
     request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
-    chunks = generate_guarded(state.engine, prompt_ids, params, request_id, restriction.detector,
+    chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
                               restriction.spec, state.settings.max_rewinds)
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
     metrics.observe_restriction(request.app.state.metrics, restriction)
-    reply = _Reply(request_id, state.served_model, kind, len(prompt_ids))
+    reply = _Reply(request_id, body.model, kind, len(prompt_ids))
     if body.stream:
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
         return StreamingResponse(_sse(reply, first, chunks, body.include_usage, request), headers=headers,

@@ -24,4 +24,5 @@ class Settings(BaseModel):
     classifier: bool = True  # False: every target restricts every request
     encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
     target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
+    variants: dict[str, Path] = {}  # name -> LoRA adapter or checkpoint folder, served beside the model
     reload_seconds: float = Field(default=2.0, ge=0)  # policy file check interval; 0 = never reload

@@ -19,7 +19,7 @@ class FakeEngine:
     max_model_len = 64
 
     def __init__(self, tokenizer, words):
-        self.tokenizer, self.words, self.healthy, self.seen = tokenizer, words, False, []
+        self.tokenizer, self.words, self.healthy, self.seen, self.loras = tokenizer, words, False, [], []
 
     async def start(self):
         self.healthy = True
@@ -27,8 +27,9 @@ class FakeEngine:
     def shutdown(self):
         self.healthy = False
 
-    async def stream(self, prompt_ids, params, spec, request_id):
+    async def stream(self, prompt_ids, params, spec, request_id, lora=None):
         self.seen.append((prompt_ids, params, spec))
+        self.loras.append(lora)
         for i, word in enumerate(self.words[: params.max_tokens]):
             last = i == len(self.words) - 1 or i == params.max_tokens - 1
             yield Delta([i], word, ("stop" if i == len(self.words) - 1 else "length") if last else None)
@@ -37,7 +38,7 @@ class FakeEngine:
 @pytest.fixture()
 def client_and_engine(tokenizer):
     engine = FakeEngine(tokenizer, ["The", " capital", " is", " Paris", "."])
-    app = create_app(Settings(policy="examples/harry-potter.yaml"), engine=engine)
+    app = create_app(Settings(policy="examples/harry-potter.yaml"), make_engine=lambda *_: engine)
     with TestClient(app) as client:
         yield client, engine
 
@@ -177,7 +178,7 @@ def test_policy_reload_swaps_targets_and_survives_a_broken_edit(tokenizer, tmp_p
     policy = tmp_path / "policy.yaml"
     shutil.copy("examples/harry-potter.yaml", policy)
     engine = FakeEngine(tokenizer, ["Fine", "."])
-    app = create_app(Settings(policy=policy, reload_seconds=0.2), engine=engine)
+    app = create_app(Settings(policy=policy, reload_seconds=0.2), make_engine=lambda *_: engine)
     relativity = [{"role": "user", "content": "Who developed the theory of relativity?"}]
 
     def targets_when_asked(messages) -> str:
