@@ -73,30 +73,31 @@ async def watch_policy(app: FastAPI) -> None:
             log.error("policy not reloaded, the previous one stays: %s", exc)
 
 
-EngineFactory = Callable[[str, dict[str, str], int | None], EmbeddedEngine]
+EngineFactory = Callable[[str, dict[str, str], int | None, int], EmbeddedEngine]
 
 
 def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> FastAPI:
     """Build the app; bad settings, policy or variants raise ValueError here, before any engine starts.
 
-    `make_engine(model_path, loras, max_lora_rank)` builds an engine (default: an EmbeddedEngine
-    from the settings; tests pass a fake). One engine serves the base model and its LoRA variants;
-    each full-checkpoint variant gets its own.
+    `make_engine(model_path, loras, max_lora_rank, max_model_len)` builds an engine (default: an
+    EmbeddedEngine from the settings; tests pass a fake). One engine serves the base model and its LoRA
+    variants; each full-checkpoint variant gets its own, its context capped at the checkpoint's limit.
     """
     policy = load_policy(settings.policy) if settings.policy else Policy()
     base_path = resolve_model(settings.model) if settings.variants else settings.model
     variants = load_variants(settings.variants, base_path) if settings.variants else []
     names = model_names(served_name(settings), variants)
     if make_engine is None:
-        def make_engine(path, loras, rank):
-            return EmbeddedEngine(path, max_model_len=settings.max_model_len, kv_cache_gib=settings.kv_cache_gib,
+        def make_engine(path, loras, rank, max_model_len):
+            return EmbeddedEngine(path, max_model_len=max_model_len, kv_cache_gib=settings.kv_cache_gib,
                                   enforce_eager=settings.enforce_eager, loras=loras, max_lora_rank=rank)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        base = make_engine(resolve_model(settings.model),
-                           {v.name: str(v.path) for v in variants if v.kind == "lora"}, engine_lora_rank(variants))
-        full = {v.name: make_engine(str(v.path), {}, None) for v in variants if v.kind == "full"}
+        base = make_engine(resolve_model(settings.model), {v.name: str(v.path) for v in variants if v.kind == "lora"},
+                           engine_lora_rank(variants), settings.max_model_len)
+        full = {v.name: make_engine(str(v.path), {}, None, min(settings.max_model_len, v.max_positions or 1 << 30))
+                for v in variants if v.kind == "full"}
         engines = [base, *full.values()]
         started = time.monotonic()
         try:

@@ -26,6 +26,7 @@ class Variant:
     path: Path
     kind: Literal["lora", "full"]
     lora_rank: int | None = None
+    max_positions: int | None = None  # a full checkpoint's context limit (config.json), if it states one
 
 
 def parse_variant(text: str) -> tuple[str, Path]:
@@ -54,7 +55,8 @@ def inspect_variant(name: str, path: Path) -> Variant:
             raise ValueError(f"--variant {name}: LoRA rank {rank} is above the engine's maximum {LORA_RANKS[-1]}")
         return Variant(name, path, "lora", rank)
     if (path / "config.json").exists():
-        return Variant(name, path, "full")
+        max_positions = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
+        return Variant(name, path, "full", max_positions=max_positions)
     raise ValueError(f"--variant {name}: {path} holds neither a LoRA adapter (adapter_config.json) "
                      "nor a checkpoint (config.json)")
 

@@ -22,7 +22,7 @@ def lora_folder(path: Path, rank: int = 8, peft_type: str = "LORA") -> Path:
 
 def full_folder(path: Path, tokenizer) -> Path:
     path.mkdir(parents=True)
-    (path / "config.json").write_text("{}")
+    (path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
     tokenizer.save_pretrained(path)
     return path
 
@@ -85,9 +85,9 @@ def served(tokenizer, tmp_path):
     """Base + a LoRA variant (answered by the base engine) + a full variant (its own engine)."""
     engines = {}
 
-    def make_engine(path, loras, rank):
+    def make_engine(path, loras, rank, max_model_len):
         engines[Path(path).name] = engine = FakeEngine(tokenizer, ["Fine", "."])
-        engine.loras_served, engine.rank = loras, rank
+        engine.loras_served, engine.rank, engine.context = loras, rank, max_model_len
         return engine
 
     settings = Settings(policy="examples/harry-potter.yaml", variants={
@@ -109,6 +109,7 @@ def test_models_lists_base_and_both_forms_of_each_variant(served):
     base = engines["smollm2-135m-instruct"]
     assert list(base.loras_served) == ["hp-flat"] and base.rank == 8  # one engine for base + LoRA
     assert engines["hp-ga"].loras_served == {}
+    assert (base.context, engines["hp-ga"].context) == (2048, 512)  # a checkpoint's own limit caps its engine
 
 
 @pytest.mark.parametrize("model, engine_name, lora, guarded", [

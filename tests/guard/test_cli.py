@@ -1,0 +1,56 @@
+"""`guard unlearn` stops on bad input before any model loads, with one line naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from guard.cli import main
+from tests.conftest import FORGET_QA, write_jsonl
+
+
+@pytest.fixture
+def forget(tmp_path):
+    return write_jsonl(tmp_path / "forget.jsonl", FORGET_QA)
+
+
+def unlearn(capsys, *args: str) -> str:
+    """Run `guard unlearn ARGS`, expect exit status 2, return its one-line message."""
+    assert main(["unlearn", *args]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("guard unlearn: "), message
+    return message
+
+
+def test_unknown_method_and_divergence(capsys, forget, tmp_path):
+    out = tmp_path / "v"
+    assert "--method: unknown 'fat'; known: flat, ga, graddiff, npo" in unlearn(capsys, "--method", "fat", "--forget", str(forget),
+                                                       "--out", str(out))
+    assert "--divergence: unknown 'kld'" in unlearn(
+        capsys, "--method", "flat", "--divergence", "kld", "--forget", str(forget), "--out", str(out))
+    assert "--divergence" in unlearn(capsys, "--method", "ga", "--divergence", "kl", "--forget", str(forget),
+                                     "--out", str(out))
+    assert not out.exists()
+
+
+def test_bad_numbers_and_missing_retain(capsys, forget, tmp_path):
+    out = str(tmp_path / "v")
+    assert "--lr" in unlearn(capsys, "--method", "ga", "--forget", str(forget), "--out", out, "--lr", "-1")
+    assert "--retain" in unlearn(capsys, "--method", "graddiff", "--forget", str(forget), "--out", out)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "holds no examples"),
+    ('{"question": "Who wrote it?"}\n', "line 1"),
+    ('{"question": "Who wrote it?", "answer": "Rowling"}\nnot json\n', "line 2"),
+])
+def test_bad_forget_data_is_named_with_its_line(capsys, tmp_path, content, message):
+    data = tmp_path / "hp.jsonl"
+    data.write_text(content)
+    text = unlearn(capsys, "--method", "flat", "--forget", str(data), "--out", str(tmp_path / "v"))
+    assert str(data) in text and message in text
+    assert not (tmp_path / "v").exists()
+
+
+def test_missing_forget_file(capsys, tmp_path):
+    assert "--forget" in unlearn(capsys, "--method", "flat", "--forget", str(tmp_path / "nope.jsonl"),
+                                 "--out", str(tmp_path / "v"))
