@@ -42,21 +42,24 @@ QUESTIONS = [
 ]
 
 
-async def _engine_run(engine, prompts, tokens, spec) -> float:
+async def engine_run(engine, prompts, tokens, spec) -> float:
+    """Decode tokens/s of the batch, every row exactly `tokens` long; `spec`: one GuardSpec (or None)
+    for every row, or a list with one per prompt."""
     params = DecodeParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    specs = spec if isinstance(spec, list) else [spec] * len(prompts)
 
-    async def one(prompt):
+    async def one(prompt, row_spec):
         count = 0
-        async for delta in engine.stream(prompt, params, spec, uuid.uuid4().hex):
+        async for delta in engine.stream(prompt, params, row_spec, uuid.uuid4().hex):
             count += len(delta.token_ids)
         return count
 
     started = time.perf_counter()
-    counts = await asyncio.gather(*(one(p) for p in prompts))
+    counts = await asyncio.gather(*(one(p, s) for p, s in zip(prompts, specs)))
     return sum(counts) / (time.perf_counter() - started)
 
 
-async def _server_run(engine, prompts, tokens, restriction, max_rewinds, seconds) -> tuple[float, float, int]:
+async def server_run(engine, prompts, tokens, restriction, max_rewinds, seconds) -> tuple[float, float, int]:
     """Closed loop: one client per prompt, each sending requests back to back for `seconds`, so
     the batch stays full as in steady serving. Counts the requests completed within the window."""
     params = DecodeParams(max_tokens=tokens, temperature=0.0)
@@ -93,15 +96,15 @@ async def measure(args) -> dict:
         restriction = Restrictions(policy, penalty=8.0).for_conversation([])  # no classifier: every target
         questions = (QUESTIONS * (args.batch // len(QUESTIONS) + 1))[: args.batch]
         prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in questions]
-        await _engine_run(engine, prompts, 8, restriction.spec)  # warm-up: caches, first-call costs
-        await _engine_run(engine, prompts, 8, None)
+        await engine_run(engine, prompts, 8, restriction.spec)  # warm-up: caches, first-call costs
+        await engine_run(engine, prompts, 8, None)
         engine_plain, engine_guarded, server_plain, server_guarded, decoded, rewinds = [], [], [], [], [], []
         plain = Restriction((), None, None)
         for _ in tqdm(range(args.runs), desc="runs (plain + guarded, engine + server)", unit="run"):
-            engine_plain.append(await _engine_run(engine, prompts, args.tokens, None))
-            engine_guarded.append(await _engine_run(engine, prompts, args.tokens, restriction.spec))
-            server_plain.append((await _server_run(engine, prompts, args.tokens, plain, 0, args.seconds))[0])
-            answer_tps, decoded_tps, n_rewinds = await _server_run(engine, prompts, args.tokens, restriction, 6,
+            engine_plain.append(await engine_run(engine, prompts, args.tokens, None))
+            engine_guarded.append(await engine_run(engine, prompts, args.tokens, restriction.spec))
+            server_plain.append((await server_run(engine, prompts, args.tokens, plain, 0, args.seconds))[0])
+            answer_tps, decoded_tps, n_rewinds = await server_run(engine, prompts, args.tokens, restriction, 6,
                                                                     args.seconds)
             server_guarded.append(answer_tps)
             decoded.append(decoded_tps)
@@ -113,10 +116,10 @@ async def measure(args) -> dict:
         "batch": args.batch, "max_tokens": args.tokens, "runs": args.runs, "policy": str(args.policy),
         "patterns": len(restriction.spec.patterns),
         "engine": {"plain_tokens_per_s": med(engine_plain), "guarded_tokens_per_s": med(engine_guarded),
-                   "throughput_ratio": _paired_ratio(engine_guarded, engine_plain),
+                   "throughput_ratio": paired_ratio(engine_guarded, engine_plain),
                    "samples": {"plain": engine_plain, "guarded": engine_guarded}},
         "server": {"plain_tokens_per_s": med(server_plain), "guarded_tokens_per_s": med(server_guarded),
-                   "throughput_ratio": _paired_ratio(server_guarded, server_plain),
+                   "throughput_ratio": paired_ratio(server_guarded, server_plain),
                    "guarded_decoded_tokens_per_s": med(decoded),  # rewound tokens included
                    "rewinds_per_run": med(rewinds), "window_s": args.seconds,
                    "samples": {"plain": server_plain, "guarded": server_guarded}},
@@ -125,7 +128,7 @@ async def measure(args) -> dict:
     }
 
 
-def _paired_ratio(guarded: list[float], plain: list[float]) -> float:
+def paired_ratio(guarded: list[float], plain: list[float]) -> float:
     """Median of per-run ratios: each guarded run against the plain run just before it, so slow
     drifts of a shared machine cancel out."""
     return statistics.median(g / p for g, p in zip(guarded, plain))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -55,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--seed", type=int, default=0)
     unlearn.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
 
+    bench = commands.add_parser("bench", help="compare GUARD with weight-level unlearning: forget quality, utility, cost")
+    bench.add_argument("--suite", default="tiny", help="tiny (CI, minutes), small (bundled model, < 30 min) or known")
+    bench.add_argument("--out", required=True, help="folder for results.json, report.md, plots and answers")
+
     path = commands.add_parser("model-path", help="print the local folder of a prepared model")
     path.add_argument("model", nargs="?", help="default: the bundled model (prepared on first use)")
     return parser
@@ -73,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "unlearn":
             return _unlearn(args)
+        if args.command == "bench":
+            return _bench(args)
     except (PolicyError, ValueError, RuntimeError) as exc:
         print(f"guard {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -129,6 +136,20 @@ def _unlearn(args: argparse.Namespace) -> int:
     print(f"{s.kind} variant written to {s.out}: {s.steps} steps in {s.seconds} s, loss {s.first_loss:.4f} -> "
           f"{s.last_loss:.4f}, forget answers' token probability {s.forget_prob_before:.3f} -> "
           f"{s.forget_prob_after:.3f}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.suites import get_suite
+
+    suite = get_suite(args.suite)
+    from benchmarks.runner import run
+
+    results = run(suite, Path(args.out))
+    overhead = results["guard_overhead"]
+    print(f"suite {suite.name}: {len(results['methods'])} methods in {results['provenance']['seconds']} s; "
+          f"guarded/plain throughput {overhead['throughput_ratio']:.2f}; written to {args.out}/results.json, "
+          f"report.md")
     return 0
 
 

@@ -72,19 +72,16 @@ def tiny_model_dir(tokenizer, tmp_path_factory):
     """A tiny randomly initialised Llama on the bundled tokenizer, taught FORGET_QA and RETAIN_QA.
 
     Small enough to train in seconds on CPU, shaped so vLLM's CPU attention can serve it (head dim 64).
+    Taught with one full batch per step (not benchmarks.finetune's shuffled mini-batches), so the
+    unlearning tests start from the same weights whatever the benchmark's recipe becomes.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from benchmarks.finetune import tiny_model
     from unlearning.data import Item, collate, encode
     from unlearning.losses import answer_nll
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model = LlamaForCausalLM(config)
+    model = tiny_model(tokenizer, seed=0)
     batch = collate([encode(tokenizer, Item(q, a, chat=True), 128) for q, a in FORGET_QA + RETAIN_QA],
                     tokenizer.pad_token_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

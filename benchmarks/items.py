@@ -1,0 +1,45 @@
+"""The benchmark's data model: question/answer items about subjects, split into forget and retain.
+
+Every suite (synthetic people, known entities, TOFU, MUSE) is read into a `BenchData`, so the
+runner, the metrics and the report never depend on where the data came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guard.policy import Policy, parse_policy
+
+
+@dataclass(frozen=True)
+class QA:
+    question: str
+    answer: str  # the reference answer (ROUGE-L, probability)
+    paraphrased_answer: str  # the same fact in other words (truth ratio's denominator)
+    perturbed_answers: tuple[str, ...]  # plausible wrong answers (truth ratio's numerator)
+    subject: str  # id of the Subject the item is about
+    key: str  # the short fact the answer carries ("Valmora", "J.K. Rowling"): a leak when it appears
+
+
+@dataclass(frozen=True)
+class Subject:
+    id: str  # [a-z0-9-]+, becomes a policy target id when the subject is forgotten
+    name: str
+    description: str  # one sentence, the policy target's description
+    phrases: tuple[str, ...] = ()  # explicit forbidden phrases (the name and its parts)
+
+
+@dataclass(frozen=True)
+class BenchData:
+    name: str
+    forget: tuple[QA, ...]
+    retain: tuple[QA, ...]
+    subjects: tuple[Subject, ...]  # the forget subjects
+    train: tuple[QA, ...] = field(default=())  # what the "target" model is fine-tuned on; () = the base already knows
+
+    def policy(self) -> Policy:
+        """The guard's policy for this data: one target per forget subject, with its forget QA."""
+        return parse_policy({"targets": [
+            {"id": s.id, "description": s.description, "phrases": list(s.phrases),
+             "qa": [{"question": q.question, "answer": q.answer} for q in self.forget if q.subject == s.id]}
+            for s in self.subjects]})

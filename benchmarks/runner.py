@@ -1,0 +1,316 @@
+"""`guard bench`: every method on the same data, model and prompts; forget quality, utility and cost.
+
+The phases, in order:
+1. models   the "target" model (the base fine-tuned on every subject) and the "retain reference"
+            (fine-tuned on the retain subjects only), cached by the hash of their recipe;
+2. variants each weight-level method run by `guard unlearn`'s own trainer on the target, cached the
+            same way; the wall-clock time to make each is its cost;
+3. answers  greedy answers to every forget and retain question through one vLLM engine serving the
+            target and every variant (LoRA): `base` unguarded, `guard` through the server's real
+            guarded path (classifier, spans, logits processor, rewinds), each variant unguarded;
+4. scoring  teacher-forced likelihoods of the reference, paraphrased and perturbed answers under each
+            method (GUARD's under the guarded distribution) and under the retain reference;
+5. cost     guarded vs unguarded throughput on the same engine and batch, added time to first
+            token, classifier latency;
+then results.json, report.md and plots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import platform
+import statistics
+import time
+from itertools import zip_longest
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmarks.detection import answer, first_token_ms
+from benchmarks.finetune import TINY, Recipe, finetuned
+from benchmarks.items import QA, BenchData
+from benchmarks.suites import DEFAULT_MODEL, Suite, WeightMethod
+from benchmarks.throughput import engine_run, paired_ratio, server_run
+
+GUARD, BASE = "guard", "base"
+TTFT_RUNS = 15
+
+
+def _pairs(items) -> tuple[tuple[str, str], ...]:
+    return tuple((q.question, q.answer) for q in items)
+
+
+def _write_jsonl(path: Path, items) -> Path:
+    path.write_text("".join(json.dumps({"question": q.question, "answer": q.answer}) + "\n" for q in items))
+    return path
+
+
+# -- 1. models, 2. variants ------------------------------------------------------------------------
+def prepare_models(suite: Suite, data: BenchData, tokenizer_path: str, cache: Path) -> tuple[Path, Path | None, dict]:
+    """(target, retain reference or None, seconds spent making each)."""
+    if not suite.finetune_epochs:
+        return Path(tokenizer_path), None, {}
+    base = TINY if suite.base == TINY else tokenizer_path
+    recipe = dict(epochs=suite.finetune_epochs, lr=suite.finetune_lr)
+    target, target_s = finetuned(Recipe(base, _pairs(data.train), **recipe), tokenizer_path, cache, "target")
+    reference, reference_s = finetuned(Recipe(base, _pairs(data.retain), **recipe), tokenizer_path, cache,
+                                       "retain-reference")
+    return target, reference, {"target": target_s, "retain_reference": reference_s}
+
+
+def make_variant(method: WeightMethod, target: Path, forget: Path, retain: Path, cache: Path,
+                 progress: bool) -> tuple[Path, float]:
+    """The LoRA variant `method` makes from `target`, and the seconds its training took (measured when
+    it was made, read back from its model card on a cache hit)."""
+    from unlearning.config import UnlearnConfig
+    from unlearning.data import file_sha256
+    from unlearning.trainer import unlearn
+
+    key = hashlib.sha256(json.dumps([target.name, method.method, method.settings, file_sha256(forget),
+                                     file_sha256(retain)], sort_keys=True).encode()).hexdigest()[:16]
+    out = cache / f"variant-{method.name}-{key}"
+    card = out / "unlearn-card.json"
+    if not card.exists():
+        config = UnlearnConfig(method=method.method, forget=str(forget), out=str(out), model=str(target),
+                               retain=str(retain) if method.method == "graddiff" else None, overwrite=True,
+                               **method.settings)
+        unlearn(config, progress=progress)
+    return out, json.loads(card.read_text())["results"]["seconds"]
+
+
+# -- 3. answers, 5. cost ---------------------------------------------------------------------------
+async def serve_and_measure(suite: Suite, target: Path, variants: dict[str, Path], restrictions,
+                            questions: list[str], mixed: list[str],
+                            progress: bool) -> tuple[dict[str, list[str]], dict, dict]:
+    """Greedy answers to `questions` per method; the guard's overhead and each method's decode tokens/s
+    on `mixed` (forget and retain questions alternating, as in traffic that only partly touches a target)."""
+    from transformers import AutoConfig
+
+    from server.engine import EmbeddedEngine, LoraView
+    from server.variants import engine_lora_rank, inspect_variant
+
+    positions = getattr(AutoConfig.from_pretrained(target), "max_position_embeddings", 2048)
+    lora = [inspect_variant(name, path) for name, path in variants.items()]
+    engine = EmbeddedEngine(str(target), max_model_len=min(2048, positions), kv_cache_gib=1, enforce_eager=True,
+                            loras={v.name: str(v.path) for v in lora}, max_lora_rank=engine_lora_rank(lora))
+    await engine.start()
+    try:
+        views = {BASE: (engine, False), GUARD: (engine, True),
+                 **{name: (LoraView(engine, name), False) for name in variants}}
+        answers = {}
+        for name, (view, guarded) in tqdm(views.items(), desc="answers (greedy, vLLM)", unit="method",
+                                          disable=not progress):
+            replies = await asyncio.gather(*(answer(view, restrictions, q, guarded, suite.max_tokens)
+                                             for q in questions))
+            answers[name] = [text for text, _ in replies]
+        overhead, tokens_per_s = await _measure_cost(suite, engine, views, restrictions, mixed, progress)
+    finally:
+        engine.shutdown()
+    return answers, overhead, tokens_per_s
+
+
+async def _measure_cost(suite, engine, views, restrictions, questions, progress) -> tuple[dict, dict]:
+    """Guarded vs plain on the same engine and batch, each prompt restricted as the classifier decides:
+    - decode: every row decodes exactly `throughput_tokens` (the per-step cost of the guard);
+    - server: the whole guarded path (hold-back, detector, rewinds) in a closed loop, natural stops."""
+    from guard.chat import render_chat
+    from guard.restriction import UNRESTRICTED
+
+    batch = (questions * (suite.throughput_batch // len(questions) + 1))[:suite.throughput_batch]
+    prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in batch]
+    specs = [restrictions.for_conversation([q, q]).spec for q in batch]
+    flagged = next((q for q, spec in zip(batch, specs) if spec is not None), batch[0])
+    tokens, seconds = suite.throughput_tokens, suite.throughput_seconds
+    await engine_run(engine, prompts, 4, specs)  # warm-up
+    samples = {key: [] for key in ("decode_plain", "decode_guarded", "server_plain", "server_guarded",
+                                   "ttft_plain", "ttft_guarded")}
+    for _ in tqdm(range(suite.throughput_runs), desc="cost (plain vs guarded)", unit="run", disable=not progress):
+        samples["decode_plain"].append(await engine_run(engine, prompts, tokens, None))
+        samples["decode_guarded"].append(await engine_run(engine, prompts, tokens, specs))
+        samples["server_plain"].append((await server_run(engine, prompts, tokens, UNRESTRICTED, 0, seconds))[0])
+        samples["server_guarded"].append(await _guarded_server_run(engine, batch, restrictions, suite))
+    for _ in range(TTFT_RUNS):  # one request at a time on an idle engine
+        samples["ttft_plain"].append(await first_token_ms(engine, restrictions, flagged, False))
+        samples["ttft_guarded"].append(await first_token_ms(engine, restrictions, flagged, True))
+    classifier_ms = []
+    for q in questions * 3:
+        started = time.perf_counter()
+        restrictions.classifier.detect([q])
+        classifier_ms.append((time.perf_counter() - started) * 1000)
+    median = statistics.median
+    tokens_per_s = {BASE: median(samples["server_plain"]), GUARD: median(samples["server_guarded"])}
+    for name, (view, _) in views.items():
+        if name not in tokens_per_s:
+            tokens_per_s[name] = (await server_run(view, prompts, tokens, UNRESTRICTED, 0, seconds))[0]
+    overhead = {
+        "throughput_ratio": paired_ratio(samples["decode_guarded"], samples["decode_plain"]),
+        "plain_tokens_per_s": median(samples["decode_plain"]),
+        "guarded_tokens_per_s": median(samples["decode_guarded"]),
+        "server_throughput_ratio": paired_ratio(samples["server_guarded"], samples["server_plain"]),
+        "server_plain_tokens_per_s": median(samples["server_plain"]),
+        "server_guarded_tokens_per_s": median(samples["server_guarded"]),
+        "ttft_ms_added": median(g - p for g, p in zip(samples["ttft_guarded"], samples["ttft_plain"])),
+        "classifier_ms_p50": median(classifier_ms),
+        "guarded_rows": sum(spec is not None for spec in specs), "batch": len(batch), "max_tokens": tokens,
+        "runs": suite.throughput_runs, "window_s": seconds,
+        "samples": {k: v for k, v in samples.items() if not k.startswith("ttft")},
+    }
+    return overhead, tokens_per_s
+
+
+async def _guarded_server_run(engine, questions, restrictions, suite) -> float:
+    """The guarded server's closed loop over the same prompts, each with its own restriction (the
+    classifier decides per prompt, as the server does): tokens/s of the final answers."""
+    from guard.chat import render_chat
+
+    # server_run takes one restriction for all its prompts: one closed loop per distinct restriction,
+    # all at once, so the batch is the plain run's.
+    groups: dict[int, tuple] = {}
+    for q in questions:
+        restriction = restrictions.for_conversation([q, q])
+        groups.setdefault(id(restriction), (restriction, []))[1].append(
+            render_chat(engine.tokenizer, [{"role": "user", "content": q}]))
+    results = await asyncio.gather(*(server_run(engine, prompts, suite.throughput_tokens, restriction, 6,
+                                                suite.throughput_seconds) for restriction, prompts in groups.values()))
+    return sum(r[0] for r in results)
+
+
+# -- 4. scoring ------------------------------------------------------------------------------------
+def likelihoods(model, tokenizer, items: list[QA], matchers=None) -> list[tuple[float, float, list[float]]]:
+    """Per item: mean token NLL of (answer, paraphrased answer, each perturbed answer)."""
+    from benchmarks.scoring import mean_nlls
+
+    pairs, owners = [], []
+    for i, item in enumerate(items):
+        for text in (item.answer, item.paraphrased_answer, *item.perturbed_answers):
+            pairs.append((item.question, text))
+            owners.append(i)
+    nlls = mean_nlls(model, tokenizer, pairs, [matchers[i] for i in owners] if matchers else None)
+    grouped: list[list[float]] = [[] for _ in items]
+    for owner, nll in zip(owners, nlls):
+        grouped[owner].append(nll)
+    return [(g[0], g[1], g[2:]) for g in grouped]
+
+
+def guard_matchers(restrictions, items: list[QA], tokenizer):
+    """The matcher the guard would run for each item's question (None where nothing is restricted)."""
+    from guard.matcher import Matcher
+    from guard.vocab import TokenIndex
+
+    index = TokenIndex.from_tokenizer(tokenizer)
+    compiled = {}
+    matchers = []
+    for item in items:
+        spec = restrictions.for_conversation([item.question, item.question]).spec
+        if spec is not None and spec.compile_key not in compiled:
+            compiled[spec.compile_key] = Matcher(spec.patterns, spec.penalty, index, spec.semantic)
+        matchers.append(compiled[spec.compile_key] if spec is not None else None)
+    return matchers
+
+
+def score_all(data: BenchData, target: Path, reference: Path | None, variants: dict[str, Path],
+              restrictions, answers: dict[str, list[str]], progress: bool) -> dict[str, dict]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmarks.metrics import score_method
+
+    torch.set_grad_enabled(False)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    forget, retain = list(data.forget), list(data.retain)
+
+    def load(path):
+        return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+
+    reference_ratios = None
+    if reference is not None:
+        from benchmarks.metrics import truth_ratio
+
+        reference_ratios = [truth_ratio(para, perturbed) for _, para, perturbed in
+                            likelihoods(load(reference), tokenizer, forget) if perturbed]
+    scores = {}
+    target_model = load(target)
+    matchers = guard_matchers(restrictions, forget + retain, tokenizer)
+    for name in tqdm(answers, desc="scoring (teacher-forced)", unit="method", disable=not progress):
+        if name in (BASE, GUARD):
+            model = target_model
+        else:
+            model = PeftModel.from_pretrained(load(target), variants[name]).eval()
+        guarded = name == GUARD
+        forget_nll = likelihoods(model, tokenizer, forget, matchers[:len(forget)] if guarded else None)
+        retain_nll = likelihoods(model, tokenizer, retain, matchers[len(forget):] if guarded else None)
+        n = len(forget)
+        scores[name] = dataclasses.asdict(score_method(answers[name][:n], answers[name][n:], forget, retain,
+                                                       forget_nll, retain_nll, reference_ratios))
+    return scores
+
+
+# -- the whole run ---------------------------------------------------------------------------------
+def run(suite: Suite, out: Path, progress: bool = True) -> dict:
+    from benchmarks.report import write_report
+    from guard.models import guard_home, model_provenance, resolve_model
+    from server.app import build_restrictions
+    from server.settings import Settings
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = guard_home() / "bench-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    tokenizer_path = resolve_model(None)
+    data = suite.data()
+    target, reference, model_seconds = prepare_models(suite, data, tokenizer_path, cache)
+
+    data_dir = out / "data"
+    data_dir.mkdir(exist_ok=True)
+    forget_file, retain_file = _write_jsonl(data_dir / "forget.jsonl", data.forget), \
+        _write_jsonl(data_dir / "retain.jsonl", data.retain)
+    variants, costs = {}, {}
+    for method in suite.weight_methods:
+        variants[method.name], seconds = make_variant(method, target, forget_file, retain_file, cache, progress)
+        costs[method.name] = {"seconds": seconds, "kind": "training (LoRA)"}
+
+    guard_started = time.perf_counter()
+    restrictions = build_restrictions(Settings(model=str(target)), data.policy())
+    costs[GUARD] = {"seconds": round(time.perf_counter() - guard_started, 1),
+                    "kind": "classifier training + span index (cached classifiers load in seconds)"}
+
+    questions = [q.question for q in data.forget] + [q.question for q in data.retain]
+    mixed = [q.question for pair in zip_longest(data.forget, data.retain) for q in pair if q is not None]
+    answers, overhead, tokens_per_s = asyncio.run(
+        serve_and_measure(suite, target, variants, restrictions, questions, mixed, progress))
+    methods = score_all(data, target, reference, variants, restrictions, answers, progress)
+    for name, row in methods.items():
+        row["tokens_per_s"] = tokens_per_s.get(name)
+
+    with (out / "answers.jsonl").open("w") as f:
+        for i, question in enumerate(questions):
+            split = "forget" if i < len(data.forget) else "retain"
+            f.write(json.dumps({"split": split, "question": question,
+                                **{name: replies[i] for name, replies in answers.items()}}) + "\n")
+    import torch
+    import transformers
+    import vllm
+
+    results = {
+        "suite": suite.name,
+        "model": {"base": model_provenance(tokenizer_path) if suite.base == DEFAULT_MODEL
+                  else "a tiny random Llama (2 layers, hidden 128) on the bundled model's tokenizer",
+                  "target": str(target)},
+        "methods": methods, "guard_overhead": overhead, "costs": costs,
+        "provenance": {
+            "data": data.name, "forget_items": len(data.forget), "retain_items": len(data.retain),
+            "base": suite.base, "target": str(target), "retain_reference": str(reference) if reference else None,
+            "model_seconds": model_seconds, "seeds": {"data": 0, "training": 0},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "vllm": vllm.__version__},
+            "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_report(results, out)
+    return results

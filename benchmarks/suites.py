@@ -1,0 +1,82 @@
+"""The benchmark suites, sized for the machine that runs them.
+
+- `tiny`: a tiny random Llama taught a handful of synthetic people; base, GUARD, FLAT (KL) and
+  gradient ascent. Minutes on a CPU; runs in CI.
+- `small`: the bundled SmolLM2-135M taught enough synthetic people for a meaningful KS test; every
+  FLAT divergence, gradient ascent, GradDiff and NPO. Meant for under 30 minutes on a 2-core CPU.
+- `known`: the bundled model as it is, on what it already knows (Harry Potter to forget; other
+  books, capitals and founders to keep). No fine-tuning, so no retain reference: forget quality
+  is not defined there; leak rate and utility are.
+Larger suites (TOFU, MUSE) load real data through benchmarks.loaders and want a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from benchmarks.finetune import TINY
+from benchmarks.items import BenchData
+
+DEFAULT_MODEL = "default"  # the bundled model, resolved by guard.models
+
+
+@dataclass(frozen=True)
+class WeightMethod:
+    """One weight-level variant: a name in the results and the `guard unlearn` settings that make it."""
+    name: str
+    method: str
+    settings: dict = field(default_factory=dict)  # UnlearnConfig fields: divergence, lr, max_steps, ...
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    data: Callable[[], BenchData]
+    base: str  # TINY or DEFAULT_MODEL
+    weight_methods: tuple[WeightMethod, ...]
+    finetune_epochs: int = 0  # 0: no fine-tuning, the base model is the target
+    finetune_lr: float = 0.0
+    max_tokens: int = 48  # greedy answer length
+    throughput_batch: int = 16
+    throughput_tokens: int = 64
+    throughput_runs: int = 3
+    throughput_seconds: float = 10.0
+
+
+def _synthetic(**kwargs) -> Callable[[], BenchData]:
+    def make() -> BenchData:
+        from benchmarks.synthetic import generate
+
+        return generate(**kwargs)
+    return make
+
+
+def _known() -> BenchData:
+    from benchmarks.known import load_known
+
+    return load_known()
+
+
+SUITES = {
+    "tiny": Suite(
+        "tiny", _synthetic(n_people=6, questions_per_person=6, forget_people=2, seed=0), TINY,
+        (WeightMethod("flat", "flat", {"divergence": "kl", "lr": 5e-3, "max_steps": 12}),
+         WeightMethod("ga", "ga", {"lr": 5e-3, "max_steps": 12})),
+        finetune_epochs=60, finetune_lr=3e-3, max_tokens=32, throughput_runs=3, throughput_seconds=5.0),
+    "small": Suite(
+        "small", _synthetic(n_people=20, questions_per_person=8, forget_people=4, seed=0), DEFAULT_MODEL,
+        (*(WeightMethod(f"flat-{d}", "flat", {"divergence": d}) for d in ("kl", "js", "pearson", "tv")),
+         WeightMethod("ga", "ga"), WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo")),
+        finetune_epochs=5, finetune_lr=5e-5),
+    "known": Suite(
+        "known", _known, DEFAULT_MODEL,
+        (WeightMethod("flat", "flat", {"divergence": "kl"}), WeightMethod("ga", "ga"),
+         WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo"))),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise ValueError(f"--suite: unknown {name!r}; known: {', '.join(SUITES)}")
+    return SUITES[name]

@@ -1,0 +1,51 @@
+"""End to end: `guard bench --suite tiny` on the real engine, classifier and trainer; what CI runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REQUIRED = ("forget_quality", "model_utility", "forget_rouge_l", "retain_rouge_l", "leak_rate")
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, model_dir):
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "-m", "guard.cli", "bench", "--suite", "tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text()), done.stdout
+
+
+def test_every_method_has_every_metric(bench):
+    _, results, stdout = bench
+    assert results["suite"] == "tiny" and "suite tiny: 4 methods" in stdout
+    assert set(results["methods"]) == {"base", "guard", "flat", "ga"}
+    for name, row in results["methods"].items():
+        for field in REQUIRED:
+            assert isinstance(row[field], float), (name, field, row[field])
+    overhead = results["guard_overhead"]
+    assert overhead["throughput_ratio"] > 0 and overhead["classifier_ms_p50"] > 0
+    assert results["provenance"]["versions"]["vllm"] and results["costs"]["flat"]["seconds"] > 0
+
+
+def test_the_target_knows_the_forget_set_and_the_guard_takes_it_away(bench):
+    methods = bench[1]["methods"]
+    assert methods["base"]["leak_rate"] >= 0.75  # the fine-tuned target states its forget facts ...
+    assert methods["guard"]["leak_rate"] <= 0.25  # ... the guard withholds them ...
+    assert methods["guard"]["retain_rouge_l"] >= 0.8  # ... and keeps the retain facts
+
+
+def test_report_and_plots_are_written(bench):
+    out, results, _ = bench
+    report = (out / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in results["methods"])
+    for plot in ("forget_vs_utility.png", "leak_rate.png", "throughput.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == results["provenance"]["forget_items"] + results["provenance"]["retain_items"]
