@@ -68,7 +68,7 @@ SUITES = {
         "small", _synthetic(n_people=20, questions_per_person=8, forget_people=4, seed=0), DEFAULT_MODEL,
         (*(WeightMethod(f"flat-{d}", "flat", {"divergence": d}) for d in ("kl", "js", "pearson", "tv")),
          WeightMethod("ga", "ga"), WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo")),
-        finetune_epochs=5, finetune_lr=5e-5),
+        finetune_epochs=5, finetune_lr=1e-4),
     "known": Suite(
         "known", _known, DEFAULT_MODEL,
         (WeightMethod("flat", "flat", {"divergence": "kl"}), WeightMethod("ga", "ga"),
