@@ -217,7 +217,7 @@ def score_all(data: BenchData, target: Path, reference: Path | None, variants: d
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmarks.metrics import score_method
+    from benchmarks.metrics import score_method, truth_ratios
 
     torch.set_grad_enabled(False)
     tokenizer = AutoTokenizer.from_pretrained(target)
@@ -226,12 +226,7 @@ def score_all(data: BenchData, target: Path, reference: Path | None, variants: d
     def load(path):
         return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
 
-    reference_ratios = None
-    if reference is not None:
-        from benchmarks.metrics import truth_ratio
-
-        reference_ratios = [truth_ratio(para, perturbed) for _, para, perturbed in
-                            likelihoods(load(reference), tokenizer, forget) if perturbed]
+    reference_ratios = truth_ratios(likelihoods(load(reference), tokenizer, forget)) if reference else None
     scores = {}
     target_model = load(target)
     matchers = guard_matchers(restrictions, forget + retain, tokenizer)
