@@ -121,7 +121,8 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
 
     batch = (questions * (suite.throughput_batch // len(questions) + 1))[:suite.throughput_batch]
     prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in batch]
-    specs = [restrictions.for_conversation([q, q]).spec for q in batch]
+    per_prompt = [restrictions.for_conversation([q, q]) for q in batch]  # as the server decides, once
+    specs = [r.spec for r in per_prompt]
     flagged = next((q for q, spec in zip(batch, specs) if spec is not None), batch[0])
     tokens, seconds = suite.throughput_tokens, suite.throughput_seconds
     await engine_run(engine, prompts, 4, specs)  # warm-up
@@ -131,7 +132,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
         samples["decode_plain"].append(await engine_run(engine, prompts, tokens, None))
         samples["decode_guarded"].append(await engine_run(engine, prompts, tokens, specs))
         samples["server_plain"].append((await server_run(engine, prompts, tokens, UNRESTRICTED, 0, seconds))[0])
-        samples["server_guarded"].append(await _guarded_server_run(engine, batch, restrictions, suite))
+        samples["server_guarded"].append(await _guarded_server_run(engine, prompts, per_prompt, suite))
     for _ in range(TTFT_RUNS):  # one request at a time on an idle engine
         samples["ttft_plain"].append(await first_token_ms(engine, restrictions, flagged, False))
         samples["ttft_guarded"].append(await first_token_ms(engine, restrictions, flagged, True))
@@ -161,20 +162,16 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     return overhead, tokens_per_s
 
 
-async def _guarded_server_run(engine, questions, restrictions, suite) -> float:
+async def _guarded_server_run(engine, prompts, per_prompt, suite) -> float:
     """The guarded server's closed loop over the same prompts, each with its own restriction (the
-    classifier decides per prompt, as the server does): tokens/s of the final answers."""
-    from guard.chat import render_chat
-
+    classifier's decision per prompt, as the server makes it): tokens/s of the final answers."""
     # server_run takes one restriction for all its prompts: one closed loop per distinct restriction,
     # all at once, so the batch is the plain run's.
     groups: dict[int, tuple] = {}
-    for q in questions:
-        restriction = restrictions.for_conversation([q, q])
-        groups.setdefault(id(restriction), (restriction, []))[1].append(
-            render_chat(engine.tokenizer, [{"role": "user", "content": q}]))
-    results = await asyncio.gather(*(server_run(engine, prompts, suite.throughput_tokens, restriction, 6,
-                                                suite.throughput_seconds) for restriction, prompts in groups.values()))
+    for prompt, restriction in zip(prompts, per_prompt):
+        groups.setdefault(id(restriction), (restriction, []))[1].append(prompt)
+    results = await asyncio.gather(*(server_run(engine, group, suite.throughput_tokens, restriction, 6,
+                                                suite.throughput_seconds) for restriction, group in groups.values()))
     return sum(r[0] for r in results)
 
 
