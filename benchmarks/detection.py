@@ -76,7 +76,7 @@ async def evaluate(args) -> dict:
     probes = yaml.safe_load(PROBES.read_text())
     policy = load_policy(args.policy)
     settings = Settings(policy=args.policy)
-    restrictions = build_restrictions(settings, policy)
+    restrictions = build_restrictions(settings, policy, resolve_model(None))
     engine = EmbeddedEngine(resolve_model(None), max_model_len=2048, kv_cache_gib=2, enforce_eager=True)
     await engine.start()
     rows = []

@@ -1,7 +1,7 @@
 """The benchmark's metrics, as DESIGN.md ("Metrics (definitions to implement exactly)") defines them.
 
 Pure functions of answers and mean token NLLs: no model code here. The NLLs come from
-`benchmarks.scoring.mean_nlls` (plain or under the guard), the answers from the runners.
+`benchmarks.scoring.answer_nlls` (plain or under the guard), the answers from the runners.
 """
 
 from __future__ import annotations

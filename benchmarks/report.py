@@ -82,8 +82,11 @@ def _forget_vs_utility(methods: dict[str, dict], path: Path) -> Path | None:
     method has a forget quality."""
     use_fq = any(s.get("forget_quality") is not None for s in methods.values())
     y_key = "forget_quality" if use_fq else "forget_rouge_l"
-    points = [(name, s["model_utility"], s[y_key]) for name, s in methods.items()
-              if s.get("model_utility") is not None and s.get(y_key) is not None]
+    at: dict[tuple[float, float], list[str]] = {}  # methods at the same point share one label
+    for name, s in methods.items():
+        if s.get("model_utility") is not None and s.get(y_key) is not None:
+            at.setdefault((s["model_utility"], s[y_key]), []).append(name)
+    points = [(", ".join(names), x, y) for (x, y), names in at.items()]
     if not points:
         return None
     fig = Figure(figsize=(6, 4.5))

@@ -43,6 +43,15 @@ def _pairs(items) -> tuple[tuple[str, str], ...]:
     return tuple((q.question, q.answer) for q in items)
 
 
+def evenly_spaced(items, limit: int | None) -> list:
+    """At most `limit` of `items`, evenly spaced so every subject keeps some (TOFU likewise evaluates
+    utility on a subset of its retain set); all of them when `limit` is None."""
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
 def _write_jsonl(path: Path, items) -> Path:
     path.write_text("".join(json.dumps({"question": q.question, "answer": q.answer}) + "\n" for q in items))
     return path
@@ -178,18 +187,15 @@ async def _guarded_server_run(engine, prompts, per_prompt, suite) -> float:
 # -- 4. scoring ------------------------------------------------------------------------------------
 def likelihoods(model, tokenizer, items: list[QA], matchers=None) -> list[tuple[float, float, list[float]]]:
     """Per item: mean token NLL of (answer, paraphrased answer, each perturbed answer)."""
-    from benchmarks.scoring import mean_nlls
+    from benchmarks.scoring import answer_nlls
 
-    pairs, owners = [], []
+    scored = []
     for i, item in enumerate(items):
-        for text in (item.answer, item.paraphrased_answer, *item.perturbed_answers):
-            pairs.append((item.question, text))
-            owners.append(i)
-    nlls = mean_nlls(model, tokenizer, pairs, [matchers[i] for i in owners] if matchers else None)
-    grouped: list[list[float]] = [[] for _ in items]
-    for owner, nll in zip(owners, nlls):
-        grouped[owner].append(nll)
-    return [(g[0], g[1], g[2:]) for g in grouped]
+        nlls = answer_nlls(model, tokenizer, item.question,
+                           [item.answer, item.paraphrased_answer, *item.perturbed_answers],
+                           matchers[i] if matchers else None)
+        scored.append((nlls[0], nlls[1], nlls[2:]))
+    return scored
 
 
 def guard_matchers(restrictions, items: list[QA], tokenizer):
@@ -208,7 +214,7 @@ def guard_matchers(restrictions, items: list[QA], tokenizer):
     return matchers
 
 
-def score_all(data: BenchData, target: Path, reference: Path | None, variants: dict[str, Path],
+def score_all(forget: list[QA], retain: list[QA], target: Path, reference: Path | None, variants: dict[str, Path],
               restrictions, answers: dict[str, list[str]], progress: bool) -> dict[str, dict]:
     import torch
     from peft import PeftModel
@@ -218,7 +224,6 @@ def score_all(data: BenchData, target: Path, reference: Path | None, variants: d
 
     torch.set_grad_enabled(False)
     tokenizer = AutoTokenizer.from_pretrained(target)
-    forget, retain = list(data.forget), list(data.retain)
 
     def load(path):
         return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
@@ -266,21 +271,22 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
         costs[method.name] = {"seconds": seconds, "kind": "training (LoRA)"}
 
     guard_started = time.perf_counter()
-    restrictions = build_restrictions(Settings(model=str(target)), data.policy())
+    restrictions = build_restrictions(Settings(model=str(target)), data.policy(), str(target))
     costs[GUARD] = {"seconds": round(time.perf_counter() - guard_started, 1),
                     "kind": "classifier training + span index (cached classifiers load in seconds)"}
 
-    questions = [q.question for q in data.forget] + [q.question for q in data.retain]
-    mixed = [q.question for pair in zip_longest(data.forget, data.retain) for q in pair if q is not None]
+    forget, retain = list(data.forget), evenly_spaced(data.retain, suite.retain_eval)
+    questions = [q.question for q in forget + retain]
+    mixed = [q.question for pair in zip_longest(forget, retain) for q in pair if q is not None]
     answers, overhead, tokens_per_s = asyncio.run(
         serve_and_measure(suite, target, variants, restrictions, questions, mixed, progress))
-    methods = score_all(data, target, reference, variants, restrictions, answers, progress)
+    methods = score_all(forget, retain, target, reference, variants, restrictions, answers, progress)
     for name, row in methods.items():
         row["tokens_per_s"] = tokens_per_s.get(name)
 
     with (out / "answers.jsonl").open("w") as f:
         for i, question in enumerate(questions):
-            split = "forget" if i < len(data.forget) else "retain"
+            split = "forget" if i < len(forget) else "retain"
             f.write(json.dumps({"split": split, "question": question,
                                 **{name: replies[i] for name, replies in answers.items()}}) + "\n")
     import torch
@@ -294,7 +300,8 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
                   "target": str(target)},
         "methods": methods, "guard_overhead": overhead, "costs": costs,
         "provenance": {
-            "data": data.name, "forget_items": len(data.forget), "retain_items": len(data.retain),
+            "data": data.name, "forget_items": len(forget), "retain_items": len(data.retain),
+            "retain_items_evaluated": len(retain),
             "base": suite.base, "target": str(target), "retain_reference": str(reference) if reference else None,
             "model_seconds": model_seconds, "seeds": {"data": 0, "training": 0},
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,

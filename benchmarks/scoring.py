@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from guard.matcher import INITIAL_STATE, Matcher
-from unlearning.data import Item, collate, encode
+from unlearning.data import Item, encode
 from unlearning.losses import IGNORE
 
 MAX_TOKEN_NLL = 30.0  # a blocked token counts as probability e^-30, so an answer's mean stays finite
@@ -43,29 +43,36 @@ def answer_mean_nll(logits: torch.Tensor, answer_ids: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def mean_nlls(
-    model, tokenizer, pairs: Sequence[tuple[str, str]], matchers: Sequence[Matcher | None] | None = None,
-    batch_size: int = 8,
-) -> list[float]:
-    """Mean token NLL of each (question, answer), the question in the chat template; with
-    `matchers[i]`, under the guard restricting pair i (None: unguarded)."""
-    matchers = matchers if matchers is not None else [None] * len(pairs)
-    if len(matchers) != len(pairs):
-        raise ValueError(f"{len(matchers)} matchers for {len(pairs)} pairs")
+def answer_nlls(model, tokenizer, question: str, answers: Sequence[str], matcher: Matcher | None = None) -> list[float]:
+    """Mean token NLL of each of `answers` to `question` (in the chat template, each answer ending with
+    the end-of-turn token, as `unlearning.data.encode` makes them); with `matcher`, under the guard.
+
+    The question's prompt runs once; its key/value cache is shared by all the answers, which run as
+    one batch on top of it (most of each sequence is the prompt, so this is several times cheaper)."""
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    results: list[float] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        batch = collate([encode(tokenizer, Item(q, a, chat=True), MAX_LENGTH) for q, a in chunk], pad)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits.float().cpu()
-        for row, matcher in enumerate(matchers[start:start + batch_size]):
-            targets = batch["labels"][row, 1:]
-            answer = targets != IGNORE
-            row_logits, answer_ids = logits[row, :-1][answer].clone(), targets[answer]
-            if matcher is not None:
-                guard_answer_logits(row_logits, answer_ids.tolist(), matcher)
-            results.append(answer_mean_nll(row_logits, answer_ids))
+    encoded = [encode(tokenizer, Item(question, text, chat=True), MAX_LENGTH) for text in answers]
+    prompt_length = sum(label == IGNORE for label in encoded[0].labels)  # short answers: the same for all
+    prompt = torch.tensor([encoded[0].input_ids[:prompt_length]], device=device)
+    first = model(input_ids=prompt, use_cache=True)
+    cache = first.past_key_values
+    cache.batch_repeat_interleave(len(answers))
+    answer_ids = [e.input_ids[prompt_length:] for e in encoded]
+    width = max(len(ids) for ids in answer_ids)
+    ids = torch.full((len(answers), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(answers), prompt_length + width), dtype=torch.long)
+    mask[:, :prompt_length] = 1
+    for row, row_ids in enumerate(answer_ids):
+        ids[row, :len(row_ids)] = torch.tensor(row_ids)
+        mask[row, prompt_length:prompt_length + len(row_ids)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), past_key_values=cache).logits
+    logits = logits.float().cpu()
+    first_logits = first.logits[0, -1].float().cpu()  # predicts every answer's first token
+    results = []
+    for row, row_ids in enumerate(answer_ids):
+        row_logits = torch.cat([first_logits[None], logits[row, :len(row_ids) - 1]])
+        if matcher is not None:
+            guard_answer_logits(row_logits, row_ids, matcher)
+        results.append(answer_mean_nll(row_logits, torch.tensor(row_ids)))
     return results

@@ -3,8 +3,8 @@
 - `tiny`: a tiny random Llama taught a handful of synthetic people; base, GUARD, FLAT (KL) and
   gradient ascent. Minutes on a CPU; runs in CI.
 - `small`: the bundled SmolLM2-135M taught enough synthetic people for a meaningful KS test; every
-  FLAT divergence, gradient ascent, GradDiff and NPO. Meant for under 30 minutes on a 2-core CPU;
-  not there yet (the first run passed 45 minutes, most of it teacher-forced scoring).
+  FLAT divergence, gradient ascent, GradDiff and NPO; utility on 40 of the 128 retain questions
+  (evenly spaced, as TOFU evaluates a retain subset). Meant for under 30 minutes on a 2-core CPU.
 - `known`: the bundled model as it is, on what it already knows (Harry Potter to forget; other
   books, capitals and founders to keep). No fine-tuning, so no retain reference: forget quality
   is not defined there; leak rate and utility are.
@@ -38,6 +38,7 @@ class Suite:
     weight_methods: tuple[WeightMethod, ...]
     finetune_epochs: int = 0  # 0: no fine-tuning, the base model is the target
     finetune_lr: float = 0.0
+    retain_eval: int | None = None  # retain items answered and scored (evenly spaced); None: all
     max_tokens: int = 48  # greedy answer length
     throughput_batch: int = 16
     throughput_tokens: int = 64
@@ -67,9 +68,12 @@ SUITES = {
         finetune_epochs=60, finetune_lr=3e-3, max_tokens=32, throughput_runs=3, throughput_seconds=5.0),
     "small": Suite(
         "small", _synthetic(n_people=20, questions_per_person=8, forget_people=4, seed=0), DEFAULT_MODEL,
-        (*(WeightMethod(f"flat-{d}", "flat", {"divergence": d}) for d in ("kl", "js", "pearson", "tv")),
-         WeightMethod("ga", "ga"), WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo")),
-        finetune_epochs=5, finetune_lr=1e-4),
+        # Rates: per method, the lowest of a sweep on this target that brought the forget answers'
+        # probability below 0.5 (README: "the small suite"); the defaults of `guard unlearn` barely move it.
+        (*(WeightMethod(f"flat-{d}", "flat", {"divergence": d, "lr": 6e-4}) for d in ("kl", "js", "pearson", "tv")),
+         WeightMethod("ga", "ga", {"lr": 5e-4}), WeightMethod("graddiff", "graddiff", {"lr": 1e-3}),
+         WeightMethod("npo", "npo", {"lr": 5e-4})),
+        finetune_epochs=5, finetune_lr=1e-4, retain_eval=40),
     "known": Suite(
         "known", _known, DEFAULT_MODEL,
         (WeightMethod("flat", "flat", {"divergence": "kl"}), WeightMethod("ga", "ga"),

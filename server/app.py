@@ -32,20 +32,24 @@ def served_name(settings: Settings) -> str:
     return Path(settings.model).name if Path(settings.model).exists() else settings.model
 
 
-def build_restrictions(settings: Settings, policy: Policy) -> Restrictions:
-    """Train (or load the cached) prompt classifier for `policy` and compile its restrictions."""
+def build_restrictions(settings, policy: Policy, tokenizer_path: str | None) -> Restrictions:
+    """Train (or load the cached) prompt classifier for `policy` and compile its restrictions.
+    `settings`: a Settings or ProxySettings. `tokenizer_path`: the generating model's tokenizer, for
+    the semantic matching (None: no semantic matching; the proxy's filter level)."""
     if not settings.classifier or not policy.targets:
         return Restrictions(policy, settings.penalty)
     from classifiers.classifier import train
 
     classifier = train(policy, encoder_name=settings.encoder, target_fpr=settings.target_fpr,
                        cache_dir=guard_home() / "classifiers")
-    from transformers import AutoTokenizer
+    semantic = None
+    if tokenizer_path is not None:
+        from transformers import AutoTokenizer
 
-    from guard.semantic import SemanticIndex
+        from guard.semantic import SemanticIndex
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(settings.model))
-    semantic = SemanticIndex(tokenizer, classifier.encoder.embed, settings.encoder, guard_home() / "semantic")
+        semantic = SemanticIndex(AutoTokenizer.from_pretrained(tokenizer_path), classifier.encoder.embed,
+                                 settings.encoder, guard_home() / "semantic")
     r = classifier.report
     log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
              "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
@@ -67,7 +71,8 @@ async def watch_policy(app: FastAPI) -> None:
         seen = mtime
         try:
             policy = load_policy(path)
-            state.restrictions = await asyncio.to_thread(build_restrictions, state.settings, policy)
+            state.restrictions = await asyncio.to_thread(build_restrictions, state.settings, policy,
+                                                       resolve_model(state.settings.model))
             log.info("policy reloaded from %s: %d target(s)", path, len(policy.targets))
         except (PolicyError, ValueError) as exc:
             log.error("policy not reloaded, the previous one stays: %s", exc)
@@ -101,8 +106,9 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
         engines = [base, *full.values()]
         started = time.monotonic()
         try:
-            restrictions, *_ = await asyncio.gather(asyncio.to_thread(build_restrictions, settings, policy),
-                                                    *(engine.start() for engine in engines))
+            restrictions, *_ = await asyncio.gather(
+                asyncio.to_thread(build_restrictions, settings, policy, resolve_model(settings.model)),
+                *(engine.start() for engine in engines))
         except BaseException:
             for engine in engines:
                 engine.shutdown()

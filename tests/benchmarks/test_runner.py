@@ -49,3 +49,11 @@ def test_report_and_plots_are_written(bench):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == results["provenance"]["forget_items"] + results["provenance"]["retain_items"]
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(None, list(range(10))), (20, list(range(10))),
+                                                 (5, [0, 2, 4, 6, 8]), (3, [0, 3, 6])])
+def test_the_retain_subset_is_evenly_spaced(limit, expected):
+    from benchmarks.runner import evenly_spaced
+
+    assert evenly_spaced(range(10), limit) == expected

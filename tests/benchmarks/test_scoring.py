@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.scoring import MAX_TOKEN_NLL, answer_mean_nll, guard_answer_logits, mean_nlls
+from benchmarks.scoring import MAX_TOKEN_NLL, answer_mean_nll, answer_nlls, guard_answer_logits
 from guard.matcher import Matcher
 from guard.spec import compile_patterns
 from tests.conftest import FORGET_QA, RETAIN_QA
@@ -42,21 +42,22 @@ def test_the_guard_blocks_the_token_that_completes_a_phrase(tokenizer, rowling):
     assert picked[-2] == float("-inf")  # the token that completes "Rowling"
 
 
-def test_plain_nlls_match_the_training_loss_whatever_the_batch(tiny, tokenizer):
-    pairs = FORGET_QA + RETAIN_QA
-    batch = collate([encode(tokenizer, Item(q, a, chat=True), 512) for q, a in pairs], tokenizer.pad_token_id)
+def test_plain_nlls_match_the_training_loss(tiny, tokenizer):
+    """Sharing the prompt's cache across answers of different lengths changes nothing: each answer's
+    NLL is the training loss of (question, answer) run alone."""
+    question = FORGET_QA[0][0]
+    answers = [FORGET_QA[0][1], "Nobody knows.", RETAIN_QA[0][1] + " It is a large city on the Seine."]
+    batch = collate([encode(tokenizer, Item(question, a, chat=True), 512) for a in answers], tokenizer.pad_token_id)
     with torch.no_grad():
         expected = answer_nll(tiny(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
                               batch["labels"])
-    assert mean_nlls(tiny, tokenizer, pairs, batch_size=1) == pytest.approx(expected.tolist(), abs=1e-4)
-    assert mean_nlls(tiny, tokenizer, pairs, batch_size=8) == pytest.approx(expected.tolist(), abs=1e-4)
+    assert answer_nlls(tiny, tokenizer, question, answers) == pytest.approx(expected.tolist(), abs=1e-4)
+    assert answer_nlls(tiny, tokenizer, question, answers[1:2]) == pytest.approx(expected[1:2].tolist(), abs=1e-4)
 
 
 def test_the_guard_makes_a_forbidden_answer_unlikely_and_leaves_others(tiny, tokenizer, rowling):
-    pairs = [FORGET_QA[0], RETAIN_QA[0]]  # "... written by J.K. Rowling." / "... is Paris."
-    plain = mean_nlls(tiny, tokenizer, pairs)
-    guarded = mean_nlls(tiny, tokenizer, pairs, matchers=[rowling, rowling])
+    (question, forbidden), (_, unrelated) = FORGET_QA[0], RETAIN_QA[0]  # "... J.K. Rowling." / "... is Paris."
+    plain = answer_nlls(tiny, tokenizer, question, [forbidden, unrelated])
+    guarded = answer_nlls(tiny, tokenizer, question, [forbidden, unrelated], rowling)
     assert guarded[0] > plain[0] + 1.0
     assert guarded[1] == pytest.approx(plain[1], abs=0.05)
-    with pytest.raises(ValueError, match="1 matchers for 2 pairs"):
-        mean_nlls(tiny, tokenizer, pairs, matchers=[rowling])
