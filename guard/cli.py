@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                        help="serve an unlearned variant (LoRA adapter or checkpoint) as NAME and NAME+guard")
     serve.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
+
+    proxy = commands.add_parser("proxy", help="the guard in front of an OpenAI-compatible server you already run")
+    proxy.add_argument("--upstream", required=True, help="the upstream's OpenAI base URL, e.g. http://host:8000/v1")
+    proxy.add_argument("--policy", help="policy YAML: the targets to forget")
+    proxy.add_argument("--host", default="127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8000)
+    proxy.add_argument("--enforcement", default="auto",
+                       help="full (upstream runs the guard's logits processor), bias (logit_bias; needs the "
+                            "tokenizer), filter (output filter only) or auto: the strongest the upstream allows")
+    proxy.add_argument("--tokenizer", help="the upstream model's tokenizer (default: its model id, if a local folder)")
+    proxy.add_argument("--upstream-api-key", help="bearer token for the upstream (default: $GUARD_UPSTREAM_API_KEY)")
+    proxy.add_argument("--upstream-timeout", type=float, default=30.0, help="longest wait for any byte, seconds")
+    proxy.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
+    proxy.add_argument("--max-rewinds", type=int, default=6, help="full level: rephrasings per answer before it is cut")
+    proxy.add_argument("--max-logit-bias", type=int, default=300, help="bias level: logit_bias entries per request")
+    proxy.add_argument("--retry-on-leak", action="store_true",
+                       help="bias level: ask a whole answer cut by the filter once more, fully biased")
+    proxy.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
+    proxy.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
+    proxy.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
 
     unlearn = commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant")
     unlearn.add_argument("--method", required=True, help="flat, ga, graddiff or npo")
@@ -76,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "serve":
             return _serve(args)
+        if args.command == "proxy":
+            return _proxy(args)
         if args.command == "unlearn":
             return _unlearn(args)
         if args.command == "bench":
@@ -109,6 +132,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     resolve_model(settings.model)  # prepare the bundled model (once) before the server starts
     app = create_app(settings)  # a bad policy or variant stops here, before any engine starts
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.proxy import create_proxy_app
+    from server.settings import ProxySettings
+
+    try:
+        settings = ProxySettings(
+            upstream=args.upstream, upstream_api_key=args.upstream_api_key or os.environ.get("GUARD_UPSTREAM_API_KEY"),
+            enforcement=args.enforcement, tokenizer=args.tokenizer, policy=args.policy, host=args.host,
+            port=args.port, penalty=args.penalty, max_rewinds=args.max_rewinds, max_logit_bias=args.max_logit_bias,
+            retry_on_leak=args.retry_on_leak, upstream_timeout=args.upstream_timeout,
+            classifier=not args.no_classifier, encoder=args.encoder, target_fpr=args.target_fpr,
+        )
+    except ValidationError as exc:
+        raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
+    app = create_proxy_app(settings)  # a bad policy stops here
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 

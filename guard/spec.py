@@ -1,13 +1,14 @@
 """The per-request guard spec: what travels whole to the engine's worker process.
 
 The logits processor runs in vLLM's worker, so a request carries its spec in
-`SamplingParams.extra_args["guard"]` as plain JSON-able data. `GuardSpec.from_extra_args` is the one
-validator: it runs in the API process (vLLM's `validate_params`, answering 400) and again in the
+`SamplingParams.extra_args["guard"]` as plain JSON-able data; over HTTP (`vllm_xargs`, whose values
+must be flat) as that data in a JSON string. `GuardSpec.from_extra_args` is the one validator, of both: it runs in the API process (vLLM's `validate_params`, answering 400) and again in the
 worker, where a bad spec must never raise per step.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Iterable
 
@@ -60,12 +61,21 @@ class GuardSpec:
             }
         }
 
+    def to_vllm_xargs(self) -> dict[str, str]:
+        """The spec as `vllm serve` takes it in a request's `vllm_xargs` (flat values only)."""
+        return {EXTRA_ARGS_KEY: json.dumps(self.to_extra_args()[EXTRA_ARGS_KEY], separators=(",", ":"))}
+
     @classmethod
     def from_extra_args(cls, extra_args: dict[str, Any] | None, vocab_size: int | None = None) -> "GuardSpec | None":
         """The spec of a request, None when it is not guarded; ValueError names the bad field."""
         raw = (extra_args or {}).get(EXTRA_ARGS_KEY)
         if raw is None:
             return None
+        if isinstance(raw, str):  # vllm_xargs over HTTP
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise ValueError(f"{EXTRA_ARGS_KEY}: not valid JSON") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{EXTRA_ARGS_KEY}: must be an object")
         try:

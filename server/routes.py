@@ -17,7 +17,8 @@ from server import metrics
 from server.engine import DecodeParams, EmbeddedEngine
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
-from server.protocol import ChatCompletionRequest, CompletionRequest, new_id, now, usage
+from server.protocol import (ChatCompletionRequest, CompletionRequest, chunk_choice, new_id, now, usage,
+                             whole_choice)
 from server.settings import Settings
 
 router = APIRouter()
@@ -157,25 +158,13 @@ class _Reply:
         return "chat.completion.chunk" if self.kind == "chat" else "text_completion"
 
     def whole(self, text: str, last: Chunk) -> dict[str, Any]:
-        if self.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": last.finish_reason}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason}
         return {"id": self.id, "object": "chat.completion" if self.kind == "chat" else "text_completion",
-                "created": now(), "model": self.model, "choices": [choice],
+                "created": now(), "model": self.model, "choices": [whole_choice(self.kind, text, last.finish_reason)],
                 "usage": usage(self.prompt_tokens, last.completion_tokens)}
 
     def piece(self, text: str | None, finish_reason: str | None, role: bool = False) -> dict[str, Any]:
-        if self.kind == "chat":
-            delta: dict[str, Any] = {"role": "assistant"} if role else {}
-            if text is not None:
-                delta["content"] = text
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
         return {"id": self.id, "object": self.chunk_object, "created": now(), "model": self.model,
-                "choices": [choice]}
+                "choices": [chunk_choice(self.kind, text, finish_reason, role)]}
 
 
 def _event(payload: dict[str, Any]) -> str:

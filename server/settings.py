@@ -3,26 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
-class Settings(BaseModel):
+class GuardSettings(BaseModel):
+    """What `guard serve` and `guard proxy` share: where they listen and how they guard."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str | None = None  # None: the bundled default model
-    served_model_name: str | None = None  # name in /v1/models; default: the model's name
     policy: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    max_model_len: int = Field(default=2048, ge=64)
-    kv_cache_gib: int = Field(default=1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
-    enforce_eager: bool = True  # CPU: torch.compile costs a minute at every start for little gain
     penalty: float = Field(default=8.0, ge=0, le=100)  # adaptive penalty strength (logits)
     max_rewinds: int = Field(default=6, ge=0, le=32)  # rephrasings per request before truncating
     max_request_seconds: float = Field(default=300.0, gt=0)
     classifier: bool = True  # False: every target restricts every request
     encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
     target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
+
+
+class Settings(GuardSettings):
+    """`guard serve`: the guard around its own vLLM engine."""
+    model: str | None = None  # None: the bundled default model
+    served_model_name: str | None = None  # name in /v1/models; default: the model's name
+    max_model_len: int = Field(default=2048, ge=64)
+    kv_cache_gib: int = Field(default=1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
+    enforce_eager: bool = True  # CPU: torch.compile costs a minute at every start for little gain
     variants: dict[str, Path] = {}  # name -> LoRA adapter or checkpoint folder, served beside the model
     reload_seconds: float = Field(default=2.0, ge=0)  # policy file check interval; 0 = never reload
+
+
+class ProxySettings(GuardSettings):
+    """`guard proxy`: the guard in front of an OpenAI-compatible server that someone else runs."""
+    upstream: str  # the upstream's OpenAI base URL, e.g. http://host:8000/v1
+    upstream_api_key: str | None = None  # sent to the upstream as a bearer token
+    enforcement: Literal["auto", "full", "bias", "filter"] = "auto"
+    tokenizer: str | None = None  # the upstream model's tokenizer (name or folder); default: its model id if a folder
+    max_logit_bias: int = Field(default=300, ge=1, le=100_000)  # bias level: entries per request (OpenAI: 300)
+    retry_on_leak: bool = False  # bias level: a whole answer cut by the filter is asked again, fully biased
+    upstream_timeout: float = Field(default=30.0, gt=0, le=600)  # the longest wait for any byte
+    upstream_wait: float = Field(default=120.0, ge=0)  # at start-up: how long to wait for the upstream
+
+    @field_validator("upstream")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")) or not url.split("://", 1)[1]:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://host:8000/v1")
+        return url.rstrip("/")

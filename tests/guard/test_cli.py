@@ -54,3 +54,15 @@ def test_bad_forget_data_is_named_with_its_line(capsys, tmp_path, content, messa
 def test_missing_forget_file(capsys, tmp_path):
     assert "--forget" in unlearn(capsys, "--method", "flat", "--forget", str(tmp_path / "nope.jsonl"),
                                  "--out", str(tmp_path / "v"))
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--upstream", "localhost:8000"], "--upstream"),
+    (["--upstream", "http://h/v1", "--enforcement", "strict"], "--enforcement"),
+    (["--upstream", "http://h/v1", "--upstream-timeout", "0"], "--upstream-timeout"),
+    (["--upstream", "http://h/v1", "--policy", "no/such/policy.yaml"], "no/such/policy.yaml"),
+])
+def test_proxy_bad_options_stop_before_anything_starts(capsys, args, named):
+    assert main(["proxy", *args]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("guard proxy: ") and named in message, message

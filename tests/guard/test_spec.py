@@ -10,6 +10,8 @@ def test_compile_patterns_merges_variants():
 def test_round_trip_through_extra_args():
     spec = GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, step_bans=((0, (11, 12)),))
     assert GuardSpec.from_extra_args(spec.to_extra_args()) == spec
+    xargs = spec.to_vllm_xargs()  # over HTTP: vllm_xargs values must be flat
+    assert isinstance(xargs["guard"], str) and GuardSpec.from_extra_args(xargs) == spec
 
 
 def test_unguarded_request_has_no_spec():
@@ -20,7 +22,10 @@ def test_unguarded_request_has_no_spec():
 @pytest.mark.parametrize(
     "raw, field",
     [
-        ("x", "guard: must be an object"),
+        ("x", "guard: not valid JSON"),
+        ("[1]", "guard: must be an object"),
+        (3, "guard: must be an object"),
+        ('{"patterns": ["ab"]}', "guard.patterns"),
         ({"patterns": "rowling"}, "guard.patterns"),
         ({"patterns": ["J.K. Rowling"]}, "guard.patterns"),  # not folded
         ({"patterns": ["ab"]}, "guard.patterns"),  # too short

@@ -3,7 +3,6 @@
 import asyncio
 from dataclasses import dataclass, field
 
-import pytest
 
 from guard.leaks import LeakDetector
 from guard.spec import GuardSpec, compile_patterns

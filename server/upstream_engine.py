@@ -1,0 +1,45 @@
+"""A `vllm serve` upstream that runs the guard's logits processor, behind the embedded engine's interface.
+
+The proxy's *full* enforcement level: `stream(prompt_ids, params, spec, request_id)` becomes a
+streamed `/v1/completions` request with the prompt as token ids, the compiled spec in `vllm_xargs`
+and `return_token_ids`, so the token-level guard runs inside the upstream engine and
+`server.generation.generate_guarded` (hold-back, detector, rewinds) runs in the proxy unchanged:
+the same answers as `guard serve` on the same model.
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from guard.spec import GuardSpec
+from server.engine import DecodeParams, Delta
+from server.upstream import Upstream, bad_gateway
+
+
+class UpstreamEngine:
+    def __init__(self, upstream: Upstream, model: str, tokenizer, max_model_len: int):
+        self.upstream, self.model, self.tokenizer, self.max_model_len = upstream, model, tokenizer, max_model_len
+        self.healthy = True
+
+    async def stream(self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None,
+                     request_id: str) -> AsyncIterator[Delta]:
+        body = {"model": self.model, "prompt": prompt_ids, "max_tokens": params.max_tokens,
+                "temperature": params.temperature, "top_p": params.top_p, "stream": True,
+                "return_token_ids": True, "skip_special_tokens": True, "request_id": request_id}
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.ignore_eos:
+            body["ignore_eos"] = True
+        if spec is not None:
+            body["vllm_xargs"] = spec.to_vllm_xargs()
+        async with self.upstream.stream("/completions", body) as events:
+            async for event in events:
+                if not event.get("choices"):
+                    continue  # a usage-only event
+                choice = event["choices"][0]
+                token_ids = choice.get("token_ids")
+                if token_ids is None:
+                    raise bad_gateway("the upstream did not return token ids (is it vLLM?)")
+                yield Delta(list(token_ids), choice.get("text") or "", choice.get("finish_reason"))

@@ -1,0 +1,31 @@
+"""Session-wide servers of the end-to-end tests: started once, shared by every module that asks."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.server.servers import POLICY, Server
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory, model_dir):
+    logs = tmp_path_factory.mktemp("servers")
+    guarded = Server("guarded", logs, "--policy", POLICY)
+    plain = Server("plain", logs)
+    try:
+        guarded.wait_ready()
+        plain.wait_ready()
+        yield guarded, plain
+    finally:
+        guarded.stop()
+        plain.stop()
+
+
+@pytest.fixture(scope="session")
+def guarded(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="session")
+def plain(servers):
+    return servers[1]

@@ -1,0 +1,46 @@
+"""End to end: `guard proxy` in front of a `vllm serve` that runs the guard's logits processor.
+
+The full enforcement level: the token-level guard runs inside the upstream engine and the proxy
+runs the same generation loop as `guard serve`, so its answers must be `guard serve`'s, word for
+word, on the same model and policy (the session's guarded server).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.server.servers import FORGET_PROBES, POLICY_DETECTOR, UNRELATED, ask, names_or_near_misses
+from tests.server.test_proxy_integration import guard_proxy, vllm_serve
+
+pytestmark = pytest.mark.integration
+PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory, model_dir):
+    logs = tmp_path_factory.mktemp("proxy-full")
+    upstream = vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR)
+    proxy = guard_proxy("proxy-full", logs, upstream, "--tokenizer", model_dir)
+    try:
+        upstream.wait_ready()
+        proxy.wait_ready()
+        yield proxy
+    finally:
+        proxy.stop()
+        upstream.stop()
+
+
+def test_the_proxy_finds_the_plugin(full):
+    assert httpx.get(f"{full.url}/health", timeout=10).json()["enforcement"] == "full"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("question", [*FORGET_PROBES, *UNRELATED])
+def test_answers_match_guard_serve(full, guarded, question, stream):
+    proxied, proxied_finish, headers = ask(full, question, stream=stream)
+    served, served_finish, served_headers = ask(guarded, question, stream=stream)
+    assert headers["x-guard-targets"] == served_headers["x-guard-targets"]
+    assert (proxied, proxied_finish) == (served, served_finish)
+    assert names_or_near_misses(proxied) == [] or question in UNRELATED
+    assert POLICY_DETECTOR.violations(proxied) == [] or question in UNRELATED

@@ -1,0 +1,174 @@
+"""End to end: `guard proxy` in front of a real, plain `vllm serve` of the bundled model (no plugin).
+
+Two proxies start in front of the same upstream: one at the bias level (told the tokenizer) and one
+at the filter level (told nothing). The real `openai` client talks to them, and every answer is
+checked against what the upstream says alone. The last test kills the upstream mid-stream.
+(The plugin-enabled upstream is test_proxy_full_integration.py: one vLLM at a time, for memory.)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.servers import (FORGET_PROBES, MODEL, POLICY, UNRELATED, Server, ask, assert_names_the_author,
+                                  forgotten)
+
+pytestmark = pytest.mark.integration
+
+VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+LEVELS = ["bias", "filter"]
+
+
+def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str) -> Server:
+    """`vllm serve MODEL_DIR ...`, as its module: the `vllm` script of the vllm-cpu package looks up
+    the version of a package named "vllm" and stops."""
+    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--enforce-eager",
+                  "--served-model-name", MODEL, *extra, command=VLLM_SERVE, env=VLLM_ENV)
+
+
+def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str) -> Server:
+    return Server(name, logs, "--upstream", f"{upstream.url}/v1", "--policy", POLICY, *extra,
+                  command=(sys.executable, "-m", "guard.cli", "proxy"))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, model_dir):
+    logs = tmp_path_factory.mktemp("proxy")
+    upstream = vllm_serve("vllm-plain", logs, model_dir)
+    proxies = {"bias": guard_proxy("proxy-bias", logs, upstream, "--tokenizer", model_dir),
+               "filter": guard_proxy("proxy-filter", logs, upstream, "--enforcement", "filter")}
+    servers = [upstream, *proxies.values()]
+    try:
+        for server in servers:  # the proxies wait for their upstream
+            server.wait_ready()
+        yield upstream, proxies
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def upstream(stack):
+    return stack[0]
+
+
+@pytest.fixture(scope="module", params=LEVELS)
+def proxy(request, stack):
+    return stack[1][request.param]
+
+
+def test_each_proxy_reports_its_level_and_mirrors_the_upstreams_models(stack):
+    upstream, proxies = stack
+    for level, proxy in proxies.items():
+        health = httpx.get(f"{proxy.url}/health", timeout=10).json()
+        assert health["status"] == "ok" and health["enforcement"] == level and health["targets"] == 1
+        mirrored = httpx.get(f"{proxy.url}/v1/models", timeout=10).json()
+        direct = httpx.get(f"{upstream.url}/v1/models", timeout=10).json()
+        assert [m["id"] for m in mirrored["data"]] == [m["id"] for m in direct["data"]] == [MODEL]
+        assert mirrored["data"][0]["max_model_len"] == direct["data"][0]["max_model_len"]
+
+
+def test_the_upstream_alone_leaks(upstream):
+    assert_names_the_author(upstream)  # what the proxies must stop
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("question", FORGET_PROBES)
+def test_forget_probes_do_not_leak(proxy, question, stream):
+    assert forgotten(proxy, question, stream)[1] in ("stop", "length", "content_filter")
+
+
+@pytest.mark.parametrize("question, fact", UNRELATED.items())
+def test_unrelated_questions_pass_through_untouched(proxy, upstream, question, fact):
+    direct, _, _ = ask(upstream, question)
+    proxied, _, headers = ask(proxy, question)
+    assert fact in direct, direct
+    assert headers["x-guard-targets"] == ""
+    assert proxied == direct
+
+
+def _sse_payloads(url: str, body: dict) -> list:
+    with httpx.stream("POST", url, json=body, timeout=60) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+    return [json.loads(line[6:]) for line in lines[:-1]]
+
+
+def test_pass_through_keeps_fields_framing_usage_and_ids(proxy, upstream):
+    """Unknown request fields reach the upstream (vLLM's ignore_eos, min_tokens); the reply is the
+    upstream's own: its id, its usage, its chunks, its extra fields."""
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 12, "temperature": 0, "ignore_eos": True, "min_tokens": 12}
+    direct = httpx.post(f"{upstream.url}/v1/chat/completions", json=body, timeout=60).json()
+    proxied = httpx.post(f"{proxy.url}/v1/chat/completions", json=body, timeout=60).json()
+    assert proxied["usage"]["completion_tokens"] == 12  # ignore_eos and min_tokens were forwarded
+    assert proxied["id"].startswith("chatcmpl-") and proxied["id"] != direct["id"]  # the upstream's fresh id
+    ignore = {"id", "created"}
+    assert {k: v for k, v in proxied.items() if k not in ignore} == {k: v for k, v in direct.items() if k not in ignore}
+
+    streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    direct_events = _sse_payloads(f"{upstream.url}/v1/chat/completions", streamed)
+    proxied_events = _sse_payloads(f"{proxy.url}/v1/chat/completions", streamed)
+    strip = [{k: v for k, v in e.items() if k not in ignore} for e in direct_events]
+    assert [{k: v for k, v in e.items() if k not in ignore} for e in proxied_events] == strip
+    assert len({e["id"] for e in proxied_events}) == 1 and proxied_events[-1]["usage"]["completion_tokens"] == 12
+
+
+def test_upstream_4xx_errors_come_back_as_they_are(proxy, upstream):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100_000}
+    direct = httpx.post(f"{upstream.url}/v1/chat/completions", json=body, timeout=60)
+    proxied = httpx.post(f"{proxy.url}/v1/chat/completions", json=body, timeout=60)
+    assert direct.status_code == proxied.status_code == 400
+    assert proxied.json() == direct.json()
+    unknown = httpx.post(f"{proxy.url}/v1/chat/completions", json={**body, "model": "gpt-9", "max_tokens": 5},
+                         timeout=60)
+    assert unknown.status_code == 404 and "error" in unknown.json()
+
+
+def test_the_proxys_own_validation_names_the_field(proxy):
+    response = httpx.post(f"{proxy.url}/v1/chat/completions", timeout=30,
+                          json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": 7})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "temperature"
+    broken = httpx.post(f"{proxy.url}/v1/chat/completions", content=b'{"model": ', timeout=30,
+                        headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+
+
+def test_upstream_killed_mid_stream_ends_the_stream_and_later_requests_get_5xx_quickly(stack):
+    """Last in this module: it kills the upstream."""
+    upstream, proxies = stack
+    proxy = proxies["bias"]
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me a long story about Paris."}],
+            "max_tokens": 1500, "temperature": 0, "ignore_eos": True, "stream": True}
+    lines: list[str] = []
+    first = threading.Event()
+
+    def read():
+        with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", json=body, timeout=60) as response:
+            for line in response.iter_lines():
+                if line:
+                    lines.append(line)
+                    first.set()
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert first.wait(60), "no first chunk"
+    upstream.kill()
+    reader.join(60)
+    assert not reader.is_alive(), "the stream hangs after the upstream died"
+    assert lines[-1] == "data: [DONE]" and "error" in json.loads(lines[-2][6:]), lines[-3:]
+
+    started = time.monotonic()
+    down = httpx.post(f"{proxy.url}/v1/chat/completions", timeout=60,
+                      json={**body, "stream": False, "max_tokens": 5})
+    assert down.status_code in (502, 503, 504) and down.json()["error"]["type"] == "server_error"
+    assert time.monotonic() - started < 30
+    assert httpx.get(f"{proxy.url}/health", timeout=30).status_code == 503

@@ -1,0 +1,92 @@
+"""The proxy's upstream client: what each upstream failure becomes, never a hang."""
+
+import asyncio
+import json
+import socket
+
+import httpx
+import pytest
+
+from server.errors import OpenAIError
+from server.upstream import Upstream, UpstreamError
+
+
+def mock(handler) -> Upstream:
+    return Upstream("http://upstream.test/v1", transport=httpx.MockTransport(handler), timeout=2.0)
+
+
+def call(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def _post_and_close(upstream: Upstream, body=None):
+    try:
+        return await upstream.post("/chat/completions", body or {"model": "m"})
+    finally:
+        await upstream.aclose()
+
+
+def test_an_upstream_4xx_is_passed_through_as_it_is():
+    raw = {"error": {"message": "max_tokens is too large", "type": "BadRequestError", "param": "max_tokens",
+                     "code": 400}, "extra": "kept"}
+    upstream = mock(lambda request: httpx.Response(400, json=raw))
+    with pytest.raises(UpstreamError) as caught:
+        call(_post_and_close(upstream))
+    assert caught.value.status == 400 and caught.value.body() == raw
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_an_upstream_5xx_is_a_502(status):
+    upstream = mock(lambda request: httpx.Response(status, text="boom"))
+    with pytest.raises(OpenAIError) as caught:
+        call(_post_and_close(upstream))
+    assert caught.value.status == 502 and caught.value.code == "upstream_error"
+
+
+def test_the_request_reaches_the_upstream_unchanged():
+    seen = {}
+
+    def handler(request: httpx.Request):
+        seen.update(json.loads(request.content), path=request.url.path, auth=request.headers.get("authorization"))
+        return httpx.Response(200, json={"id": "x"})
+    upstream = Upstream("http://upstream.test/v1", api_key="k", transport=httpx.MockTransport(handler))
+    assert call(_post_and_close(upstream, {"model": "m", "custom_field": [1, 2]})) == {"id": "x"}
+    assert seen == {"model": "m", "custom_field": [1, 2], "path": "/v1/chat/completions", "auth": "Bearer k"}
+
+
+def test_a_refused_connection_is_a_503():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(OpenAIError) as caught:
+        call(_post_and_close(Upstream(f"http://127.0.0.1:{port}/v1")))
+    assert caught.value.status == 503 and caught.value.code == "upstream_unavailable"
+
+
+def test_an_upstream_that_never_answers_is_a_504_within_the_timeout():
+    async def scenario():
+        server = await asyncio.start_server(lambda r, w: asyncio.sleep(30), "127.0.0.1", 0)  # accepts, says nothing
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with asyncio.timeout(5):
+                await _post_and_close(Upstream(f"http://127.0.0.1:{port}/v1", timeout=0.5))
+        finally:
+            server.close()
+    with pytest.raises(OpenAIError) as caught:
+        call(scenario())
+    assert caught.value.status == 504 and caught.value.code == "upstream_timeout"
+
+
+def test_a_stream_that_breaks_off_before_done_is_an_error_not_a_silent_end():
+    body = 'data: {"choices": [{"index": 0, "text": "Hel"}]}\n\n'  # no [DONE]
+    upstream = mock(lambda request: httpx.Response(200, text=body, headers={"content-type": "text/event-stream"}))
+
+    async def read():
+        got = []
+        async with upstream.stream("/completions", {"model": "m", "stream": True}) as events:
+            async for event in events:
+                got.append(event)
+        return got
+    with pytest.raises(OpenAIError) as caught:
+        call(read())
+    assert caught.value.status == 503
