@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import RETAIN_QA
-from tests.server.test_integration import MODEL, POLICY, Server, names_or_near_misses
+from tests.server.servers import MODEL, POLICY, Server, names_or_near_misses
 
 pytestmark = pytest.mark.integration
 
