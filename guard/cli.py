@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                        help="serve an unlearned variant (LoRA adapter or checkpoint) as NAME and NAME+guard")
     serve.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
+    serve.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per API key (0: no limit)")
+    serve.add_argument("--rate-limit-tpm", type=int, default=0,
+                       help="completion tokens asked for per minute per API key (0: no limit)")
+    serve.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
+    serve.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
 
     proxy = commands.add_parser("proxy", help="the guard in front of an OpenAI-compatible server you already run")
     proxy.add_argument("--upstream", required=True, help="the upstream's OpenAI base URL, e.g. http://host:8000/v1")
@@ -53,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     proxy.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
     proxy.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
     proxy.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
+    proxy.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per API key (0: no limit)")
+    proxy.add_argument("--rate-limit-tpm", type=int, default=0,
+                       help="completion tokens asked for per minute per API key (0: no limit)")
+    proxy.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
+    proxy.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
 
     unlearn = commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant")
     unlearn.add_argument("--method", required=True, help="flat, ga, graddiff or npo")
@@ -124,7 +134,8 @@ def _serve(args: argparse.Namespace) -> int:
             served_model_name=args.served_model_name, max_model_len=args.max_model_len,
             kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, penalty=args.penalty,
             max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
-            target_fpr=args.target_fpr, variants=variants,
+            target_fpr=args.target_fpr, variants=variants, rate_limit_rpm=args.rate_limit_rpm,
+            rate_limit_tpm=args.rate_limit_tpm, audit_log=args.audit_log, audit_text=args.audit_text,
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
@@ -149,6 +160,8 @@ def _proxy(args: argparse.Namespace) -> int:
             port=args.port, penalty=args.penalty, max_rewinds=args.max_rewinds, max_logit_bias=args.max_logit_bias,
             retry_on_leak=args.retry_on_leak, upstream_timeout=args.upstream_timeout,
             classifier=not args.no_classifier, encoder=args.encoder, target_fpr=args.target_fpr,
+            rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm, audit_log=args.audit_log,
+            audit_text=args.audit_text,
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None

@@ -6,6 +6,8 @@ pairs, documents and example prompts. Unknown keys are errors; errors name the b
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import yaml
@@ -60,6 +62,11 @@ class Policy(BaseModel):
     @property
     def target_ids(self) -> list[str]:
         return [t.id for t in self.targets]
+
+    @property
+    def version(self) -> str:
+        """A content hash: the same policy, the same version, whatever file or process it came from."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
 class PolicyError(ValueError):

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from guard.models import guard_home, is_default_model, resolve_model
 from guard.policy import Policy, PolicyError, load_policy
 from guard.restriction import Restrictions
 from server import metrics
+from server.audit import AuditLog
+from server.auth import install_auth
 from server.engine import EmbeddedEngine, LoraView
 from server.errors import install_error_handlers
 from server.routes import ServedModel, ServerState, router
@@ -123,29 +125,22 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
 
         models = {name: ServedModel(serve(variant), guarded, str(variant.path) if variant else None)
                   for name, (variant, guarded) in names.items()}
-        app.state.guard = ServerState(settings, engines, models, restrictions, served_name(settings))
+        audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
+        app.state.guard = ServerState(settings, engines, models, restrictions, served_name(settings), audit)
         watcher = asyncio.create_task(watch_policy(app)) if settings.policy and settings.reload_seconds else None
         try:
             yield
         finally:
             if watcher is not None:
                 watcher.cancel()
+            if audit is not None:
+                audit.close()
             for engine in engines:
                 engine.shutdown()
 
     app = FastAPI(title="guard", lifespan=lifespan)
-    app.state.metrics = metrics.create()
     install_error_handlers(app)
+    install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
+    metrics.install(app)
     app.include_router(router)
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        app.state.metrics.requests.labels(route=path, status=str(response.status_code)).inc()
-        app.state.metrics.latency.labels(route=path).observe(time.perf_counter() - started)
-        return response
-
     return app

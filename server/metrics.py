@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 
-__all__ = ["CONTENT_TYPE", "Metrics", "create", "render", "observe_restriction", "observe_finish"]
+__all__ = ["CONTENT_TYPE", "Metrics", "create", "install", "render", "observe_restriction", "observe_finish"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,9 @@ class Metrics:
     rewinds: Counter
     filtered: Counter
     latency: Histogram
+    classifier: Histogram
+    tokens: Counter
+    in_flight: Gauge
 
 
 def create() -> Metrics:
@@ -32,7 +37,33 @@ def create() -> Metrics:
         filtered=Counter("guard_content_filtered", "Answers cut short because rewinds ran out", registry=registry),
         latency=Histogram("guard_http_request_seconds", "Time to the response head, by route", ["route"],
                           registry=registry),
+        classifier=Histogram("guard_classifier_seconds", "Prompt classification and span retrieval per request",
+                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=registry),
+        tokens=Counter("guard_tokens", "Tokens of answered requests (embedded engine and full proxy level)",
+                       ["kind"], registry=registry),
+        in_flight=Gauge("guard_requests_in_flight", "HTTP requests being served (a queue depth of the engine)",
+                        registry=registry),
     )
+
+
+def install(app: FastAPI) -> Metrics:
+    """The app's metrics, and the middleware that counts every request by route and status."""
+    app.state.metrics = metrics = create()
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):
+        started = time.perf_counter()
+        metrics.in_flight.inc()
+        try:
+            response = await call_next(request)
+        finally:
+            metrics.in_flight.dec()
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        metrics.requests.labels(route=path, status=str(response.status_code)).inc()
+        metrics.latency.labels(route=path).observe(time.perf_counter() - started)
+        return response
+    return metrics
 
 
 def render(metrics: Metrics) -> bytes:
@@ -44,7 +75,9 @@ def observe_restriction(metrics: Metrics, restriction) -> None:
         metrics.restricted.labels(target=target).inc()
 
 
-def observe_finish(metrics: Metrics, last_chunk) -> None:
+def observe_finish(metrics: Metrics, last_chunk, prompt_tokens: int) -> None:
     metrics.rewinds.inc(last_chunk.rewinds)
+    metrics.tokens.labels(kind="prompt").inc(prompt_tokens)
+    metrics.tokens.labels(kind="completion").inc(last_chunk.completion_tokens)
     if last_chunk.finish_reason == "content_filter":
         metrics.filtered.inc()

@@ -21,7 +21,7 @@ import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Callable, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -29,9 +29,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from guard.policy import Policy, load_policy
 from guard.restriction import Restriction, Restrictions
 from server import metrics, routes
+from server.audit import AuditLog
+from server.auth import install_auth
 from server.errors import OpenAIError, install_error_handlers
 from server.output_filter import CONTENT_FILTER, Piece, filter_leaks
-from server.protocol import ChatCompletionRequest, CompletionRequest, chunk_choice, whole_choice
+from server.protocol import ChatCompletionRequest, CompletionRequest, chunk_choice, new_id, whole_choice
 from server.routes import TARGETS_HEADER, ServedModel, ServerState
 from server.settings import ProxySettings
 from server.upstream import Upstream, bad_gateway
@@ -48,6 +50,7 @@ class ProxyState:
     model: str  # the upstream's (first) model
     restrictions: Restrictions
     biases: Any = None  # guard.logit_bias.LogitBiases at the bias level
+    audit: AuditLog | None = None
 
 
 async def wait_for_models(upstream: Upstream, seconds: float) -> dict:
@@ -105,7 +108,8 @@ def create_proxy_app(settings: ProxySettings) -> FastAPI:
             level = choose_level(settings.enforcement, plugin, tokenizer)
             restrictions = await asyncio.to_thread(build_restrictions, settings, policy,
                                                    tokenizer if level != "filter" else None)
-            state = ProxyState(settings, upstream, level, model, restrictions)
+            audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
+            state = ProxyState(settings, upstream, level, model, restrictions, audit=audit)
             if level != "filter":
                 from transformers import AutoTokenizer
 
@@ -119,17 +123,20 @@ def create_proxy_app(settings: ProxySettings) -> FastAPI:
 
                     engine = UpstreamEngine(upstream, model, loaded, int(listed.get("max_model_len") or 2048))
                     app.state.guard = ServerState(settings, [engine], {model: ServedModel(engine, True)},
-                                                  restrictions, model)
+                                                  restrictions, model, audit)
             app.state.proxy = state
             log.info("proxy in front of %s (%s): enforcement %s; guarding %d target(s)", settings.upstream, model,
                      level, len(policy.targets))
             yield
         finally:
             await upstream.aclose()
+            if getattr(app.state, "proxy", None) is not None and app.state.proxy.audit is not None:
+                app.state.proxy.audit.close()
 
     app = FastAPI(title="guard proxy", lifespan=lifespan)
-    app.state.metrics = metrics.create()
     install_error_handlers(app)
+    install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
+    metrics.install(app)
     app.include_router(router)
     return app
 
@@ -184,17 +191,20 @@ async def _relay(request: Request, kind: Literal["chat", "text"], body, views: l
     state = _state(request)
     raw = await request.json()  # forwarded as the client wrote it: unknown fields included
     path = "/chat/completions" if kind == "chat" else "/completions"
-    try:
-        restriction = state.restrictions.for_conversation(views)
-    except Exception as exc:  # fail closed: no answer without the guard's decision
-        raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
-    metrics.observe_restriction(request.app.state.metrics, restriction)
+    restriction = routes.classify(request, state.restrictions, views)
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
     if restriction.detector is None:
         if body.stream:
             return await _stream_response(state.upstream, path, raw, _pass_through, headers)
-        return JSONResponse(await state.upstream.post(path, raw), headers=headers)
-    guarded = _Guarded(state, kind, raw, restriction, body.include_usage, request.app.state.metrics)
+        return JSONResponse(await state.upstream.post(path, raw, state.settings.max_request_seconds), headers=headers)
+    request_id = new_id("proxy")
+
+    def on_finish(finish_reason: str, answer: str) -> None:
+        if finish_reason == CONTENT_FILTER:
+            request.app.state.metrics.filtered.inc()
+        routes.audit(request, state.audit, state.restrictions, restriction, request_id, finish_reason, 0, views[0],
+                     answer)
+    guarded = _Guarded(state, kind, raw, restriction, body.include_usage, on_finish)
     if body.stream:
         return await _stream_response(state.upstream, path, guarded.upstream_body(), guarded.events, headers)
     return JSONResponse(await guarded.whole(path), headers=headers)
@@ -241,9 +251,10 @@ class _Guarded:
     asked), its text run through the output filter, and answered in the client's shape."""
 
     def __init__(self, state: ProxyState, kind: str, raw: dict, restriction: Restriction, include_usage: bool,
-                 app_metrics: metrics.Metrics):
+                 on_finish: Callable[[str, str], None]):
+        """`on_finish(finish_reason, answer)`: called once the client has the whole answer."""
         self.state, self.kind, self.raw, self.restriction = state, kind, raw, restriction
-        self.include_usage, self.metrics = include_usage, app_metrics
+        self.include_usage, self.on_finish = include_usage, on_finish
 
     def upstream_body(self, strongest: bool = False) -> dict:
         body = {**self.raw, "stream": True, "stream_options": {"include_usage": True}}
@@ -273,20 +284,19 @@ class _Guarded:
     async def events(self, events: AsyncIterator[dict]) -> AsyncIterator[dict]:
         """The client's stream: the upstream's chunks with the filtered text."""
         seen: dict = {}
-        started = False
+        sent: list[str] = []
         async for piece in filter_leaks(self._pieces(events, seen), self.restriction.detector):
             head = seen["head"]
-            if not started and self.kind == "chat":
+            if not sent and self.kind == "chat":
                 yield self._chunk(head, "", None, role=True)
-            started = True
+            sent.append(piece.text)
             if piece.text:
                 yield self._chunk(head, piece.text, None)
             if piece.finish_reason is not None:
-                if piece.finish_reason == CONTENT_FILTER:
-                    self.metrics.filtered.inc()
-                else:  # read on to the usage event
+                if piece.finish_reason != CONTENT_FILTER:  # read on to the usage event
                     async for _ in self._pieces(events, seen):
                         pass
+                self.on_finish(piece.finish_reason, "".join(sent))
                 yield self._chunk(head, None if self.kind == "chat" else "", piece.finish_reason)
                 if self.include_usage and "usage" in seen:
                     yield {**_identity(head), "choices": [], "usage": seen["usage"]}
@@ -297,8 +307,8 @@ class _Guarded:
         if (answer["choices"][0]["finish_reason"] == CONTENT_FILTER and self.state.settings.retry_on_leak
                 and self.state.biases is not None):
             answer = await self._whole_once(path, strongest=True)
-        if answer["choices"][0]["finish_reason"] == CONTENT_FILTER:
-            self.metrics.filtered.inc()
+        choice = answer["choices"][0]
+        self.on_finish(choice["finish_reason"], choice["message"]["content"] if self.kind == "chat" else choice["text"])
         return answer
 
     async def _whole_once(self, path: str, strongest: bool) -> dict:

@@ -6,14 +6,15 @@ import asyncio
 import json
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Callable, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from guard.chat import render_chat
-from guard.restriction import UNRESTRICTED, Restrictions
+from guard.restriction import UNRESTRICTED, Restriction, Restrictions
 from server import metrics
+from server.audit import AuditLog
 from server.engine import DecodeParams, EmbeddedEngine
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
@@ -39,6 +40,7 @@ class ServerState:
     models: dict[str, ServedModel]  # every name in /v1/models
     restrictions: Restrictions
     served_model: str  # the base model's name
+    audit: AuditLog | None = None
 
 
 def _state(request: Request) -> ServerState:
@@ -114,28 +116,52 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
     if max_tokens > room:
         raise bad_request(f"max_tokens: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param="max_tokens", code="context_length_exceeded")
-    try:
-        restriction = state.restrictions.for_conversation(views) if served.guarded else UNRESTRICTED
-    except Exception as exc:  # fail closed: no answer without the guard's decision
-        raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
+    restriction = classify(request, state.restrictions, views) if served.guarded else UNRESTRICTED
     params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
     request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")
     chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
                               restriction.spec, state.settings.max_rewinds)
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
-    metrics.observe_restriction(request.app.state.metrics, restriction)
     reply = _Reply(request_id, body.model, kind, len(prompt_ids))
+
+    def on_finish(last: Chunk, answer: str) -> None:
+        metrics.observe_finish(request.app.state.metrics, last, len(prompt_ids))
+        audit(request, state.audit, state.restrictions, restriction, request_id, last.finish_reason, last.rewinds,
+              views[0], answer)
     if body.stream:
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
-        return StreamingResponse(_sse(reply, first, chunks, body.include_usage, request), headers=headers,
+        return StreamingResponse(_sse(reply, first, chunks, body.include_usage, on_finish), headers=headers,
                                  media_type="text/event-stream")
     try:
         async with asyncio.timeout(state.settings.max_request_seconds), aclosing(chunks):
             parts = [chunk async for chunk in chunks]
     except TimeoutError:
         raise OpenAIError(504, "generation timed out", type="server_error") from None
-    metrics.observe_finish(request.app.state.metrics, parts[-1])
-    return JSONResponse(reply.whole("".join(p.text for p in parts), parts[-1]), headers=headers)
+    text = "".join(p.text for p in parts)
+    on_finish(parts[-1], text)
+    return JSONResponse(reply.whole(text, parts[-1]), headers=headers)
+
+
+def classify(request: Request, restrictions: Restrictions, views: list[str]) -> Restriction:
+    """What the request is restricted by, timed and counted; failing closed: no answer without the
+    guard's decision."""
+    app_metrics = request.app.state.metrics
+    try:
+        with app_metrics.classifier.time():
+            restriction = restrictions.for_conversation(views)
+    except Exception as exc:
+        raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
+    metrics.observe_restriction(app_metrics, restriction)
+    return restriction
+
+
+def audit(request: Request, log: AuditLog | None, restrictions: Restrictions, restriction, request_id: str,
+          finish_reason: str | None, rewinds: int, prompt: str, answer: str) -> None:
+    """An audit record for a restricted request (none for the plain path, or without an audit log)."""
+    if log is not None and restriction.target_ids:
+        log.record(request_id=request_id, key_id=getattr(request.state, "key_id", "anonymous"),
+                   target_ids=restriction.target_ids, policy_version=restrictions.policy.version,
+                   finish_reason=finish_reason, rewinds=rewinds, prompt=prompt, answer=answer)
 
 
 async def _first_chunk(chunks: AsyncIterator[Chunk]) -> Chunk:
@@ -172,18 +198,20 @@ def _event(payload: dict[str, Any]) -> str:
 
 
 async def _sse(reply: _Reply, first: Chunk, chunks: AsyncIterator[Chunk], include_usage: bool,
-               request: Request) -> AsyncIterator[str]:
+               on_finish: Callable[[Chunk, str], None]) -> AsyncIterator[str]:
     async with aclosing(chunks):
         if reply.kind == "chat":
             yield _event(reply.piece("", None, role=True))
         chunk = first
+        sent: list[str] = []
         try:
             while True:
                 if chunk.text:
+                    sent.append(chunk.text)
                     yield _event(reply.piece(chunk.text, None))
                 if chunk.finish_reason is not None:
                     yield _event(reply.piece(None if reply.kind == "chat" else "", chunk.finish_reason))
-                    metrics.observe_finish(request.app.state.metrics, chunk)
+                    on_finish(chunk, "".join(sent))
                     if include_usage:
                         yield _event({"id": reply.id, "object": reply.chunk_object, "created": now(),
                                       "model": reply.model, "choices": [],

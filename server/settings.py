@@ -21,6 +21,10 @@ class GuardSettings(BaseModel):
     classifier: bool = True  # False: every target restricts every request
     encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
     target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
+    rate_limit_rpm: int = Field(default=0, ge=0)  # requests per minute per API key; 0: no limit
+    rate_limit_tpm: int = Field(default=0, ge=0)  # completion tokens asked for, per minute per API key; 0: no limit
+    audit_log: Path | None = None  # JSON lines, one per restricted request; None: no audit log
+    audit_text: bool = False  # include prompt and answer text in the audit records
 
 
 class Settings(GuardSettings):

@@ -64,12 +64,15 @@ class Upstream:
     async def get(self, path: str) -> dict:
         return await self._json("GET", path)
 
-    async def post(self, path: str, body: dict) -> dict:
-        return await self._json("POST", path, body)
+    async def post(self, path: str, body: dict, timeout: float | None = None) -> dict:
+        """`timeout`: the wait for the whole reply, if not the client's (a non-streamed answer says
+        nothing until it is complete)."""
+        return await self._json("POST", path, body, timeout)
 
-    async def _json(self, method: str, path: str, body: dict | None = None) -> dict:
+    async def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> dict:
+        extra = {"timeout": httpx.Timeout(timeout, connect=self.client.timeout.connect)} if timeout else {}
         try:
-            response = await self.client.request(method, path, json=body)
+            response = await self.client.request(method, path, json=body, **extra)
         except httpx.TimeoutException:
             raise _timeout() from None
         except httpx.TransportError as exc:

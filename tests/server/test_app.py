@@ -150,7 +150,11 @@ def test_models_health_metrics(client_and_engine):
     assert client.get("/health").json()["status"] == "ok"
     chat(client, messages=[{"role": "user", "content": "Who wrote the Harry Potter books?"}])
     metrics = client.get("/metrics").text
-    assert 'guard_restricted_requests_total{target="harry-potter"}' in metrics
+    assert 'guard_restricted_requests_total{target="harry-potter"} 1.0' in metrics
+    assert 'guard_http_requests_total{route="/v1/chat/completions",status="200"} 1.0' in metrics
+    assert "guard_classifier_seconds_count 1.0" in metrics  # one classification, timed
+    assert 'guard_tokens_total{kind="completion"} 5.0' in metrics  # the fake engine's five words
+    assert "guard_requests_in_flight 1.0" in metrics  # this very request
     assert client.get("/nope").json()["error"]["message"] == "Not Found"
 
 

@@ -36,7 +36,7 @@ def test_the_proxy_finds_the_plugin(full):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-@pytest.mark.parametrize("question", [*FORGET_PROBES, *UNRELATED])
+@pytest.mark.parametrize("question", [*FORGET_PROBES, *list(UNRELATED)[:2]])
 def test_answers_match_guard_serve(full, guarded, question, stream):
     proxied, proxied_finish, headers = ask(full, question, stream=stream)
     served, served_finish, served_headers = ask(guarded, question, stream=stream)

@@ -90,3 +90,28 @@ def test_a_stream_that_breaks_off_before_done_is_an_error_not_a_silent_end():
     with pytest.raises(OpenAIError) as caught:
         call(read())
     assert caught.value.status == 503
+
+
+def test_a_whole_reply_may_take_longer_than_the_wait_for_a_byte():
+    """A non-streamed answer says nothing until it is complete: `post(..., timeout)` waits for it."""
+    async def slow(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(1.0)
+        body = b'{"ok": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    async def scenario(timeout):
+        server = await asyncio.start_server(slow, "127.0.0.1", 0)
+        upstream = Upstream(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", timeout=0.3)
+        try:
+            return await upstream.post("/chat/completions", {"model": "m"}, timeout)
+        finally:
+            await upstream.aclose()
+            server.close()
+    assert call(scenario(5.0)) == {"ok": True}
+    with pytest.raises(OpenAIError) as caught:
+        call(scenario(None))
+    assert caught.value.status == 504
