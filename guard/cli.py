@@ -13,56 +13,56 @@ from pydantic import ValidationError
 from guard.policy import PolicyError, describe_validation_error
 
 
+def _guard_options(command: argparse.ArgumentParser, rewinds_help: str) -> None:
+    """The options `serve` and `proxy` share (server.settings.GuardSettings)."""
+    command.add_argument("--policy", help="policy YAML: the targets to forget")
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
+    command.add_argument("--max-rewinds", type=int, default=6, help=rewinds_help)
+    command.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
+    command.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
+    command.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
+    command.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per API key (0: no limit)")
+    command.add_argument("--rate-limit-tpm", type=int, default=0,
+                         help="completion tokens asked for per minute per API key (0: no limit)")
+    command.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
+    command.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
+
+
+def _guard_settings(args: argparse.Namespace) -> dict:
+    return dict(policy=args.policy, host=args.host, port=args.port, penalty=args.penalty,
+                max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
+                target_fpr=args.target_fpr, rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm,
+                audit_log=args.audit_log, audit_text=args.audit_text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="guard", description="Generation-time unlearning for LLMs (GUARD).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="OpenAI-compatible server on an embedded vLLM engine")
     serve.add_argument("--model", help="bundled default, a Hugging Face id, or a local checkpoint folder")
-    serve.add_argument("--policy", help="policy YAML: the targets to forget")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--served-model-name", help="model name clients send (default: the model's name)")
     serve.add_argument("--max-model-len", type=int, default=2048)
     serve.add_argument("--kv-cache-gib", type=int, default=1, help="KV cache size on CPU (whole GiB)")
     serve.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, CPU)")
-    serve.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
-    serve.add_argument("--max-rewinds", type=int, default=6, help="rephrasings per answer before it is cut")
-    serve.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
-    serve.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
     serve.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                        help="serve an unlearned variant (LoRA adapter or checkpoint) as NAME and NAME+guard")
-    serve.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
-    serve.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per API key (0: no limit)")
-    serve.add_argument("--rate-limit-tpm", type=int, default=0,
-                       help="completion tokens asked for per minute per API key (0: no limit)")
-    serve.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
-    serve.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
+    _guard_options(serve, "rephrasings per answer before it is cut")
 
     proxy = commands.add_parser("proxy", help="the guard in front of an OpenAI-compatible server you already run")
     proxy.add_argument("--upstream", required=True, help="the upstream's OpenAI base URL, e.g. http://host:8000/v1")
-    proxy.add_argument("--policy", help="policy YAML: the targets to forget")
-    proxy.add_argument("--host", default="127.0.0.1")
-    proxy.add_argument("--port", type=int, default=8000)
     proxy.add_argument("--enforcement", default="auto",
                        help="full (upstream runs the guard's logits processor), bias (logit_bias; needs the "
                             "tokenizer), filter (output filter only) or auto: the strongest the upstream allows")
     proxy.add_argument("--tokenizer", help="the upstream model's tokenizer (default: its model id, if a local folder)")
     proxy.add_argument("--upstream-api-key", help="bearer token for the upstream (default: $GUARD_UPSTREAM_API_KEY)")
     proxy.add_argument("--upstream-timeout", type=float, default=30.0, help="longest wait for any byte, seconds")
-    proxy.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
-    proxy.add_argument("--max-rewinds", type=int, default=6, help="full level: rephrasings per answer before it is cut")
     proxy.add_argument("--max-logit-bias", type=int, default=300, help="bias level: logit_bias entries per request")
     proxy.add_argument("--retry-on-leak", action="store_true",
                        help="bias level: ask a whole answer cut by the filter once more, fully biased")
-    proxy.add_argument("--no-classifier", action="store_true", help="every target restricts every request")
-    proxy.add_argument("--encoder", default="all-MiniLM-L6-v2", help="sentence-transformers model of the classifier")
-    proxy.add_argument("--target-fpr", type=float, default=0.01, help="classifier false-positive rate to calibrate to")
-    proxy.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per API key (0: no limit)")
-    proxy.add_argument("--rate-limit-tpm", type=int, default=0,
-                       help="completion tokens asked for per minute per API key (0: no limit)")
-    proxy.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
-    proxy.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
+    _guard_options(proxy, "full level: rephrasings per answer before it is cut")
 
     unlearn = commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant")
     unlearn.add_argument("--method", required=True, help="flat, ga, graddiff or npo")
@@ -130,12 +130,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings(
-            model=args.model, policy=args.policy, host=args.host, port=args.port,
-            served_model_name=args.served_model_name, max_model_len=args.max_model_len,
-            kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, penalty=args.penalty,
-            max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
-            target_fpr=args.target_fpr, variants=variants, rate_limit_rpm=args.rate_limit_rpm,
-            rate_limit_tpm=args.rate_limit_tpm, audit_log=args.audit_log, audit_text=args.audit_text,
+            model=args.model, served_model_name=args.served_model_name, max_model_len=args.max_model_len,
+            kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, variants=variants, **_guard_settings(args),
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
@@ -156,12 +152,8 @@ def _proxy(args: argparse.Namespace) -> int:
     try:
         settings = ProxySettings(
             upstream=args.upstream, upstream_api_key=args.upstream_api_key or os.environ.get("GUARD_UPSTREAM_API_KEY"),
-            enforcement=args.enforcement, tokenizer=args.tokenizer, policy=args.policy, host=args.host,
-            port=args.port, penalty=args.penalty, max_rewinds=args.max_rewinds, max_logit_bias=args.max_logit_bias,
-            retry_on_leak=args.retry_on_leak, upstream_timeout=args.upstream_timeout,
-            classifier=not args.no_classifier, encoder=args.encoder, target_fpr=args.target_fpr,
-            rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm, audit_log=args.audit_log,
-            audit_text=args.audit_text,
+            enforcement=args.enforcement, tokenizer=args.tokenizer, max_logit_bias=args.max_logit_bias,
+            retry_on_leak=args.retry_on_leak, upstream_timeout=args.upstream_timeout, **_guard_settings(args),
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
