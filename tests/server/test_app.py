@@ -164,6 +164,19 @@ def test_unhealthy_engine_reports_503(client_and_engine):
     assert client.get("/health").status_code == 503
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_failing_classifier_fails_the_request_closed(client_and_engine, stream):
+    """No guard decision, no answer: a 503, and the engine never sees the prompt."""
+    client, engine = client_and_engine
+
+    def broken(views):
+        raise RuntimeError("encoder crashed")
+    client.app.state.guard.restrictions.for_conversation = broken
+    response = chat(client, stream=stream, messages=[{"role": "user", "content": "Who wrote Harry Potter?"}])
+    assert response.status_code == 503 and response.json()["error"]["type"] == "server_error"
+    assert engine.seen == []
+
+
 def test_a_bad_policy_stops_create_app(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("targets: [{id: Bad Id, description: x}]")
