@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from guard.models import guard_home, is_default_model, resolve_model
 from guard.policy import Policy, PolicyError, load_policy
@@ -138,9 +138,15 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
             for engine in engines:
                 engine.shutdown()
 
-    app = FastAPI(title="guard", lifespan=lifespan)
+    return assemble_app("guard", lifespan, settings, router)
+
+
+def assemble_app(title: str, lifespan, settings, routes: APIRouter) -> FastAPI:
+    """What `guard serve` and `guard proxy` share around their routes: OpenAI-shaped errors, keys and
+    rate limits, metrics."""
+    app = FastAPI(title=title, lifespan=lifespan)
     install_error_handlers(app)
     install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
     metrics.install(app)
-    app.include_router(router)
+    app.include_router(routes)
     return app

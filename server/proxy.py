@@ -30,8 +30,8 @@ from guard.policy import Policy, load_policy
 from guard.restriction import Restriction, Restrictions
 from server import metrics, routes
 from server.audit import AuditLog
-from server.auth import install_auth
-from server.errors import OpenAIError, install_error_handlers
+from server.app import assemble_app, build_restrictions
+from server.errors import OpenAIError
 from server.output_filter import CONTENT_FILTER, Piece, filter_leaks
 from server.protocol import ChatCompletionRequest, CompletionRequest, chunk_choice, new_id, whole_choice
 from server.routes import TARGETS_HEADER, ServedModel, ServerState
@@ -97,8 +97,6 @@ def create_proxy_app(settings: ProxySettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from server.app import build_restrictions
-
         upstream = Upstream(settings.upstream, settings.upstream_api_key, settings.upstream_timeout)
         try:
             listed = (await wait_for_models(upstream, settings.upstream_wait))["data"][0]
@@ -133,12 +131,7 @@ def create_proxy_app(settings: ProxySettings) -> FastAPI:
             if getattr(app.state, "proxy", None) is not None and app.state.proxy.audit is not None:
                 app.state.proxy.audit.close()
 
-    app = FastAPI(title="guard proxy", lifespan=lifespan)
-    install_error_handlers(app)
-    install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
-    metrics.install(app)
-    app.include_router(router)
-    return app
+    return assemble_app("guard proxy", lifespan, settings, router)
 
 
 router = APIRouter()
@@ -195,7 +188,7 @@ async def _relay(request: Request, kind: Literal["chat", "text"], body, views: l
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
     if restriction.detector is None:
         if body.stream:
-            return await _stream_response(state.upstream, path, raw, _pass_through, headers)
+            return await _stream_response(state.upstream, path, raw, lambda events: events, headers)
         return JSONResponse(await state.upstream.post(path, raw, state.settings.max_request_seconds), headers=headers)
     request_id = new_id("proxy")
 
@@ -239,11 +232,6 @@ async def _stream_response(upstream: Upstream, path: str, body: dict, transform,
             yield "data: [DONE]\n\n"
 
     return StreamingResponse(sse(), headers=headers, media_type="text/event-stream")
-
-
-async def _pass_through(events: AsyncIterator[dict]) -> AsyncIterator[dict]:
-    async for event in events:
-        yield event
 
 
 class _Guarded:
