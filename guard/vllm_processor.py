@@ -8,11 +8,15 @@ A request is guarded when its `SamplingParams.extra_args` (`vllm_xargs` over HTT
 Runs in the engine's worker process. An exception escaping `update_state` or `apply` kills the
 engine, so specs are validated in `validate_params` (API process, HTTP 400), and anything that
 still goes wrong here fails closed: the row may only end (EOS), never continue unguarded.
+
+The time it spends per step on batches with guarded rows (`update_state` and `apply` together)
+goes into a histogram that `guard.step_timing` hands to the server; steps without one are not timed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -23,6 +27,7 @@ from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 from guard.logits_ops import apply_sparse_bias, gather_row_biases
 from guard.matcher import Matcher, MatchState
 from guard.spec import GuardSpec
+from guard.step_timing import StepHistogram, publish_from_env
 from guard.vocab import TokenIndex
 
 log = logging.getLogger("guard.vllm")
@@ -63,6 +68,9 @@ class GuardLogitsProcessor(LogitsProcessor):
         self._compiled: OrderedDict[tuple, _CompiledMatcher] = OrderedDict()
         self.index: TokenIndex | None = None
         self.eos_ids: list[int] = []
+        self.step_times = StepHistogram()
+        self._update_seconds = 0.0  # this step's update_state, added to its apply
+        self._publisher = publish_from_env(self.step_times, str(getattr(vllm_config, "instance_id", "") or "engine"))
         try:
             from transformers import AutoTokenizer
 
@@ -78,9 +86,11 @@ class GuardLogitsProcessor(LogitsProcessor):
 
     # -- batch bookkeeping -----------------------------------------------------------------
     def update_state(self, batch_update: BatchUpdate | None) -> None:
+        started = time.perf_counter()
         process_dict_updates(self.rows, batch_update, self._new_row)
         for row in self.rows.values():
             row.catch_up()
+        self._update_seconds = time.perf_counter() - started
 
     def _new_row(self, params, prompt_ids, output_ids) -> _Row | None:
         try:
@@ -116,13 +126,16 @@ class GuardLogitsProcessor(LogitsProcessor):
     def apply(self, logits: torch.Tensor) -> torch.Tensor:  # [B, V]
         if not self.rows:
             return logits
+        started = time.perf_counter()
         try:
-            return self._apply(logits)
+            logits = self._apply(logits)
         except Exception:  # noqa: BLE001 - fail closed for every guarded row
             log.exception("guard: per-step failure; ending guarded rows")
             for index in self.rows:
                 self._force_end(logits, index)
-            return logits
+        self.step_times.observe(self._update_seconds + time.perf_counter() - started)
+        self._update_seconds = 0.0
+        return logits
 
     def _apply(self, logits: torch.Tensor) -> torch.Tensor:
         row_indices, biases = [], []

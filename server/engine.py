@@ -2,6 +2,8 @@
 
 The rest of the server sees `stream(prompt_ids, params, spec, request_id)` yielding `Delta`s, so
 the guarded generation loop can be tested against a fake engine and moved to another backend.
+For `/metrics` it also reports the scheduler's running and waiting requests (`scheduler_counts()`)
+and where its logits processor publishes the guard's step times (`step_stats_path`).
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import AsyncIterator
 
+from guard import step_timing
 from guard.spec import GuardSpec
 from server.errors import OpenAIError, bad_request
 
@@ -36,6 +41,28 @@ class Delta:
     finish_reason: str | None  # "stop", "length", "abort" or None while running
 
 
+class SchedulerCounts:
+    """A vLLM stat logger (StatLoggerBase's methods) keeping the latest running and waiting counts.
+    vLLM calls `record` in this process, from the engine's output loop, after each engine step."""
+
+    def __init__(self) -> None:
+        self.running = self.waiting = 0
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+        if scheduler_stats is not None:
+            self.running = scheduler_stats.num_running_reqs
+            self.waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def log(self) -> None:
+        pass
+
+    def record_sleep_state(self, is_awake: int, level: int) -> None:
+        pass
+
+
 class EmbeddedEngine:
     def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool,
                  loras: dict[str, str] | None = None, max_lora_rank: int | None = None):
@@ -49,6 +76,8 @@ class EmbeddedEngine:
         self._lora_requests: dict = {}
         self._llm = None
         self.tokenizer = None
+        self._counts = SchedulerCounts()
+        self.step_stats_path: Path | None = None  # where the engine's logits processor publishes
 
     async def start(self) -> None:
         from transformers import AutoTokenizer
@@ -57,6 +86,10 @@ class EmbeddedEngine:
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        # Inherited by the engine process: one folder per server process, one file per engine in it.
+        stats_dir = Path(tempfile.gettempdir()) / f"guard-step-stats-{os.getpid()}"
+        stats_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ[step_timing.ENV] = str(stats_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         lora_args = {}
         if self._loras:  # only then: LoRA support costs the base model a little per step
@@ -69,7 +102,10 @@ class EmbeddedEngine:
             enforce_eager=self._enforce_eager,
             **lora_args,
         )
-        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args)
+        counts = self._counts
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args,
+                                            stat_loggers=[lambda config, index: counts])
+        self.step_stats_path = step_timing.stats_path(stats_dir, str(self._llm.vllm_config.instance_id))
         await self._load_loras()
 
     async def _load_loras(self) -> None:
@@ -90,10 +126,23 @@ class EmbeddedEngine:
     def healthy(self) -> bool:
         return self._llm is not None and not self._llm.errored
 
+    def scheduler_counts(self) -> tuple[int, int]:
+        """(running, waiting) requests at the engine's last step; (0, 0) when it is not running."""
+        if self._llm is None:
+            return 0, 0
+        return self._counts.running, self._counts.waiting
+
     def shutdown(self) -> None:
         if self._llm is not None:
             self._llm.shutdown()
             self._llm = None
+        if self.step_stats_path is not None:
+            self.step_stats_path.unlink(missing_ok=True)
+            try:
+                self.step_stats_path.parent.rmdir()  # the last engine of this process removes the folder
+            except OSError:
+                pass
+            self.step_stats_path = None
 
     async def stream(
         self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None, request_id: str,

@@ -8,8 +8,46 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE", "Metrics", "create", "install", "render", "observe_restriction", "observe_finish"]
+from guard import step_timing
+
+__all__ = ["CONTENT_TYPE", "EngineCollector", "Metrics", "create", "install", "render", "observe_restriction",
+           "observe_finish"]
+
+
+class EngineCollector(Collector):
+    """Figures of the embedded engines, summed over them and read when scraped: the guard's time per
+    engine step (the file each engine's logits processor publishes) and the scheduler's running and
+    waiting requests. Reports nothing until `watch(engines)`; engines without these figures (test
+    fakes) add nothing."""
+
+    def __init__(self) -> None:
+        self.engines: tuple = ()
+
+    def watch(self, engines) -> None:
+        self.engines = tuple(engines)
+
+    def collect(self):
+        if not self.engines:
+            return
+        steps, running, waiting = step_timing.Snapshot.empty(), 0, 0
+        for engine in self.engines:
+            path = getattr(engine, "step_stats_path", None)
+            snapshot = step_timing.read(path) if path is not None else None
+            if snapshot is not None:
+                steps += snapshot
+            if hasattr(engine, "scheduler_counts"):
+                engine_running, engine_waiting = engine.scheduler_counts()
+                running, waiting = running + engine_running, waiting + engine_waiting
+        yield HistogramMetricFamily("guard_step_seconds", "Guard logits processor time per engine step with "
+                                    "guarded rows (published by the engine about once a second)",
+                                    buckets=steps.cumulative(), sum_value=steps.sum)
+        yield GaugeMetricFamily("guard_engine_requests_running", "Requests running in the engine schedulers",
+                                value=running)
+        yield GaugeMetricFamily("guard_engine_requests_waiting", "Requests waiting in the engine schedulers",
+                                value=waiting)
 
 
 @dataclass(frozen=True)
@@ -23,10 +61,13 @@ class Metrics:
     classifier: Histogram
     tokens: Counter
     in_flight: Gauge
+    engines: EngineCollector  # `metrics.engines.watch(engines)` once they run
 
 
 def create() -> Metrics:
     registry = CollectorRegistry()
+    engines = EngineCollector()
+    registry.register(engines)
     return Metrics(
         registry=registry,
         requests=Counter("guard_http_requests", "HTTP requests by route and status", ["route", "status"],
@@ -43,6 +84,7 @@ def create() -> Metrics:
                        ["kind"], registry=registry),
         in_flight=Gauge("guard_requests_in_flight", "HTTP requests being served (a queue depth of the engine)",
                         registry=registry),
+        engines=engines,
     )
 
 

@@ -9,6 +9,7 @@ vllm = pytest.importorskip("vllm")
 from vllm import SamplingParams  # noqa: E402
 from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # noqa: E402
 
+from guard import step_timing  # noqa: E402
 from guard.spec import GuardSpec, compile_patterns  # noqa: E402
 from guard.vllm_processor import GuardLogitsProcessor  # noqa: E402
 from tests.conftest import HP_PHRASES  # noqa: E402
@@ -87,3 +88,18 @@ def test_a_spec_that_fails_in_the_worker_fails_closed(processor_factory, tokeniz
     logits = processor.apply(torch.zeros(1, len(tokenizer)))
     finite = torch.isfinite(logits[0]).nonzero().flatten().tolist()
     assert finite == [tokenizer.eos_token_id]  # the row can only end
+
+
+def test_times_only_steps_with_guarded_rows(model_dir, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setenv(step_timing.ENV, str(tmp_path))
+    config = SimpleNamespace(model_config=SimpleNamespace(tokenizer=str(model_dir), tokenizer_revision=None),
+                             instance_id="42")
+    processor = GuardLogitsProcessor(config, torch.device("cpu"), False)
+    add(processor, (0, SamplingParams(), [1], []))
+    processor.apply(torch.zeros(1, len(tokenizer)))  # no guarded row: not timed
+    assert processor.step_times.snapshot().count == 0
+    add(processor, (1, SamplingParams(extra_args=SPEC.to_extra_args()), [1], []))
+    processor.apply(torch.zeros(2, len(tokenizer)))
+    processor._publisher.stop()
+    published = step_timing.read(tmp_path / "42.json")
+    assert published.count == 1 and 0 < published.sum < 1

@@ -1,0 +1,32 @@
+"""The engine figures on /metrics: read from each engine when scraped, summed over the engines."""
+
+from types import SimpleNamespace
+
+from guard import step_timing
+from guard.step_timing import StepHistogram
+from server import metrics
+
+
+def engine(path=None, running=0, waiting=0):
+    return SimpleNamespace(step_stats_path=path, scheduler_counts=lambda: (running, waiting))
+
+
+def test_nothing_before_engines_are_watched():
+    assert b"guard_step_seconds" not in metrics.render(metrics.create())  # e.g. the proxy
+
+
+def test_engine_figures_are_summed_at_scrape_time(tmp_path):
+    app_metrics = metrics.create()
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    app_metrics.engines.watch([engine(a, running=2, waiting=1), engine(b, running=1), object()])
+    text = metrics.render(app_metrics).decode()
+    assert "guard_step_seconds_count 0.0" in text  # nothing published yet
+    assert "guard_engine_requests_running 3.0" in text and "guard_engine_requests_waiting 1.0" in text
+    for path, seconds in ((a, 0.0003), (b, 0.002)):
+        histogram = StepHistogram()
+        histogram.observe(seconds)
+        step_timing.write(path, histogram.snapshot())
+    text = metrics.render(app_metrics).decode()
+    assert "guard_step_seconds_count 2.0" in text and "guard_step_seconds_sum 0.0023" in text
+    assert 'guard_step_seconds_bucket{le="0.0005"} 1.0' in text
+    assert 'guard_step_seconds_bucket{le="+Inf"} 2.0' in text
