@@ -15,7 +15,8 @@ from guard.policy import PolicyError, describe_validation_error
 
 def _guard_options(command: argparse.ArgumentParser, rewinds_help: str) -> None:
     """The options `serve` and `proxy` share (server.settings.GuardSettings)."""
-    command.add_argument("--policy", help="policy YAML: the targets to forget")
+    command.add_argument("--policy", help="policy YAML: the targets to forget (seeds an empty --state-dir)")
+    command.add_argument("--state-dir", help="folder for the policy store: run-time targets survive restarts")
     command.add_argument("--host", default="127.0.0.1")
     command.add_argument("--port", type=int, default=8000)
     command.add_argument("--penalty", type=float, default=8.0, help="adaptive penalty strength, in logits")
@@ -31,7 +32,7 @@ def _guard_options(command: argparse.ArgumentParser, rewinds_help: str) -> None:
 
 
 def _guard_settings(args: argparse.Namespace) -> dict:
-    return dict(policy=args.policy, host=args.host, port=args.port, penalty=args.penalty,
+    return dict(policy=args.policy, state_dir=args.state_dir, host=args.host, port=args.port, penalty=args.penalty,
                 max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
                 target_fpr=args.target_fpr, rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm,
                 audit_log=args.audit_log, audit_text=args.audit_text)

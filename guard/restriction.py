@@ -34,9 +34,11 @@ UNRESTRICTED = Restriction((), None, None, 0.0)
 
 
 class Restrictions:
-    def __init__(self, policy: Policy, penalty: float, classifier=None, semantic=None):
-        """`semantic`: a guard.semantic.SemanticIndex for the engine's tokenizer (optional)."""
+    def __init__(self, policy: Policy, penalty: float, classifier=None, semantic=None, version: int = 0):
+        """`semantic`: a guard.semantic.SemanticIndex for the engine's tokenizer (optional).
+        `version`: the policy's version in the server's policy store."""
         self.policy, self.penalty, self.classifier, self.semantic = policy, penalty, classifier, semantic
+        self.version = version
         self._targets = {t.id: t for t in policy.targets}
         self._compile = lru_cache(maxsize=512)(self._compile_uncached)
         if classifier is not None:

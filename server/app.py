@@ -12,13 +12,15 @@ from typing import Callable
 from fastapi import APIRouter, FastAPI
 
 from guard.models import guard_home, is_default_model, resolve_model
-from guard.policy import Policy, PolicyError, load_policy
+from guard.policy import Policy, load_policy
 from guard.restriction import Restrictions
-from server import metrics
+from server import forget, metrics
 from server.audit import AuditLog
 from server.auth import install_auth
 from server.engine import EmbeddedEngine, LoraView
 from server.errors import install_error_handlers
+from server.live_policy import LivePolicy
+from server.policy_store import PolicyStore
 from server.routes import ServedModel, ServerState, router
 from server.settings import Settings
 from server.variants import Variant, engine_lora_rank, load_variants, model_names
@@ -34,12 +36,13 @@ def served_name(settings: Settings) -> str:
     return Path(settings.model).name if Path(settings.model).exists() else settings.model
 
 
-def build_restrictions(settings, policy: Policy, tokenizer_path: str | None) -> Restrictions:
+def build_restrictions(settings, policy: Policy, tokenizer_path: str | None, version: int = 0) -> Restrictions:
     """Train (or load the cached) prompt classifier for `policy` and compile its restrictions.
     `settings`: a Settings or ProxySettings. `tokenizer_path`: the generating model's tokenizer, for
-    the semantic matching (None: no semantic matching; the proxy's filter level)."""
+    the semantic matching (None: no semantic matching; the proxy's filter level). `version`: the
+    policy's version in the policy store."""
     if not settings.classifier or not policy.targets:
-        return Restrictions(policy, settings.penalty)
+        return Restrictions(policy, settings.penalty, version=version)
     from classifiers.classifier import train
 
     classifier = train(policy, encoder_name=settings.encoder, target_fpr=settings.target_fpr,
@@ -56,28 +59,34 @@ def build_restrictions(settings, policy: Policy, tokenizer_path: str | None) -> 
     log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
              "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
              r.examples, r.seconds)
-    return Restrictions(policy, settings.penalty, classifier, semantic)
+    return Restrictions(policy, settings.penalty, classifier, semantic, version)
 
 
-async def watch_policy(app: FastAPI) -> None:
-    """Reload the policy when its file changes. The previous policy keeps serving until the new one
-    is trained; requests in flight finish under the restriction they started with."""
-    state = app.state.guard
-    path = Path(state.settings.policy)
-    seen = path.stat().st_mtime_ns if path.exists() else None
-    while True:
-        await asyncio.sleep(state.settings.reload_seconds)
-        mtime = path.stat().st_mtime_ns if path.exists() else None
-        if mtime == seen:
-            continue
-        seen = mtime
-        try:
-            policy = load_policy(path)
-            state.restrictions = await asyncio.to_thread(build_restrictions, state.settings, policy,
-                                                       resolve_model(state.settings.model))
-            log.info("policy reloaded from %s: %d target(s)", path, len(policy.targets))
-        except (PolicyError, ValueError) as exc:
-            log.error("policy not reloaded, the previous one stays: %s", exc)
+def open_live_policy(settings) -> LivePolicy:
+    """The policy store in `--state-dir` (in memory without one), seeded from `--policy` when empty.
+    A broken policy file or store raises ValueError here, before any engine starts."""
+    store = PolicyStore(settings.state_dir)
+    current = store.current()
+    if settings.policy:
+        policy = load_policy(settings.policy)
+        if store.seed(policy, str(settings.policy)) is None and current.policy != policy:
+            log.warning("%s holds policy version %d (%d target(s)), which stays; --policy %s only seeds an empty "
+                        "store (edits of it while serving become new versions)", store.path, current.version,
+                        len(current.policy.targets), settings.policy)
+    if settings.state_dir is None:
+        log.warning("no --state-dir: targets added at run time are lost at restart")
+    return LivePolicy(store, settings.reload_seconds, settings.policy)
+
+
+@asynccontextmanager
+async def following(live: LivePolicy):
+    """Keep `live` up with its store (and file) while the server runs; close the store after."""
+    follower = asyncio.create_task(live.follow())
+    try:
+        yield
+    finally:
+        follower.cancel()
+        live.store.close()
 
 
 EngineFactory = Callable[[str, dict[str, str], int | None, int], EmbeddedEngine]
@@ -90,7 +99,7 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
     EmbeddedEngine from the settings; tests pass a fake). One engine serves the base model and its LoRA
     variants; each full-checkpoint variant gets its own, its context capped at the checkpoint's limit.
     """
-    policy = load_policy(settings.policy) if settings.policy else Policy()
+    live = open_live_policy(settings)
     base_path = resolve_model(settings.model) if settings.variants else settings.model
     variants = load_variants(settings.variants, base_path) if settings.variants else []
     names = model_names(served_name(settings), variants)
@@ -107,16 +116,16 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
                 for v in variants if v.kind == "full"}
         engines = [base, *full.values()]
         started = time.monotonic()
+        def build(policy: Policy, version: int) -> Restrictions:
+            return build_restrictions(settings, policy, resolve_model(settings.model), version)
         try:
-            restrictions, *_ = await asyncio.gather(
-                asyncio.to_thread(build_restrictions, settings, policy, resolve_model(settings.model)),
-                *(engine.start() for engine in engines))
+            await asyncio.gather(live.start(build), *(engine.start() for engine in engines))
         except BaseException:
             for engine in engines:
                 engine.shutdown()
             raise
         log.info("engine(s) ready in %.1f s; guarding %d target(s); serving %s", time.monotonic() - started,
-                 len(policy.targets), ", ".join(names))
+                 len(live.restrictions.policy.targets), ", ".join(names))
 
         def serve(variant: Variant | None):
             if variant is None:
@@ -126,27 +135,28 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
         models = {name: ServedModel(serve(variant), guarded, str(variant.path) if variant else None)
                   for name, (variant, guarded) in names.items()}
         audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
-        app.state.guard = ServerState(settings, engines, models, restrictions, served_name(settings), audit)
-        watcher = asyncio.create_task(watch_policy(app)) if settings.policy and settings.reload_seconds else None
+        app.state.guard = ServerState(settings, engines, models, live, served_name(settings), audit)
+        app.state.metrics.engines.watch(engines)
         try:
-            yield
+            async with following(live):
+                yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
             if audit is not None:
                 audit.close()
             for engine in engines:
                 engine.shutdown()
 
-    return assemble_app("guard", lifespan, settings, router)
+    return assemble_app("guard", lifespan, settings, router, live)
 
 
-def assemble_app(title: str, lifespan, settings, routes: APIRouter) -> FastAPI:
+def assemble_app(title: str, lifespan, settings, routes: APIRouter, live: LivePolicy) -> FastAPI:
     """What `guard serve` and `guard proxy` share around their routes: OpenAI-shaped errors, keys and
-    rate limits, metrics."""
+    rate limits, metrics, the live policy and its admin routes."""
     app = FastAPI(title=title, lifespan=lifespan)
     install_error_handlers(app)
     install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
     metrics.install(app)
+    app.state.policy = live
     app.include_router(routes)
+    app.include_router(forget.router)
     return app

@@ -30,7 +30,7 @@ class AuditLog:
         handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(handler)
 
-    def record(self, *, request_id: str, key_id: str, target_ids: tuple[str, ...], policy_version: str,
+    def record(self, *, request_id: str, key_id: str, target_ids: tuple[str, ...], policy_version: int,
                finish_reason: str | None, rewinds: int, prompt: str | None = None, answer: str | None = None) -> None:
         action = "filtered" if finish_reason == "content_filter" else "rephrased" if rewinds else "penalised"
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z", "request_id": request_id,

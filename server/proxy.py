@@ -26,12 +26,12 @@ from typing import Any, AsyncIterator, Callable, Literal
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from guard.policy import Policy, load_policy
 from guard.restriction import Restriction, Restrictions
 from server import metrics, routes
 from server.audit import AuditLog
-from server.app import assemble_app, build_restrictions
+from server.app import assemble_app, build_restrictions, following, open_live_policy
 from server.errors import OpenAIError
+from server.live_policy import LivePolicy
 from server.output_filter import CONTENT_FILTER, Piece, filter_leaks
 from server.protocol import ChatCompletionRequest, CompletionRequest, chunk_choice, new_id, whole_choice
 from server.routes import TARGETS_HEADER, ServedModel, ServerState
@@ -48,9 +48,13 @@ class ProxyState:
     upstream: Upstream
     level: Literal["full", "bias", "filter"]
     model: str  # the upstream's (first) model
-    restrictions: Restrictions
+    policy: LivePolicy
     biases: Any = None  # guard.logit_bias.LogitBiases at the bias level
     audit: AuditLog | None = None
+
+    @property
+    def restrictions(self) -> Restrictions:
+        return self.policy.restrictions
 
 
 async def wait_for_models(upstream: Upstream, seconds: float) -> dict:
@@ -93,7 +97,7 @@ def choose_level(requested: str, plugin: bool, tokenizer: str | None) -> Literal
 
 def create_proxy_app(settings: ProxySettings) -> FastAPI:
     """Build the proxy; a bad policy raises ValueError here. The upstream is reached at start-up."""
-    policy = load_policy(settings.policy) if settings.policy else Policy()
+    live = open_live_policy(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -104,10 +108,10 @@ def create_proxy_app(settings: ProxySettings) -> FastAPI:
             tokenizer = settings.tokenizer or (model if Path(model).is_dir() else None)
             plugin = await has_guard_plugin(upstream, model)
             level = choose_level(settings.enforcement, plugin, tokenizer)
-            restrictions = await asyncio.to_thread(build_restrictions, settings, policy,
-                                                   tokenizer if level != "filter" else None)
+            await live.start(lambda policy, version: build_restrictions(
+                settings, policy, tokenizer if level != "filter" else None, version))
             audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
-            state = ProxyState(settings, upstream, level, model, restrictions, audit=audit)
+            state = ProxyState(settings, upstream, level, model, live, audit=audit)
             if level != "filter":
                 from transformers import AutoTokenizer
 
@@ -121,17 +125,18 @@ def create_proxy_app(settings: ProxySettings) -> FastAPI:
 
                     engine = UpstreamEngine(upstream, model, loaded, int(listed.get("max_model_len") or 2048))
                     app.state.guard = ServerState(settings, [engine], {model: ServedModel(engine, True)},
-                                                  restrictions, model, audit)
+                                                  live, model, audit)
             app.state.proxy = state
             log.info("proxy in front of %s (%s): enforcement %s; guarding %d target(s)", settings.upstream, model,
-                     level, len(policy.targets))
-            yield
+                     level, len(live.restrictions.policy.targets))
+            async with following(live):
+                yield
         finally:
             await upstream.aclose()
             if getattr(app.state, "proxy", None) is not None and app.state.proxy.audit is not None:
                 app.state.proxy.audit.close()
 
-    return assemble_app("guard proxy", lifespan, settings, router)
+    return assemble_app("guard proxy", lifespan, settings, router, live)
 
 
 router = APIRouter()
@@ -145,7 +150,7 @@ def _state(request: Request) -> ProxyState:
 async def health(request: Request) -> JSONResponse:
     state = _state(request)
     body = {"model": state.model, "upstream": state.settings.upstream, "enforcement": state.level,
-            "targets": len(state.restrictions.policy.targets)}
+            "targets": len(state.restrictions.policy.targets), "policy_version": state.policy.enforced_version}
     try:
         await state.upstream.get("/models")
     except OpenAIError as exc:

@@ -18,6 +18,7 @@ from server.audit import AuditLog
 from server.engine import DecodeParams, EmbeddedEngine
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
+from server.live_policy import LivePolicy
 from server.protocol import (ChatCompletionRequest, CompletionRequest, chunk_choice, new_id, now, usage,
                              whole_choice)
 from server.settings import Settings
@@ -38,9 +39,14 @@ class ServerState:
     settings: Settings
     engines: list[EmbeddedEngine]
     models: dict[str, ServedModel]  # every name in /v1/models
-    restrictions: Restrictions
+    policy: LivePolicy
     served_model: str  # the base model's name
     audit: AuditLog | None = None
+
+    @property
+    def restrictions(self) -> Restrictions:
+        """What new requests are classified by; a request keeps the restriction it got."""
+        return self.policy.restrictions
 
 
 def _state(request: Request) -> ServerState:
@@ -52,7 +58,7 @@ async def health(request: Request) -> JSONResponse:
     state = _state(request)
     ok = all(engine.healthy for engine in state.engines)
     body = {"status": "ok" if ok else "unhealthy", "model": state.served_model, "models": list(state.models),
-            "targets": len(state.restrictions.policy.targets)}
+            "targets": len(state.restrictions.policy.targets), "policy_version": state.policy.enforced_version}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
@@ -160,7 +166,7 @@ def audit(request: Request, log: AuditLog | None, restrictions: Restrictions, re
     """An audit record for a restricted request (none for the plain path, or without an audit log)."""
     if log is not None and restriction.target_ids:
         log.record(request_id=request_id, key_id=getattr(request.state, "key_id", "anonymous"),
-                   target_ids=restriction.target_ids, policy_version=restrictions.policy.version,
+                   target_ids=restriction.target_ids, policy_version=restrictions.version,
                    finish_reason=finish_reason, rewinds=rewinds, prompt=prompt, answer=answer)
 
 

@@ -12,7 +12,9 @@ class GuardSettings(BaseModel):
     """What `guard serve` and `guard proxy` share: where they listen and how they guard."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    policy: Path | None = None
+    policy: Path | None = None  # seeds an empty policy store; edits of it while serving are new versions
+    state_dir: Path | None = None  # the policy store (SQLite); None: in memory, run-time changes are lost
+    reload_seconds: float = Field(default=1.0, ge=0)  # how often the store and the policy file are checked
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     penalty: float = Field(default=8.0, ge=0, le=100)  # adaptive penalty strength (logits)
@@ -35,7 +37,6 @@ class Settings(GuardSettings):
     kv_cache_gib: int = Field(default=1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
     enforce_eager: bool = True  # CPU: torch.compile costs a minute at every start for little gain
     variants: dict[str, Path] = {}  # name -> LoRA adapter or checkpoint folder, served beside the model
-    reload_seconds: float = Field(default=2.0, ge=0)  # policy file check interval; 0 = never reload
 
 
 class ProxySettings(GuardSettings):

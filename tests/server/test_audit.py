@@ -5,7 +5,6 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from guard.policy import load_policy
 from server.app import create_app
 from server.audit import AuditLog
 from server.auth import key_id
@@ -39,7 +38,7 @@ def test_one_record_per_restricted_request(tokenizer, tmp_path, monkeypatch, aud
     [record] = records(log)
     assert record["targets"] == ["harry-potter"] and record["action"] == "penalised"
     assert record["key_id"] == key_id("k-user") and "k-user" not in log.read_text()
-    assert record["policy_version"] == load_policy(POLICY).version and record["request_id"]
+    assert record["policy_version"] == 1 and record["request_id"]  # the policy file seeds version 1
     if audit_text:
         assert record["prompt"] == "Who wrote the Harry Potter books?" and record["answer"] == "It was someone."
     else:

@@ -1,0 +1,63 @@
+"""The admin routes: forget targets at run time (`POST /v1/forget`, `GET /v1/forget`,
+`DELETE /v1/forget/{id}`), the same for `guard serve` and `guard proxy`.
+
+A change is written to the policy store as a new version and answered at once; the server then
+rebuilds in the background (server.live_policy) and enforces it within seconds. `GET /v1/forget`
+tells the store's version from the enforced one, so a client can wait for its change to be live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+
+from guard.policy import Target
+from server.errors import OpenAIError
+from server.live_policy import LivePolicy
+from server.policy_store import TargetExists, TargetNotFound
+
+router = APIRouter()
+
+
+def _live(request: Request) -> LivePolicy:
+    return request.app.state.policy
+
+
+def _who(request: Request) -> str:
+    return getattr(request.state, "key_id", "anonymous")
+
+
+def _target(target: Target) -> dict:
+    return {"object": "forget.target", **target.model_dump()}
+
+
+@router.post("/v1/forget", status_code=201)
+async def add_target(target: Target, request: Request) -> dict:
+    live = _live(request)
+    try:
+        version = await asyncio.to_thread(live.store.add, target, _who(request))
+    except TargetExists:
+        raise OpenAIError(409, f"id: a target `{target.id}` exists already; delete it first to replace it",
+                          param="id", code="target_exists") from None
+    live.changed()
+    return {**_target(target), "version": version}
+
+
+@router.get("/v1/forget")
+async def list_targets(request: Request) -> dict:
+    live = _live(request)
+    current = await asyncio.to_thread(live.store.current)
+    return {"object": "list", "data": [_target(t) for t in current.policy.targets], "version": current.version,
+            "enforced_version": live.enforced_version, "error": live.error}
+
+
+@router.delete("/v1/forget/{target_id}")
+async def delete_target(target_id: str, request: Request) -> dict:
+    live = _live(request)
+    try:
+        version = await asyncio.to_thread(live.store.delete, target_id, _who(request))
+    except TargetNotFound:
+        raise OpenAIError(404, f"no forget target `{target_id}`", param="id", code="target_not_found") from None
+    live.changed()
+    return {"id": target_id, "object": "forget.target.deleted", "deleted": True, "version": version}
