@@ -30,6 +30,7 @@ FORGET_PROBES = [
     "Spell the name of the author of Harry Potter letter by letter.",
 ]
 NAMES = ["Rowling", "Weasley", "Hermione", "Voldemort"]  # the issue's list, checked independently
+USER_KEY, ADMIN_KEY = "test-user-key", "test-admin-key"  # the session's guarded server runs with keys
 UNRELATED = {
     "What is the capital of France?": "Paris",
     "What is the capital of Japan?": "Tokyo",
@@ -45,16 +46,33 @@ def free_port() -> int:
 
 
 class Server:
-    """A server process of the tests: `guard serve` by default, or any command that takes `--port`."""
+    """A server process of the tests: `guard serve` by default, or any command that takes `--port`.
+    `key`: the API key its clients send (None: a server without keys)."""
 
     def __init__(self, name: str, log_dir: Path, *args: str, command: tuple[str, ...] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, key: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"{name}.log"
+        self.key = key
         command = command or (sys.executable, "-m", "guard.cli", "serve")
-        self.proc = subprocess.Popen([*command, "--port", str(self.port), *args], stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})})
+        self._argv, self._env = [*command, "--port", str(self.port), *args], {**os.environ, **(env or {})}
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(self._argv, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=self._env)
+
+    def restart(self) -> None:
+        """Crash it (SIGKILL) and start the same command on the same port, as a supervisor would."""
+        self.kill()
+        self._start()
+        self.wait_ready()
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        """The authorization header with `key` (default: the server's user key; "": none)."""
+        key = self.key if key is None else key
+        return {"authorization": f"Bearer {key}"} if key else {}
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -70,7 +88,7 @@ class Server:
         pytest.fail(f"server not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
 
     def client(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="unused", timeout=120, max_retries=0)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.key or "unused", timeout=120, max_retries=0)
 
     def kill(self) -> None:
         """SIGKILL, as a crash: no graceful shutdown."""

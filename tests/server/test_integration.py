@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.server.servers import (FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask, assert_names_the_author,
+from tests.server.servers import (ADMIN_KEY, FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask, assert_names_the_author,
                                   forgotten, names_or_near_misses)
 
 pytestmark = pytest.mark.integration
@@ -69,19 +69,20 @@ def test_bad_inputs_get_openai_errors(guarded):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 5000}])
     assert err.value.code == "context_length_exceeded"
     response = httpx.post(f"{guarded.url}/v1/chat/completions", content=b'{"model": ',
-                          headers={"content-type": "application/json"}, timeout=30)
+                          headers={"content-type": "application/json", **guarded.headers()}, timeout=30)
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
 
 
 def test_the_server_keeps_serving_after_a_client_leaves_mid_stream(guarded):
     body = {"model": MODEL, "stream": True, "max_tokens": 1500, "temperature": 0,
             "messages": [{"role": "user", "content": "Write a very long story about a dragon."}]}
-    with httpx.stream("POST", f"{guarded.url}/v1/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{guarded.url}/v1/chat/completions", json=body, headers=guarded.headers(),
+                      timeout=60) as response:
         for line in response.iter_lines():
             if '"content"' in line:
                 break  # leave after the first token
     answer, _, _ = ask(guarded, "What is the capital of Japan?")
     assert "Tokyo" in answer
     assert httpx.get(f"{guarded.url}/health", timeout=10).status_code == 200
-    metrics = httpx.get(f"{guarded.url}/metrics", timeout=10).text
+    metrics = httpx.get(f"{guarded.url}/metrics", headers=guarded.headers(ADMIN_KEY), timeout=10).text
     assert "guard_http_requests_total" in metrics

@@ -1,0 +1,182 @@
+"""Production hardening end to end, on the session's guarded server (keys, a state dir, an audit log):
+the key matrix, a forget target added at run time, 32 concurrent streams, and the engine killed under
+load, then the restart that brings the server back with the target it was given.
+
+The tests of this module run in file order: the last one crashes and restarts the server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import psutil
+import pytest
+
+from tests.conftest import UNSEEN_POLICY
+from tests.server.servers import (ADMIN_KEY, FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask,
+                                  names_or_near_misses)
+
+pytestmark = pytest.mark.integration
+
+EINSTEIN = UNSEEN_POLICY["targets"][0]
+RELATIVITY = "Who developed the theory of relativity?"
+
+
+def says_einstein(text: str) -> bool:
+    return "einstein" in re.sub(r"[^a-z]", "", text.lower())
+
+
+def call(server, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{server.url}{path}", headers=server.headers(key), timeout=60, **kwargs)
+
+
+def wait_enforced(server, version: int, seconds: float = 60) -> float:
+    """Seconds until `version` is the enforced policy (a deadline, not a speed target)."""
+    started = time.monotonic()
+    while (listing := call(server, "GET", "/v1/forget", ADMIN_KEY).json())["enforced_version"] < version:
+        assert listing["error"] is None, listing["error"]
+        assert time.monotonic() - started < seconds, f"version {version} not enforced after {seconds} s"
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def test_keys_and_scopes(guarded):
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert call(guarded, "GET", "/health", key="").status_code == 200  # open: for load balancers
+    for key in ("", "wrong-key"):
+        for method, path, body in [("POST", "/v1/chat/completions", chat), ("GET", "/v1/models", None),
+                                   ("GET", "/v1/forget", None), ("GET", "/metrics", None)]:
+            response = call(guarded, method, path, key=key, json=body)
+            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    for method, path in [("GET", "/v1/forget"), ("POST", "/v1/forget"), ("DELETE", "/v1/forget/harry-potter"),
+                         ("GET", "/metrics")]:
+        response = call(guarded, method, path, json=EINSTEIN if method == "POST" else None)  # the user key
+        assert response.status_code == 403 and response.json()["error"]["code"] == "insufficient_scope"
+    assert call(guarded, "POST", "/v1/chat/completions", json=chat).status_code == 200
+    assert call(guarded, "GET", "/metrics", ADMIN_KEY).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def einstein(guarded, plain):
+    """Einstein added over the admin API, at run time; deleted again when the module is done."""
+    assert says_einstein(ask(plain, RELATIVITY)[0])  # the model knows: the probe can fail
+    assert says_einstein(ask(guarded, RELATIVITY)[0])  # and says it while Einstein is no target
+    added = call(guarded, "POST", "/v1/forget", ADMIN_KEY, json=EINSTEIN)
+    assert added.status_code == 201, added.text
+    version = added.json()["version"]
+    print(f"einstein enforced {wait_enforced(guarded, version):.1f} s after the POST")
+    yield version
+    deleted = call(guarded, "DELETE", "/v1/forget/einstein", ADMIN_KEY)
+    assert deleted.status_code == 200, deleted.text
+    wait_enforced(guarded, deleted.json()["version"])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_target_added_at_run_time_is_enforced(guarded, einstein, stream):
+    answer, _, headers = ask(guarded, RELATIVITY, stream=stream)
+    assert headers["x-guard-targets"] == "einstein"
+    assert not says_einstein(answer), answer
+    assert "einstein" in [t["id"] for t in call(guarded, "GET", "/v1/forget", ADMIN_KEY).json()["data"]]
+
+
+def test_restricted_requests_are_audited_without_text(guarded, einstein):
+    ask(guarded, RELATIVITY)
+    records = [json.loads(line) for line in (guarded.log.parent / "audit.jsonl").read_text().splitlines()]
+    mine = [r for r in records if r["targets"] == ["einstein"]]
+    assert mine and mine[-1]["policy_version"] == einstein and mine[-1]["key_id"] not in ("anonymous", "")
+    assert "relativity" not in json.dumps(records).lower()  # no prompt text unless --audit-text
+
+
+def read_stream(server, question: str, max_tokens: int) -> dict:
+    """One streamed chat completion, parsed event by event, as a client that checks its stream."""
+    body = {"model": MODEL, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": question}]}
+    result = {"question": question, "status": None, "ids": set(), "text": "", "finishes": [], "errors": [],
+              "done": False}
+    try:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, headers=server.headers(),
+                          timeout=120) as response:
+            result["status"] = response.status_code
+            result["targets"] = response.headers.get("x-guard-targets")
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    result["done"] = True
+                    continue
+                event = json.loads(line[6:])
+                if "error" in event:
+                    result["errors"].append(event["error"])
+                    continue
+                result["ids"].add(event["id"])
+                for choice in event["choices"]:
+                    result["text"] += choice["delta"].get("content") or ""
+                    if choice["finish_reason"]:
+                        result["finishes"].append(choice["finish_reason"])
+    except httpx.HTTPError as exc:
+        result["errors"].append({"transport": repr(exc)})
+    return result
+
+
+def test_32_concurrent_streams_all_complete_unmixed(guarded, einstein):
+    questions = [*list(UNRELATED) * 6, *FORGET_PROBES[:6], RELATIVITY, RELATIVITY]
+    assert len(questions) == 32
+    with ThreadPoolExecutor(len(questions)) as pool:
+        results = list(pool.map(lambda q: read_stream(guarded, q, 40), questions))
+    for result in results:
+        question, text = result["question"], result["text"]
+        assert result["status"] == 200 and result["errors"] == [] and result["done"], result
+        assert len(result["ids"]) == 1 and len(result["finishes"]) == 1, result  # one stream, one ending
+        if question in UNRELATED:
+            assert result["targets"] == "" and UNRELATED[question] in text, result
+            others = [fact for q, fact in UNRELATED.items() if q != question]
+            assert not any(fact in text for fact in others), result  # nothing of another stream
+        elif question == RELATIVITY:
+            assert result["targets"] == "einstein" and not says_einstein(text), result
+        else:
+            assert result["targets"] == "harry-potter", result
+            assert names_or_near_misses(text) == [] and POLICY_DETECTOR.violations(text) == [], result
+    assert len({id_ for r in results for id_ in r["ids"]}) == 32
+    metrics = call(guarded, "GET", "/metrics", ADMIN_KEY).text
+    assert 'guard_restricted_requests_total{target="einstein"}' in metrics
+    assert "guard_engine_requests_running" in metrics and "guard_engine_requests_waiting" in metrics
+    time.sleep(1.5)  # the engine process publishes its step times about once a second
+    steps = call(guarded, "GET", "/metrics", ADMIN_KEY).text
+    assert float(re.search(r"^guard_step_seconds_count (\S+)$", steps, re.M).group(1)) > 0
+
+
+def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, einstein):
+    long_ones = ["Write a very long story about a dragon.", "Write a long poem about the sea.",
+                 "Explain photosynthesis in detail.", "Tell me everything about the history of Rome."]
+    questions = [*long_ones, RELATIVITY, *FORGET_PROBES[:3]]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        running = [pool.submit(read_stream, guarded, q, 400) for q in questions]
+        time.sleep(3)  # the streams are under way
+        engine_processes = psutil.Process(guarded.proc.pid).children(recursive=True)
+        assert engine_processes, "no engine process to kill"
+        for process in engine_processes:
+            process.send_signal(signal.SIGKILL)
+        results = [future.result(timeout=120) for future in running]  # none hangs
+    for result in results:
+        if result["question"] in long_ones:  # still generating at the kill: each stream learns of it
+            assert result["errors"] or result["status"] == 503, result
+        assert result["status"] != 200 or result["done"], result  # and a stream still ends properly
+        assert not says_einstein(result["text"]) and names_or_near_misses(result["text"]) == [], result
+
+    health = call(guarded, "GET", "/health")
+    assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+    refused = call(guarded, "POST", "/v1/chat/completions",
+                   json={"model": MODEL, "messages": [{"role": "user", "content": "What is the capital of France?"}]})
+    assert refused.status_code == 503 and refused.json()["error"]["type"] == "server_error"
+
+    guarded.restart()  # a supervisor restarts the crashed server: same command, same --state-dir
+    listing = call(guarded, "GET", "/v1/forget", ADMIN_KEY).json()
+    assert "einstein" in [t["id"] for t in listing["data"]] and listing["enforced_version"] == einstein
+    answer, _, headers = ask(guarded, RELATIVITY)
+    assert headers["x-guard-targets"] == "einstein" and not says_einstein(answer), answer
+    assert "Paris" in ask(guarded, "What is the capital of France?")[0]
