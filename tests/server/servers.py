@@ -18,6 +18,7 @@ from rapidfuzz import fuzz
 
 from guard.leaks import LeakDetector
 from guard.policy import load_policy
+from tests.conftest import UNSEEN_POLICY
 
 POLICY = "examples/harry-potter.yaml"
 MODEL = "smollm2-135m-instruct"
@@ -154,3 +155,26 @@ def assert_names_the_author(server: Server) -> None:
     """The model without any guard names the author: the forget probes can fail."""
     answers = [ask(server, q)[0] for q in FORGET_PROBES[:3]]
     assert any("Rowling" in a for a in answers), answers
+
+
+# -- forget targets at run time -------------------------------------------------------------
+EINSTEIN = UNSEEN_POLICY["targets"][0]  # a target the example policy does not have
+RELATIVITY = "Who developed the theory of relativity?"
+
+
+def says_einstein(text: str) -> bool:
+    return "einstein" in re.sub(r"[^a-z]", "", text.lower())
+
+
+def call(server, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
+    return httpx.request(method, f"{server.url}{path}", headers=server.headers(key), timeout=60, **kwargs)
+
+
+def wait_enforced(server, version: int, seconds: float = 60) -> float:
+    """Seconds until `version` is the enforced policy (a deadline, not a speed target)."""
+    started = time.monotonic()
+    while (listing := call(server, "GET", "/v1/forget", ADMIN_KEY).json())["enforced_version"] < version:
+        assert listing["error"] is None, listing["error"]
+        assert time.monotonic() - started < seconds, f"version {version} not enforced after {seconds} s"
+        time.sleep(0.2)
+    return time.monotonic() - started

@@ -17,33 +17,10 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import UNSEEN_POLICY
-from tests.server.servers import (ADMIN_KEY, FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask,
-                                  names_or_near_misses)
+from tests.server.servers import (ADMIN_KEY, EINSTEIN, FORGET_PROBES, MODEL, POLICY_DETECTOR, RELATIVITY, UNRELATED,
+                                  ask, call, names_or_near_misses, says_einstein, wait_enforced)
 
 pytestmark = pytest.mark.integration
-
-EINSTEIN = UNSEEN_POLICY["targets"][0]
-RELATIVITY = "Who developed the theory of relativity?"
-
-
-def says_einstein(text: str) -> bool:
-    return "einstein" in re.sub(r"[^a-z]", "", text.lower())
-
-
-def call(server, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
-    return httpx.request(method, f"{server.url}{path}", headers=server.headers(key), timeout=60, **kwargs)
-
-
-def wait_enforced(server, version: int, seconds: float = 60) -> float:
-    """Seconds until `version` is the enforced policy (a deadline, not a speed target)."""
-    started = time.monotonic()
-    while (listing := call(server, "GET", "/v1/forget", ADMIN_KEY).json())["enforced_version"] < version:
-        assert listing["error"] is None, listing["error"]
-        assert time.monotonic() - started < seconds, f"version {version} not enforced after {seconds} s"
-        time.sleep(0.2)
-    return time.monotonic() - started
-
 
 def test_keys_and_scopes(guarded):
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

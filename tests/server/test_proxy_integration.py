@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server.servers import (FORGET_PROBES, MODEL, POLICY, UNRELATED, Server, ask, assert_names_the_author,
-                                  forgotten)
+from tests.server.servers import (EINSTEIN, FORGET_PROBES, MODEL, POLICY, RELATIVITY, UNRELATED, Server, ask,
+                                  assert_names_the_author, forgotten, says_einstein, wait_enforced)
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,19 @@ def test_restricted_requests_leave_audit_records_without_text(stack):
     records = [json.loads(line) for line in log.read_text().splitlines()[before:]]
     assert len(records) == 1 and records[0]["targets"] == ["harry-potter"]
     assert records[0]["action"] in ("penalised", "filtered") and "prompt" not in records[0]
+
+
+def test_targets_added_at_run_time_reach_the_proxy_too(stack, upstream):
+    proxy = stack[1]["bias"]  # without keys: the admin routes are open, as every other
+    assert says_einstein(ask(upstream, RELATIVITY)[0])
+    added = httpx.post(f"{proxy.url}/v1/forget", json=EINSTEIN, timeout=30)
+    assert added.status_code == 201, added.text
+    wait_enforced(proxy, added.json()["version"])
+    answer, _, headers = ask(proxy, RELATIVITY)
+    assert headers["x-guard-targets"] == "einstein" and not says_einstein(answer), answer
+    deleted = httpx.delete(f"{proxy.url}/v1/forget/einstein", timeout=30)
+    wait_enforced(proxy, deleted.json()["version"])
+    assert ask(proxy, RELATIVITY)[2]["x-guard-targets"] == ""
 
 
 def test_upstream_killed_mid_stream_ends_the_stream_and_later_requests_get_5xx_quickly(stack):
