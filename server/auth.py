@@ -155,7 +155,7 @@ async def _peek_tokens(receive: Receive) -> tuple[Receive, int]:
         data = json.loads(body)
         tokens = data.get("max_completion_tokens") or data.get("max_tokens") or DEFAULT_RESERVED_TOKENS
         tokens = tokens if isinstance(tokens, int) and tokens > 0 else DEFAULT_RESERVED_TOKENS
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # not JSON, not an object, nested too deep to parse
         tokens = DEFAULT_RESERVED_TOKENS  # the route answers the broken body with a 400
     replayed = False
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("guard.server")
 
@@ -30,15 +31,60 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 
 def describe_request_error(exc: RequestValidationError) -> OpenAIError:
-    error = exc.errors()[0]
-    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    error = _most_specific(exc.errors())
+    loc = _field_path(error.get("loc", ()))
     param = ".".join(loc) or None
     if error.get("type") == "json_invalid":
         return bad_request("The request body is not valid JSON.", code="invalid_json")
-    if error.get("type") == "model_attributes_type" or (not loc and error.get("type") == "dict_type"):
+    if not loc and error.get("type") in ("model_attributes_type", "dict_type"):
         return bad_request("The request body must be a JSON object.")
     message = error.get("msg", "invalid value").removeprefix("Value error, ")
     return bad_request(f"{param}: {message}" if param else message, param=param)
+
+
+_LOCATIONS = ("body", "query", "path", "header", "cookie")  # the first part of a FastAPI error's location
+_SCALAR_TAGS = {"str", "int", "float", "bool", "none", "bytes", "dict", "list"}
+
+
+def _is_union_tag(part: object) -> bool:
+    """Whether `part` of an error's location names a member of a union (`str`, `list[str]`, `ContentPart`,
+    `function-after[...]`) rather than a field: OpenAI's fields are lower-case identifiers."""
+    return isinstance(part, str) and (part in _SCALAR_TAGS or "[" in part or "-" in part or part[:1].isupper())
+
+
+def _field_path(loc) -> list[str]:
+    loc = list(loc)
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]
+    return [str(part) for part in loc if not _is_union_tag(part)]
+
+
+def _most_specific(errors: list[dict]) -> dict:
+    """The first error; or where a value failed every member of a union, the error of the member of its
+    type, the deepest: for `"stop": ["a", ""]` the one about `stop.1` being empty, not the one saying that
+    a list is not a string."""
+    first = errors[0]
+    loc = list(first.get("loc", ()))
+    union_at = next((i for i, part in enumerate(loc) if _is_union_tag(part)), None)
+    if union_at is None:
+        return first
+    same_value = [e for e in errors if list(e.get("loc", ()))[:union_at] == loc[:union_at]]
+    of_its_type = [e for e in same_value if not _is_type_mismatch(e)] or same_value
+    return max(of_its_type, key=lambda e: len(_field_path(e.get("loc", ()))))
+
+
+def _is_type_mismatch(error: dict) -> bool:  # string_type, list_type, model_type, none_required, ...
+    return error.get("type", "").endswith("_type") or error.get("type") == "none_required"
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the path, for a 405's `Allow` (Starlette names those of its first route only:
+    `POST` for a path served by a GET route and a POST route)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if route.matches(request.scope)[0] != Match.NONE:  # PARTIAL: the path matches, the method does not
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -51,9 +97,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return describe_request_error(exc).response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return OpenAIError(exc.status_code, str(exc.detail), type=kind).response()
+        response = OpenAIError(exc.status_code, str(exc.detail), type=kind).response()
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["allow"] = _allowed_methods(request)
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
