@@ -7,8 +7,8 @@ pairs, documents and example prompts. Unknown keys are errors; errors name the b
 from __future__ import annotations
 
 import hashlib
-
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from guard.folding import fold
 
 MIN_FOLDED_PHRASE = 3  # shorter phrases ("Ro", "J") would forbid half the language
+Text = Annotated[str, Field(min_length=1)]
 
 
 class QAPair(BaseModel):
@@ -29,10 +30,10 @@ class Target(BaseModel):
 
     id: str = Field(pattern=r"^[a-z0-9-]+$", max_length=64)
     description: str = Field(min_length=1)
-    phrases: tuple[str, ...] = ()
+    phrases: tuple[Text, ...] = ()
     qa: tuple[QAPair, ...] = ()
-    documents: tuple[str, ...] = ()
-    examples: tuple[str, ...] = ()
+    documents: tuple[Text, ...] = ()
+    examples: tuple[Text, ...] = ()
 
     @field_validator("phrases")
     @classmethod

@@ -80,13 +80,13 @@ def open_live_policy(settings) -> LivePolicy:
 
 @asynccontextmanager
 async def following(live: LivePolicy):
-    """Keep `live` up with its store (and file) while the server runs; close the store after."""
+    """Keep `live` up with its store (and file) while the server runs. The store stays open: an app
+    may run more than one lifespan (tests do), and SQLite needs no closing to stay consistent."""
     follower = asyncio.create_task(live.follow())
     try:
         yield
     finally:
         follower.cancel()
-        live.store.close()
 
 
 EngineFactory = Callable[[str, dict[str, str], int | None, int], EmbeddedEngine]

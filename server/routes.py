@@ -120,8 +120,9 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
                           code="context_length_exceeded")
     max_tokens = body.token_limit or room
     if max_tokens > room:
-        raise bad_request(f"max_tokens: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
-                          f"context length of {limit}", param="max_tokens", code="context_length_exceeded")
+        field = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
+        raise bad_request(f"{field}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
+                          f"context length of {limit}", param=field, code="context_length_exceeded")
     restriction = classify(request, state.restrictions, views) if served.guarded else UNRESTRICTED
     params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
     request_id = new_id("chatcmpl" if kind == "chat" else "cmpl")

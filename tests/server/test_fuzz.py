@@ -188,12 +188,13 @@ def test_an_undeclared_method_gets_405_naming_every_allowed_one(every_target_app
             assert_openai_error(response.status_code, response.text)
 
 
-@pytest.mark.xfail(strict=True, reason="a 500 today: guard/policy.py's Target takes the items of phrases, documents "
-                   "and examples as plain str, so a lone surrogate passes validation and then fails the policy "
-                   "store's JSON encoding; declaring them Annotated[str, Field(min_length=1)] makes it a 400")
-@pytest.mark.parametrize("field", ["phrases", "documents", "examples"])
-def test_a_lone_surrogate_in_a_forget_target_is_a_400(every_target_app, field):
+@pytest.mark.parametrize("field, value, param", [
+    ("phrases", '["abcd\\ud800"]', "phrases.0"), ("documents", '["abcd\\ud800"]', "documents.0"),
+    ("examples", '["abcd\\ud800"]', "examples.0"), ("description", '"abcd\\ud800"', "description"),
+    ("qa", '[{"question": "abcd\\ud800", "answer": "a"}]', "qa.0.question"),
+])
+def test_a_lone_surrogate_in_a_forget_target_is_a_400(every_target_app, field, value, param):
     _, client = every_target_app
-    body = '{"id": "surrogate", "description": "d", "%s": ["abcd\\ud800"]}' % field
+    body = '{"id": "surrogate", "description": "d", "%s": %s}' % (field, value)
     response = client.post("/v1/forget", data=body.encode(), headers={**AUTH, "content-type": "application/json"})
-    assert response.status_code == 400 and assert_openai_error(400, response.text)["param"] == f"{field}.0"
+    assert response.status_code == 400 and assert_openai_error(400, response.text)["param"] == param
