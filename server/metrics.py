@@ -74,8 +74,10 @@ def create() -> Metrics:
                          registry=registry),
         restricted=Counter("guard_restricted_requests", "Requests restricted, by forget target", ["target"],
                            registry=registry),
-        rewinds=Counter("guard_rewinds", "Rewinds: generations resumed from before a near-miss", registry=registry),
-        filtered=Counter("guard_content_filtered", "Answers cut short because rewinds ran out", registry=registry),
+        rewinds=Counter("guard_rewinds", "Rewinds: generations resumed from before a near-miss, by forget target",
+                        ["target"], registry=registry),
+        filtered=Counter("guard_content_filtered", "Answers cut short (content_filter), by forget target", ["target"],
+                         registry=registry),
         latency=Histogram("guard_http_request_seconds", "Time to the response head, by route", ["route"],
                           registry=registry),
         classifier=Histogram("guard_classifier_seconds", "Prompt classification and span retrieval per request",
@@ -117,9 +119,16 @@ def observe_restriction(metrics: Metrics, restriction) -> None:
         metrics.restricted.labels(target=target).inc()
 
 
-def observe_finish(metrics: Metrics, last_chunk, prompt_tokens: int) -> None:
-    metrics.rewinds.inc(last_chunk.rewinds)
+def observe_finish(metrics: Metrics, last_chunk, prompt_tokens: int, target_ids: tuple[str, ...]) -> None:
     metrics.tokens.labels(kind="prompt").inc(prompt_tokens)
     metrics.tokens.labels(kind="completion").inc(last_chunk.completion_tokens)
-    if last_chunk.finish_reason == "content_filter":
-        metrics.filtered.inc()
+    observe_blocks(metrics, target_ids, last_chunk.rewinds, last_chunk.finish_reason)
+
+
+def observe_blocks(metrics: Metrics, target_ids: tuple[str, ...], rewinds: int, finish_reason: str | None) -> None:
+    """What the guard did to a restricted answer, counted for each of its targets."""
+    for target in target_ids:
+        if rewinds:
+            metrics.rewinds.labels(target=target).inc(rewinds)
+        if finish_reason == "content_filter":
+            metrics.filtered.labels(target=target).inc()

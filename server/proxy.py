@@ -198,8 +198,7 @@ async def _relay(request: Request, kind: Literal["chat", "text"], body, views: l
     request_id = new_id("proxy")
 
     def on_finish(finish_reason: str, answer: str) -> None:
-        if finish_reason == CONTENT_FILTER:
-            request.app.state.metrics.filtered.inc()
+        metrics.observe_blocks(request.app.state.metrics, restriction.target_ids, 0, finish_reason)
         routes.audit(request, state.audit, state.restrictions, restriction, request_id, finish_reason, 0, views[0],
                      answer)
     guarded = _Guarded(state, kind, raw, restriction, body.include_usage, on_finish)

@@ -132,7 +132,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
     reply = _Reply(request_id, body.model, kind, len(prompt_ids))
 
     def on_finish(last: Chunk, answer: str) -> None:
-        metrics.observe_finish(request.app.state.metrics, last, len(prompt_ids))
+        metrics.observe_finish(request.app.state.metrics, last, len(prompt_ids), restriction.target_ids)
         audit(request, state.audit, state.restrictions, restriction, request_id, last.finish_reason, last.rewinds,
               views[0], answer)
     if body.stream:

@@ -1,4 +1,5 @@
-"""The engine figures on /metrics: read from each engine when scraped, summed over the engines."""
+"""Metrics: the engine figures, read from each engine when scraped and summed over the engines; the
+guard's blocks, counted per target."""
 
 from types import SimpleNamespace
 
@@ -30,3 +31,12 @@ def test_engine_figures_are_summed_at_scrape_time(tmp_path):
     assert "guard_step_seconds_count 2.0" in text and "guard_step_seconds_sum 0.0023" in text
     assert 'guard_step_seconds_bucket{le="0.0005"} 1.0' in text
     assert 'guard_step_seconds_bucket{le="+Inf"} 2.0' in text
+
+
+def test_rewinds_and_cuts_are_counted_per_target():
+    app_metrics = metrics.create()
+    metrics.observe_blocks(app_metrics, ("harry-potter", "einstein"), 2, "content_filter")
+    metrics.observe_blocks(app_metrics, ("einstein",), 0, "stop")
+    text = metrics.render(app_metrics).decode()
+    assert 'guard_rewinds_total{target="harry-potter"} 2.0' in text and 'guard_rewinds_total{target="einstein"} 2.0' in text
+    assert 'guard_content_filtered_total{target="einstein"} 1.0' in text
