@@ -55,7 +55,7 @@ def train_on_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *, epoc
     import torch
 
     from unlearning.data import Item, collate, encode
-    from unlearning.losses import answer_nll
+    from unlearning.losses import answer_nll, positions_read
 
     torch.manual_seed(seed)
     encoded = [encode(tokenizer, Item(q, a, chat=True), 256) for q, a in pairs]
@@ -69,8 +69,10 @@ def train_on_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *, epoc
             order = torch.randperm(len(encoded), generator=generator).tolist()
             for start in range(0, len(order), batch_size):
                 batch = collate([encoded[i] for i in order[start:start + batch_size]], tokenizer.pad_token_id)
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                value = answer_nll(logits, batch["labels"]).mean()
+                keep = positions_read(batch["labels"])  # no vocabulary projection on the prompts
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               logits_to_keep=keep).logits
+                value = answer_nll(logits, batch["labels"][:, -keep:]).mean()
                 optimizer.zero_grad()
                 value.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -26,6 +26,17 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     return picked * mask, mask
 
 
+def positions_read(labels: torch.Tensor) -> int:
+    """How many trailing positions' logits the answer losses read: from the one before the batch's
+    first answer token to the end. Asked for only these (transformers' `logits_to_keep`), a causal
+    LM skips its vocabulary projection on the prompts; every loss here gives the same values on
+    `labels[:, -n:]` and those logits."""
+    answer_positions = (labels != IGNORE).any(0).nonzero()
+    if len(answer_positions) == 0:
+        return labels.shape[1]
+    return labels.shape[1] - max(int(answer_positions[0]) - 1, 0)
+
+
 def answer_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood of the answer tokens of each sequence: [B]."""
     picked, mask = token_log_probs(logits, labels)
