@@ -104,3 +104,16 @@ def test_npo_equals_its_formula():
 def test_npo_is_2_log_2_when_the_model_equals_the_reference():
     value = losses.npo_loss(torch.tensor([-5.0]), torch.tensor([-5.0]), beta=0.5)
     assert value.item() == pytest.approx((2 / 0.5) * math.log(2), rel=1e-6)
+
+
+def test_the_losses_read_only_the_trailing_positions_that_positions_read_names():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 10, 7)
+    labels = torch.full((2, 10), IGNORE)
+    labels[0, 4:8] = torch.tensor([1, 2, 3, 4])  # prompts of 4 and 6 tokens, then padding
+    labels[1, 6:10] = torch.tensor([5, 6, 0, 1])
+    n = losses.positions_read(labels)
+    assert n == 7  # from position 3, which predicts the first answer token, to the end
+    for loss in (losses.answer_nll, losses.answer_log_prob_sum, losses.answer_token_prob):
+        assert torch.allclose(loss(logits[:, -n:], labels[:, -n:]), loss(logits, labels))
+    assert losses.positions_read(torch.full((2, 10), IGNORE)) == 10
