@@ -70,6 +70,13 @@ class Server:
         self._start()
         self.wait_ready()
 
+    def ensure_running(self) -> "Server":
+        """Start it again if a test killed it (a session-wide server outliving a fault test)."""
+        if self.proc.poll() is not None:
+            self._start()
+            self.wait_ready()
+        return self
+
     def headers(self, key: str | None = None) -> dict[str, str]:
         """The authorization header with `key` (default: the server's user key; "": none)."""
         key = self.key if key is None else key
@@ -104,6 +111,17 @@ class Server:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+
+
+def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str) -> Server:
+    """`vllm serve MODEL_DIR ...`, as its module: the `vllm` script of the vllm-cpu package looks up
+    the version of a package named "vllm" and stops."""
+    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--enforce-eager",
+                  "--served-model-name", MODEL, *extra, command=VLLM_SERVE, env=VLLM_ENV)
 
 
 def ask(server: Server, question: str, stream: bool = False, max_tokens: int = 80,

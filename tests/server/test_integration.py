@@ -1,7 +1,8 @@
 """End to end: `guard serve` on the bundled model with the example policy, the real `openai` client.
 
-Two servers start once per session, side by side: the guarded one and an unguarded reference on the
-same model, so that every claim is checked against what the model says without the guard.
+Two servers start once per session, side by side: the guarded one and an unguarded reference, a
+plain `vllm serve` of the same model, so that every claim is checked against what vLLM itself says
+without the guard.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from tests.server.servers import (ADMIN_KEY, FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask, assert_names_the_author,
-                                  forgotten, names_or_near_misses)
+from tests.server.servers import (ADMIN_KEY, FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask,
+                                  assert_names_the_author, forgotten, names_or_near_misses)
 
 pytestmark = pytest.mark.integration
 

@@ -38,5 +38,6 @@ def test_rewinds_and_cuts_are_counted_per_target():
     metrics.observe_blocks(app_metrics, ("harry-potter", "einstein"), 2, "content_filter")
     metrics.observe_blocks(app_metrics, ("einstein",), 0, "stop")
     text = metrics.render(app_metrics).decode()
-    assert 'guard_rewinds_total{target="harry-potter"} 2.0' in text and 'guard_rewinds_total{target="einstein"} 2.0' in text
+    assert 'guard_rewinds_total{target="harry-potter"} 2.0' in text
+    assert 'guard_rewinds_total{target="einstein"} 2.0' in text
     assert 'guard_content_filtered_total{target="einstein"} 1.0' in text

@@ -24,7 +24,8 @@ def test_an_empty_store_is_seeded_once_then_versioned_per_change(tmp_path):
     assert store.current().policy.target_ids == ["einstein"] and store.version() == 3
     assert store.replace(store.current().policy, "hp.yaml") is None  # no change, no version
     assert [(h["version"], h["change"], h["key_id"]) for h in store.history()] == [
-        (1, "seed from hp.yaml", "file"), (2, "add einstein", "admin-key-id"), (3, "delete harry-potter", "admin-key-id")]
+        (1, "seed from hp.yaml", "file"), (2, "add einstein", "admin-key-id"),
+        (3, "delete harry-potter", "admin-key-id")]
 
 
 def test_conflicts_and_unknown_targets_change_nothing(tmp_path):
@@ -87,7 +88,8 @@ def test_writers_sharing_a_store_lose_nothing(tmp_path):
     def add_all(store, mine):
         for target in mine:
             store.add(target, "k")
-    threads = [threading.Thread(target=add_all, args=(store, targets[i * 5:(i + 1) * 5])) for i, store in enumerate(stores)]
+    threads = [threading.Thread(target=add_all, args=(store, targets[i * 5:(i + 1) * 5]))
+               for i, store in enumerate(stores)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -39,9 +39,9 @@ def test_keys_and_scopes(guarded):
 
 
 @pytest.fixture(scope="module")
-def einstein(guarded, plain):
+def einstein(servers, guarded):
     """Einstein added over the admin API, at run time; deleted again when the module is done."""
-    assert says_einstein(ask(plain, RELATIVITY)[0])  # the model knows: the probe can fail
+    assert says_einstein(ask(servers[1].ensure_running(), RELATIVITY)[0])  # the model knows: the probe can fail
     assert says_einstein(ask(guarded, RELATIVITY)[0])  # and says it while Einstein is no target
     added = call(guarded, "POST", "/v1/forget", ADMIN_KEY, json=EINSTEIN)
     assert added.status_code == 201, added.text

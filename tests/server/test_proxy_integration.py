@@ -2,8 +2,9 @@
 
 Two proxies start in front of the same upstream: one at the bias level (told the tokenizer) and one
 at the filter level (told nothing). The real `openai` client talks to them, and every answer is
-checked against what the upstream says alone. The last test kills the upstream mid-stream.
-(The plugin-enabled upstream is test_proxy_full_integration.py: one vLLM at a time, for memory.)
+checked against what the upstream says alone. The upstream is the session's plain `vllm serve`
+(conftest.py); the last test kills it mid-stream, and the `plain` fixture starts it again for any
+test that runs after. (The plugin-enabled upstream is test_proxy_full_integration.py.)
 """
 
 from __future__ import annotations
@@ -22,18 +23,9 @@ from tests.server.servers import (EINSTEIN, FORGET_PROBES, MODEL, POLICY, RELATI
 
 pytestmark = pytest.mark.integration
 
-VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
 LEVELS = ["bias", "filter"]
 KEY = "unused"  # the key the openai client of tests.server.servers sends; the filter proxy requires it
 HTTP = httpx.Client(headers={"authorization": f"Bearer {KEY}"})
-
-
-def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str) -> Server:
-    """`vllm serve MODEL_DIR ...`, as its module: the `vllm` script of the vllm-cpu package looks up
-    the version of a package named "vllm" and stops."""
-    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--enforce-eager",
-                  "--served-model-name", MODEL, *extra, command=VLLM_SERVE, env=VLLM_ENV)
 
 
 def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[str, str] | None = None) -> Server:
@@ -42,21 +34,20 @@ def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, model_dir):
+def stack(tmp_path_factory, model_dir, servers):
     logs = tmp_path_factory.mktemp("proxy")
-    upstream = vllm_serve("vllm-plain", logs, model_dir)
+    upstream = servers[1].ensure_running()  # the session's plain `vllm serve`
     proxies = {"bias": guard_proxy("proxy-bias", logs, upstream, "--tokenizer", model_dir,
                                    "--audit-log", str(logs / "audit.jsonl")),
                "filter": guard_proxy("proxy-filter", logs, upstream, "--enforcement", "filter",
                                      env={"GUARD_API_KEYS": KEY, "GUARD_ADMIN_KEYS": "admin-key"})}
-    servers = [upstream, *proxies.values()]
     try:
-        for server in servers:  # the proxies wait for their upstream
-            server.wait_ready()
+        for proxy in proxies.values():
+            proxy.wait_ready()
         yield upstream, proxies
     finally:
-        for server in servers:
-            server.stop()
+        for proxy in proxies.values():
+            proxy.stop()
 
 
 @pytest.fixture(scope="module")
