@@ -32,10 +32,9 @@ class LivePolicy:
         self._build: Build | None = None
         self.restrictions: Restrictions | None = None  # None until `start()`
         self.error: str | None = None  # why the newest version is not enforced, if it is not
-        self.last_rebuild_seconds: float | None = None
         self._file_mtime = _mtime(policy_file)
-        self._wake = asyncio.Event()
-        self._rebuilding = asyncio.Lock()
+        self._wake: asyncio.Event | None = None  # made in `start()`, on the loop that serves
+        self._rebuilding: asyncio.Lock | None = None
 
     @property
     def enforced_version(self) -> int:
@@ -45,6 +44,7 @@ class LivePolicy:
         """Build the current version's restrictions with `build`, and later ones the same way
         (at start-up; errors propagate)."""
         self._build = build
+        self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
         current = self.store.current()
         self.restrictions = await asyncio.to_thread(self._build, current.policy, current.version)
         log.info("enforcing policy version %d: %d target(s)", current.version, len(current.policy.targets))
@@ -78,9 +78,8 @@ class LivePolicy:
                 log.error("%s; version %d stays in force", self.error, self.enforced_version)
                 return
             self.restrictions, self.error = restrictions, None
-            self.last_rebuild_seconds = time.monotonic() - started
             log.info("enforcing policy version %d: %d target(s) (rebuilt in %.1f s)", current.version,
-                     len(current.policy.targets), self.last_rebuild_seconds)
+                     len(current.policy.targets), time.monotonic() - started)
 
     def _import_file_edit(self) -> None:
         """An edit of the policy file replaces the whole policy, as a new version; a broken edit is
