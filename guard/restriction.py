@@ -28,6 +28,7 @@ class Restriction:
     spec: GuardSpec | None  # None: nothing to restrict, the plain path
     detector: LeakDetector | None
     confidence: float = 1.0
+    policy_version: int = 0  # the store version of the policy it came from (for the audit log)
 
 
 UNRESTRICTED = Restriction((), None, None, 0.0)
@@ -73,10 +74,10 @@ class Restrictions:
         explicit = [p for tid in target_ids for p in self._targets[tid].phrases]
         patterns = compile_patterns([*explicit, *spans])
         if not patterns:
-            return Restriction(target_ids, None, None, confidence)
+            return Restriction(target_ids, None, None, confidence, self.version)
         # Names are checked for near-miss spellings too; rare lowercase words only exactly.
         names = explicit + [s for s in spans if any(ch.isupper() or ch.isdigit() for ch in s)]
         penalty = round(self.penalty * (0.5 + 0.5 * confidence), 2)  # adaptive: surer, firmer
         semantic = self.semantic.penalties([*explicit, *spans], penalty) if self.semantic else ()
         return Restriction(target_ids, GuardSpec(patterns, penalty, semantic=semantic),
-                           LeakDetector([*explicit, *spans], fuzzy_phrases=names), confidence)
+                           LeakDetector([*explicit, *spans], fuzzy_phrases=names), confidence, self.version)

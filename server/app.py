@@ -116,6 +116,7 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
                 for v in variants if v.kind == "full"}
         engines = [base, *full.values()]
         started = time.monotonic()
+
         def build(policy: Policy, version: int) -> Restrictions:
             return build_restrictions(settings, policy, resolve_model(settings.model), version)
         try:

@@ -199,8 +199,7 @@ async def _relay(request: Request, kind: Literal["chat", "text"], body, views: l
 
     def on_finish(finish_reason: str, answer: str) -> None:
         metrics.observe_blocks(request.app.state.metrics, restriction.target_ids, 0, finish_reason)
-        routes.audit(request, state.audit, state.restrictions, restriction, request_id, finish_reason, 0, views[0],
-                     answer)
+        routes.audit(request, state.audit, restriction, request_id, finish_reason, 0, views[0], answer)
     guarded = _Guarded(state, kind, raw, restriction, body.include_usage, on_finish)
     if body.stream:
         return await _stream_response(state.upstream, path, guarded.upstream_body(), guarded.events, headers)

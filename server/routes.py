@@ -133,8 +133,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
 
     def on_finish(last: Chunk, answer: str) -> None:
         metrics.observe_finish(request.app.state.metrics, last, len(prompt_ids), restriction.target_ids)
-        audit(request, state.audit, state.restrictions, restriction, request_id, last.finish_reason, last.rewinds,
-              views[0], answer)
+        audit(request, state.audit, restriction, request_id, last.finish_reason, last.rewinds, views[0], answer)
     if body.stream:
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
         return StreamingResponse(_sse(reply, first, chunks, body.include_usage, on_finish), headers=headers,
@@ -162,12 +161,13 @@ def classify(request: Request, restrictions: Restrictions, views: list[str]) -> 
     return restriction
 
 
-def audit(request: Request, log: AuditLog | None, restrictions: Restrictions, restriction, request_id: str,
+def audit(request: Request, log: AuditLog | None, restriction: Restriction, request_id: str,
           finish_reason: str | None, rewinds: int, prompt: str, answer: str) -> None:
-    """An audit record for a restricted request (none for the plain path, or without an audit log)."""
+    """An audit record for a restricted request (none for the plain path, or without an audit log),
+    under the policy version the request was classified by."""
     if log is not None and restriction.target_ids:
         log.record(request_id=request_id, key_id=getattr(request.state, "key_id", "anonymous"),
-                   target_ids=restriction.target_ids, policy_version=restrictions.version,
+                   target_ids=restriction.target_ids, policy_version=restriction.policy_version,
                    finish_reason=finish_reason, rewinds=rewinds, prompt=prompt, answer=answer)
 
 

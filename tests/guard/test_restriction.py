@@ -29,3 +29,11 @@ def test_unrelated_conversation_takes_the_plain_path(unseen_classifier):
 
 def test_empty_policy_restricts_nothing():
     assert Restrictions(parse_policy({}), 8.0).for_conversation(["anything"]) is UNRESTRICTED
+
+
+def test_a_restriction_names_the_policy_version_it_came_from():
+    """So the audit log records the version a request was classified by, even if a newer one is
+    swapped in before the answer ends."""
+    restriction = Restrictions(POLICY, 8.0, version=7).for_conversation(["Who developed relativity?"])
+    assert restriction.policy_version == 7
+    assert Restrictions(POLICY, 8.0, version=8).for_conversation(["Who developed relativity?"]).policy_version == 8
