@@ -34,7 +34,8 @@ from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
 from server.app import build_restrictions
-from server.engine import DecodeParams, EmbeddedEngine
+from server.embedded_engine import EmbeddedEngine
+from server.engine import DecodeParams
 from server.generation import generate_guarded
 from server.settings import Settings
 
@@ -97,7 +98,7 @@ async def evaluate(args) -> dict:
             ttft["plain"].append(await first_token_ms(engine, restrictions, flagged_question, False))
             ttft["guarded"].append(await first_token_ms(engine, restrictions, flagged_question, True))
     finally:
-        engine.shutdown()
+        engine.close()
     classifier_ms = []
     questions = [r["question"] for r in rows]
     for _ in range(3):

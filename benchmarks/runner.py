@@ -98,7 +98,7 @@ async def serve_and_measure(suite: Suite, target: Path, variants: dict[str, Path
     on `mixed` (forget and retain questions alternating, as in traffic that only partly touches a target)."""
     from transformers import AutoConfig
 
-    from server.engine import EmbeddedEngine, LoraView
+    from server.embedded_engine import EmbeddedEngine, LoraView
     from server.variants import engine_lora_rank, inspect_variant
 
     positions = getattr(AutoConfig.from_pretrained(target), "max_position_embeddings", 2048)
@@ -117,7 +117,7 @@ async def serve_and_measure(suite: Suite, target: Path, variants: dict[str, Path
             answers[name] = [text for text, _ in replies]
         overhead, tokens_per_s = await _measure_cost(suite, engine, views, restrictions, mixed, progress)
     finally:
-        engine.shutdown()
+        engine.close()
     return answers, overhead, tokens_per_s
 
 

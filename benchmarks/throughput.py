@@ -28,7 +28,8 @@ from guard.chat import render_chat
 from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import Restriction, Restrictions
-from server.engine import DecodeParams, EmbeddedEngine
+from server.embedded_engine import EmbeddedEngine
+from server.engine import DecodeParams
 from server.generation import generate_guarded
 
 QUESTIONS = [
@@ -110,7 +111,7 @@ async def measure(args) -> dict:
             decoded.append(decoded_tps)
             rewinds.append(n_rewinds)
     finally:
-        engine.shutdown()
+        engine.close()
     med = statistics.median
     return {
         "batch": args.batch, "max_tokens": args.tokens, "runs": args.runs, "policy": str(args.policy),

@@ -47,7 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--served-model-name", help="model name clients send (default: the model's name)")
     serve.add_argument("--max-model-len", type=int, default=2048)
     serve.add_argument("--kv-cache-gib", type=int, default=1, help="KV cache size on CPU (whole GiB)")
-    serve.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, CPU)")
+    serve.add_argument("--enforce-eager", action="store_true",
+                       help="run the model eagerly, as `vllm serve --enforce-eager`: a faster first start, but "
+                            "answers that may differ from vLLM's default (compiled) ones")
     serve.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
                        help="serve an unlearned variant (LoRA adapter or checkpoint) as NAME and NAME+guard")
     _guard_options(serve, "rephrasings per answer before it is cut")
@@ -132,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(
             model=args.model, served_model_name=args.served_model_name, max_model_len=args.max_model_len,
-            kv_cache_gib=args.kv_cache_gib, enforce_eager=not args.compile, variants=variants, **_guard_settings(args),
+            kv_cache_gib=args.kv_cache_gib, enforce_eager=args.enforce_eager, variants=variants, **_guard_settings(args),
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
@@ -158,7 +160,7 @@ def _proxy(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
-    app = create_proxy_app(settings)  # a bad policy stops here
+    app = create_proxy_app(settings)  # a bad policy, or an upstream that cannot give the level, stops here
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
 

@@ -2,25 +2,34 @@
 
 The token matcher stops a forbidden phrase from completing; what it cannot judge alone is text
 that merely *approaches* one: "J.K. Rowley", "Voldermort", "Weasly". `LeakDetector` reads output
-text and reports such violations with the character where they begin, so the generation loop can
+text and reports such violations with the character where they begin, so the guarded stream can
 rewind to before them, and the benchmarks can count leaks with one definition.
 
-Violations:
-- complete: a pattern matched at a word start (folded, so "R-o-w-l-i-n-g" counts);
-- broken:   a partial match of >= NEAR_MISS_DEPTH letters ("Rowl|ey", "Herm" as a nickname) or
-            covering the whole leading word(s) of a multi-word phrase ("J.K." then "R.A.M.").
-            Such a match is judged as soon as it appears, even while still open: the engine blocks
-            its completion, so the model can only go on with a near-miss or improvise. It must
-            rephrase from before it;
+Violations, in one of two rule sets:
+- complete: a pattern matched at a word start (folded, so "R-o-w-l-i-n-g" counts). Both.
+- broken:   a partial match left unfinished.
+            strict (a conversation about the target): >= NEAR_MISS_DEPTH letters ("Rowl|ey", "Herm" as
+            a nickname) or covering the whole leading word(s) of a multi-word phrase ("J.K." then
+            "R.A.M."), judged as soon as it appears, even while still open: the engine blocks its
+            completion, so the model can only go on with a near-miss or improvise.
+            lenient (the safety net on every other answer): >= NEAR_MISS_DEPTH letters and at least
+            LENIENT_FRACTION of the pattern ("J.K. Row|land", "Volde|rmort"), or a phrase's leading
+            initials and a letter more ("J.R.R. T|.A.L."), judged once the word it ends in is finished,
+            and not when it lies in one common word ("hermit", "weasel", "hogwash").
 - similar:  a finished word of >= 4 letters within edit similarity FUZZY_RATIO of a forbidden word
             of >= 5 letters, including the parts of multi-word names ("Voldermort", "Granger").
+            lenient: not when it is a common word ("rolling" is not "Rowling").
+A common word is one of Zipf frequency >= COMMON_ZIPF in wordfreq's English list: misspelt names sit
+below it ("Voldermort" 1.5, "Hermoine" 1.6), everyday words above it ("rolling" 4.5, "hogwash" 2.4).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from functools import lru_cache
+from typing import Iterable, Literal, Protocol
 
 from rapidfuzz import fuzz, process
 
@@ -28,8 +37,10 @@ from guard.folding import fold, fold_char, fold_piece
 from guard.spec import compile_patterns
 
 NEAR_MISS_DEPTH = 4
+LENIENT_FRACTION = 0.6
 FUZZY_RATIO = 80.0
 MIN_FUZZY_WORD = 5
+COMMON_ZIPF = 2.0
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 
 
@@ -47,12 +58,22 @@ class Scan:
     undecided_from: int  # text before this index can be released: it cannot become a violation
 
 
+class Detector(Protocol):
+    """What the guarded stream reads text with: a LeakDetector, or several as one."""
+
+    patterns: tuple[str, ...]
+
+    def scan(self, text: str, final: bool, begin: int = 0) -> Scan: ...
+
+
 class LeakDetector:
-    def __init__(self, phrases: Iterable[str], fuzzy_phrases: Iterable[str] | None = None):
+    def __init__(self, phrases: Iterable[str], fuzzy_phrases: Iterable[str] | None = None, *, strict: bool = True):
         """`fuzzy_phrases` (default: all phrases) are the ones whose words are also checked for
-        near-miss spellings; rare common-looking words ("carries") are better matched exactly."""
+        near-miss spellings; rare common-looking words ("carries") are better matched exactly.
+        `strict`: the rules for a conversation about the target; False: the safety net's."""
         phrases = list(phrases)
         fuzzy_phrases = phrases if fuzzy_phrases is None else list(fuzzy_phrases)
+        self.strict = strict
         self.patterns = compile_patterns(phrases)
         self._prefixes = {p[:k] for p in self.patterns for k in range(1, len(p) + 1)}
         self._pattern_set = set(self.patterns)
@@ -61,7 +82,10 @@ class LeakDetector:
         self._leading_words = {
             lead for phrase in phrases for lead in _leading_word_prefixes(phrase)
             if len(lead) >= 2 and lead not in self._pattern_set
-        }
+        } if strict else set()
+        # Folded initials that lead a phrase ("jrr" of "J.R.R. Tolkien"): with a letter of the name after
+        # them, the name is being written.
+        self._initials = {lead for phrase in phrases if (lead := _leading_initials(phrase))}
         self.words = sorted(
             {fold(w) for phrase in fuzzy_phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
@@ -92,13 +116,20 @@ class LeakDetector:
                 continue
             matched = folded[j : j + depth]
             start, end = begin + origins[j], begin + origins[j + depth - 1] + 1
+            open_at_end = j + depth == len(folded) and not final
             if matched in self._pattern_set:
                 violations.append(Violation(start, end, "complete", matched))
-            elif depth >= NEAR_MISS_DEPTH or self._covers_leading_words(matched):
+            elif self.strict and (depth >= NEAR_MISS_DEPTH or self._covers_leading_words(matched)):
                 # Broken, or still open but doomed: the engine blocks its completion, so whatever
                 # comes next is a near-miss. Judged now, before the model improvises past it.
                 violations.append(Violation(start, end, "broken", self._completion(matched)))
-            elif j + depth == len(folded) and not final:
+            elif not self.strict and (self._deep_enough(matched) or self._past_initials(matched)):
+                word = _word_at(text, start)
+                if not final and word.end() == len(text):
+                    undecided = min(undecided, start)  # the word it ends in is still being written
+                elif word.end() < end or not is_common(word.group()):
+                    violations.append(Violation(start, end, "broken", self._completion(matched)))
+            elif open_at_end:
                 undecided = min(undecided, start)
         for word in _WORD.finditer(text, begin):
             if not final and word.end() == len(text):
@@ -117,6 +148,13 @@ class LeakDetector:
     def _covers_leading_words(self, matched: str) -> bool:
         return any(matched[:k] in self._leading_words for k in range(2, len(matched) + 1))
 
+    def _deep_enough(self, matched: str) -> bool:
+        needed = math.ceil(LENIENT_FRACTION * len(self._completion(matched)))
+        return len(matched) >= max(NEAR_MISS_DEPTH, needed)
+
+    def _past_initials(self, matched: str) -> bool:
+        return any(len(matched) > len(lead) and matched.startswith(lead) for lead in self._initials)
+
     def _completion(self, prefix: str) -> str:
         return next(p for p in self.patterns if p.startswith(prefix))
 
@@ -125,7 +163,45 @@ class LeakDetector:
         if len(folded) < 4 or not self.words:
             return None
         best = process.extractOne(folded, self.words, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO)
-        return None if best is None else best[0]
+        if best is None or (not self.strict and is_common(folded)):
+            return None
+        return best[0]
+
+
+class CombinedDetector:
+    """Several detectors read as one: every violation any of them finds, held back where any is undecided."""
+
+    def __init__(self, detectors: Iterable[LeakDetector]):
+        self.detectors = tuple(detectors)
+        self.patterns = tuple(sorted({p for d in self.detectors for p in d.patterns}))
+
+    def scan(self, text: str, final: bool, begin: int = 0) -> Scan:
+        scans = [d.scan(text, final, begin) for d in self.detectors]
+        violations = sorted((v for s in scans for v in s.violations), key=lambda v: v.start)
+        return Scan(violations, min((s.undecided_from for s in scans), default=len(text)))
+
+    def violations(self, text: str) -> list[Violation]:
+        return self.scan(text, final=True).violations
+
+
+@lru_cache(maxsize=65536)
+def is_common(word: str) -> bool:
+    """Whether `word` is an everyday English word (wordfreq), not a misspelt name."""
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(fold(word), "en") >= COMMON_ZIPF
+
+
+def _word_at(text: str, index: int) -> re.Match:
+    """The word of `text` that begins at `index` (a word start)."""
+    return _WORD.match(text, index) or _WORD.search(text, index)
+
+
+def _leading_initials(phrase: str) -> str | None:
+    """"J.R.R. Tolkien" -> "jrr": the folded leading words of a phrase, when each is a single letter."""
+    words = [fold(w) for w in re.split(r"[\s.]+", phrase) if fold(w)]
+    lead = words[:-1]
+    return "".join(lead) if lead and all(len(w) == 1 for w in lead) else None
 
 
 def _leading_word_prefixes(phrase: str) -> list[str]:

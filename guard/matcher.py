@@ -4,7 +4,8 @@ A row's state is what of its output text matters for matching: the partial match
 (folded prefixes of patterns, each begun at a word start) and whether the next letter starts a
 word. For a state the matcher yields a bias over token ids: -inf for every token that would
 complete a pattern, and an adaptive penalty, growing with the depth a token would reach, for
-every token that would begin or extend one. States repeat (most rows sit in the empty state most
+every token that would begin or extend a *penalised* one (the safety net on conversations the
+classifier did not flag penalises nothing: it only blocks). States repeat (most rows sit in the empty state most
 of the time), so both the transition and the bias are cached per state: a decode step costs dict
 lookups, never a pass over the vocabulary.
 """
@@ -34,8 +35,10 @@ class Bias(NamedTuple):
 
 class Matcher:
     def __init__(self, patterns: tuple[str, ...], penalty: float, index: TokenIndex,
-                 semantic: tuple[tuple[int, float], ...] = ()):
+                 semantic: tuple[tuple[int, float], ...] = (), penalised: tuple[str, ...] | None = None):
+        """`penalised`: the patterns steered away from by depth (None: all); the others are only blocked."""
         self.patterns = patterns
+        self.penalised = frozenset(patterns if penalised is None else penalised) if penalty else frozenset()
         self.penalty = penalty
         self.index = index
         self.semantic = dict(semantic)  # token id -> penalty, in every state (guard.semantic)
@@ -93,6 +96,8 @@ class Matcher:
             for pattern in self._extending[done]:
                 rest = pattern[len(done) :]
                 blocked.update(whole.with_prefix(rest))
+                if pattern not in self.penalised:
+                    continue
                 for k in range(1, len(rest)):
                     _deepen(depth, whole.equal(rest[:k]), (len(done) + k) / len(pattern))
         return self._to_bias(blocked, depth)
@@ -104,13 +109,15 @@ class Matcher:
         for pattern in self.patterns:
             pattern_blocked, pattern_depth = self.index.pattern_starts(pattern, boundary)
             blocked |= pattern_blocked
+            if pattern not in self.penalised:
+                continue
             for token_id, fraction in pattern_depth.items():
                 if depth.get(token_id, 0.0) < fraction:
                     depth[token_id] = fraction
         return blocked, depth
 
     def _to_bias(self, blocked: set[int], depth: dict[int, float]) -> Bias:
-        penalised = sorted(t for t in depth.keys() | self.semantic.keys() if t not in blocked)
+        penalised = sorted(t for t in depth.keys() | self.semantic.keys() if t not in blocked)  # depth > 0 only
         token_ids = tuple(sorted(blocked)) + tuple(penalised)
         values = (BLOCK,) * len(blocked) + tuple(
             min(self.penalty_for(depth.get(t, 0.0)), self.semantic.get(t, 0.0)) for t in penalised
@@ -118,7 +125,8 @@ class Matcher:
         return Bias(token_ids, values)
 
     def penalty_for(self, fraction: float) -> float:
-        """Adaptive penalty: gentle on a first letter or two (" He" is common), steep near the end."""
+        """Adaptive penalty, -penalty * fraction²: gentle on a first letter or two (" He" is common),
+        steep near the end."""
         return -self.penalty * fraction * fraction
 
 

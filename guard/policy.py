@@ -1,14 +1,16 @@
 """The policy file: which targets to forget and what each target's forget data says.
 
 Schema (DESIGN.md): a list of targets, each with an id, a description and optional phrases, QA
-pairs, documents and example prompts. Unknown keys are errors; errors name the bad field.
+pairs, documents and example prompts, and `enforce`: whether its explicit phrases are enforced on
+every answer (`always`, the default) or only on conversations the classifier flags for it
+(`detected`). Unknown keys are errors; errors name the bad field.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -34,6 +36,7 @@ class Target(BaseModel):
     qa: tuple[QAPair, ...] = ()
     documents: tuple[Text, ...] = ()
     examples: tuple[Text, ...] = ()
+    enforce: Literal["always", "detected"] = "always"
 
     @field_validator("phrases")
     @classmethod

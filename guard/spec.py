@@ -33,30 +33,36 @@ def compile_patterns(phrases: Iterable[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class GuardSpec:
+    # Every token that would complete one of these is blocked (-inf).
     patterns: tuple[str, ...]
-    # Logit penalty for a token that takes a partial match to its full length; a token taking it
-    # to depth d of n characters gets penalty * d / n (adaptive: deeper means steer harder).
+    # A token taking a partial match of a penalised pattern to depth d of n characters gets
+    # -penalty * (d / n)^2 (guard.matcher: gentle on a first letter, steep near the end).
     penalty: float = DEFAULT_PENALTY
+    # The patterns steered away from before they complete; None: all of them. The safety net on a
+    # conversation the classifier did not flag penalises none, so that its answer stays token for
+    # token the unguarded one until it approaches a phrase.
+    penalised: tuple[str, ...] | None = None
     # After a rewind the prompt ends with model output already accepted: the processor replays
     # that many trailing prompt tokens through its matcher so partial matches span the seam.
     replay_tokens: int = 0
-    # (output step, token ids) banned at that step: how a rewind makes the model rephrase.
-    step_bans: tuple[tuple[int, tuple[int, ...]], ...] = field(default=())
+    # Tokens banned at the first step of this attempt, where a rewind resumes: how the model rephrases.
+    resume_bans: tuple[int, ...] = ()
     # (token id, penalty <= 0): tokens close in meaning to a forbidden span (guard.semantic).
     semantic: tuple[tuple[int, float], ...] = field(default=())
 
     @property
     def compile_key(self) -> tuple:
         """What the worker compiles a matcher from; requests sharing it share the cache."""
-        return (self.patterns, self.penalty, self.semantic)
+        return (self.patterns, self.penalised, self.penalty, self.semantic)
 
     def to_extra_args(self) -> dict[str, Any]:
         return {
             EXTRA_ARGS_KEY: {
                 "patterns": list(self.patterns),
                 "penalty": self.penalty,
+                "penalised": None if self.penalised is None else list(self.penalised),
                 "replay_tokens": self.replay_tokens,
-                "step_bans": [[step, list(ids)] for step, ids in self.step_bans],
+                "resume_bans": list(self.resume_bans),
                 "semantic": [[token_id, penalty] for token_id, penalty in self.semantic],
             }
         }
@@ -85,10 +91,9 @@ class GuardSpec:
             where = ".".join(str(part) for part in (EXTRA_ARGS_KEY, *error["loc"]))
             message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
             raise ValueError(f"{where}: {message.removeprefix('Value error, ')}") from None
-        return cls(
-            tuple(sorted(set(fields.patterns))), fields.penalty, fields.replay_tokens,
-            tuple((step, tuple(ids)) for step, ids in fields.step_bans), tuple(fields.semantic),
-        )
+        penalised = None if fields.penalised is None else tuple(sorted(set(fields.penalised)))
+        return cls(tuple(sorted(set(fields.patterns))), fields.penalty, penalised, fields.replay_tokens,
+                   tuple(sorted(set(fields.resume_bans))), tuple(fields.semantic))
 
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
@@ -102,8 +107,9 @@ class _SpecFields(BaseModel):
     patterns: list[Annotated[StrictStr, Field(min_length=MIN_FOLDED_PHRASE, max_length=MAX_PATTERN_CHARS)]] = Field(
         max_length=MAX_PATTERNS)
     penalty: Annotated[StrictFloat, Field(ge=0, le=100)] = DEFAULT_PENALTY
+    penalised: list[StrictStr] | None = None
     replay_tokens: TokenId = 0
-    step_bans: list[tuple[TokenId, list[TokenId]]] = []
+    resume_bans: list[TokenId] = Field(default=[], max_length=MAX_PATTERNS)
     semantic: list[tuple[TokenId, Annotated[StrictFloat, Field(ge=-100, le=0)]]] = []
 
     @field_validator("patterns")
@@ -114,11 +120,18 @@ class _SpecFields(BaseModel):
                 raise ValueError(f"{pattern!r} is not folded (lowercase letters and digits only)")
         return patterns
 
-    @field_validator("step_bans", "semantic")
+    @field_validator("penalised")
+    @classmethod
+    def _among_patterns(cls, penalised: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if penalised and set(penalised) - set(info.data.get("patterns", ())):
+            raise ValueError("must be a subset of patterns")
+        return penalised
+
+    @field_validator("resume_bans", "semantic")
     @classmethod
     def _in_vocabulary(cls, entries: list, info: ValidationInfo) -> list:
         vocab_size = (info.context or {}).get("vocab_size")
-        ids = [t for entry in entries for t in (entry[1] if info.field_name == "step_bans" else [entry[0]])]
+        ids = entries if info.field_name == "resume_bans" else [entry[0] for entry in entries]
         if vocab_size is not None and any(t >= vocab_size for t in ids):
             raise ValueError(f"token ids must be below the vocabulary size {vocab_size}")
         return entries

@@ -45,7 +45,7 @@ class _Row:
     compiled: _CompiledMatcher | None  # None: the guard failed for this row, force it to end
     state: MatchState
     output_ids: list[int]  # vLLM's live list of this request's output tokens
-    step_bans: dict[int, tuple[int, ...]]
+    resume_bans: tuple[int, ...] = ()  # banned at the first step only (a rewind's resume position)
     seen: int = 0
 
     def catch_up(self) -> None:
@@ -98,24 +98,24 @@ class GuardLogitsProcessor(LogitsProcessor):
             spec = GuardSpec.from_extra_args(params.extra_args, vocab_size=vocab)
         except Exception:  # noqa: BLE001
             log.exception("guard: invalid spec reached the worker")
-            return _Row(None, MatchState((), True), output_ids, {})
+            return _Row(None, MatchState((), True), output_ids)
         if spec is None:
             return None
         try:
             compiled = self._compile(spec)
             prompt = prompt_ids or []
             replayed = prompt[len(prompt) - spec.replay_tokens :]  # accepted output ending the prompt
-            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, dict(spec.step_bans))
+            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, spec.resume_bans)
         except Exception:  # noqa: BLE001
             log.exception("guard: cannot compile a spec")
-            return _Row(None, MatchState((), True), output_ids, {})
+            return _Row(None, MatchState((), True), output_ids)
 
     def _compile(self, spec: GuardSpec) -> _CompiledMatcher:
         if self.index is None:
             raise RuntimeError("no token index")
         compiled = self._compiled.get(spec.compile_key)
         if compiled is None:
-            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic))
+            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic, spec.penalised))
             self._compiled[spec.compile_key] = compiled
             while len(self._compiled) > _MATCHER_CACHE:
                 self._compiled.popitem(last=False)
@@ -146,11 +146,10 @@ class GuardLogitsProcessor(LogitsProcessor):
             row.catch_up()
             row_indices.append(index)
             biases.append(self._bias_tensors(row))
-            banned_now = row.step_bans.get(len(row.output_ids))
-            if banned_now:
+            if row.resume_bans and not row.output_ids:
                 row_indices.append(index)
-                cols = torch.tensor(banned_now, dtype=torch.long, device=self.device)
-                biases.append((cols, torch.full((len(banned_now),), float("-inf"), device=self.device)))
+                cols = torch.tensor(row.resume_bans, dtype=torch.long, device=self.device)
+                biases.append((cols, torch.full((len(row.resume_bans),), float("-inf"), device=self.device)))
         rows, cols, values = gather_row_biases(row_indices, biases, self.device)
         return apply_sparse_bias(logits, rows, cols, values)
 

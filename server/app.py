@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +18,14 @@ from guard.restriction import Restrictions
 from server import forget, metrics
 from server.audit import AuditLog
 from server.auth import install_auth
-from server.engine import EmbeddedEngine, LoraView
+from server.embedded_engine import EmbeddedEngine, LoraView
+from server.engine import Engine
 from server.errors import install_error_handlers
 from server.live_policy import LivePolicy
 from server.policy_store import PolicyStore
+from server.responses import stream_components
 from server.routes import ServedModel, ServerState, router
-from server.settings import Settings
+from server.settings import GuardSettings, Settings
 from server.variants import Variant, engine_lora_rank, load_variants, model_names
 
 log = logging.getLogger("guard.server")
@@ -89,11 +92,22 @@ async def following(live: LivePolicy):
         follower.cancel()
 
 
-EngineFactory = Callable[[str, dict[str, str], int | None, int], EmbeddedEngine]
+@dataclass
+class Deployment:
+    """What a guarded app serves: the engines it starts and stops, the names it answers to, and the
+    tokenizer of the generating model (for semantic matching; None: no semantic matching)."""
+    engines: list[Engine]
+    models: dict[str, ServedModel]
+    served_model: str  # the base model's name
+    tokenizer_path: str | None
+    health: dict = field(default_factory=dict)  # more for /health
+
+
+EngineFactory = Callable[[str, dict[str, str], int | None, int], Engine]
 
 
 def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> FastAPI:
-    """Build the app; bad settings, policy or variants raise ValueError here, before any engine starts.
+    """`guard serve`. Bad settings, policy or variants raise ValueError here, before any engine starts.
 
     `make_engine(model_path, loras, max_lora_rank, max_model_len)` builds an engine (default: an
     EmbeddedEngine from the settings; tests pass a fake). One engine serves the base model and its LoRA
@@ -108,35 +122,47 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
             return EmbeddedEngine(path, max_model_len=max_model_len, kv_cache_gib=settings.kv_cache_gib,
                                   enforce_eager=settings.enforce_eager, loras=loras, max_lora_rank=rank)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        base = make_engine(resolve_model(settings.model), {v.name: str(v.path) for v in variants if v.kind == "lora"},
+    def deploy() -> Deployment:
+        model_path = resolve_model(settings.model)  # the bundled model is prepared here, once
+        base = make_engine(model_path, {v.name: str(v.path) for v in variants if v.kind == "lora"},
                            engine_lora_rank(variants), settings.max_model_len)
         full = {v.name: make_engine(str(v.path), {}, None, min(settings.max_model_len, v.max_positions or 1 << 30))
                 for v in variants if v.kind == "full"}
-        engines = [base, *full.values()]
+
+        def serve(variant: Variant | None) -> Engine:
+            if variant is None:
+                return base
+            return LoraView(base, variant.name) if variant.kind == "lora" else full[variant.name]
+        models = {name: ServedModel(serve(variant), guarded, str(variant.path) if variant else None)
+                  for name, (variant, guarded) in names.items()}
+        return Deployment([base, *full.values()], models, served_name(settings), model_path)
+
+    return guarded_app("guard", settings, live, deploy)
+
+
+def guarded_app(title: str, settings: GuardSettings, live: LivePolicy, deploy: Callable[[], Deployment]) -> FastAPI:
+    """The OpenAI routes over engines (`guard serve`, and `guard proxy` at its full level): `deploy()`
+    runs in the lifespan, which starts its engines beside the policy's first build."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        deployment = await asyncio.to_thread(deploy)
+        engines = deployment.engines
         started = time.monotonic()
 
         def build(policy: Policy, version: int) -> Restrictions:
-            return build_restrictions(settings, policy, resolve_model(settings.model), version)
+            return build_restrictions(settings, policy, deployment.tokenizer_path, version)
         try:
             await asyncio.gather(live.start(build), *(engine.start() for engine in engines))
         except BaseException:
             for engine in engines:
-                engine.shutdown()
+                await engine.shutdown()
             raise
         log.info("engine(s) ready in %.1f s; guarding %d target(s); serving %s", time.monotonic() - started,
-                 len(live.restrictions.policy.targets), ", ".join(names))
-
-        def serve(variant: Variant | None):
-            if variant is None:
-                return base
-            return LoraView(base, variant.name) if variant.kind == "lora" else full[variant.name]
-
-        models = {name: ServedModel(serve(variant), guarded, str(variant.path) if variant else None)
-                  for name, (variant, guarded) in names.items()}
+                 len(live.restrictions.policy.targets), ", ".join(deployment.models))
         audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
-        app.state.guard = ServerState(settings, engines, models, live, served_name(settings), audit)
+        app.state.guard = ServerState(settings, engines, deployment.models, live, deployment.served_model, audit,
+                                      deployment.health)
         app.state.metrics.engines.watch(engines)
         try:
             async with following(live):
@@ -145,15 +171,24 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
             if audit is not None:
                 audit.close()
             for engine in engines:
-                engine.shutdown()
+                await engine.shutdown()
 
-    return assemble_app("guard", lifespan, settings, router, live)
+    return assemble_app(title, lifespan, settings, router, live)
 
 
-def assemble_app(title: str, lifespan, settings, routes: APIRouter, live: LivePolicy) -> FastAPI:
+def assemble_app(title: str, lifespan, settings: GuardSettings, routes: APIRouter, live: LivePolicy) -> FastAPI:
     """What `guard serve` and `guard proxy` share around their routes: OpenAI-shaped errors, keys and
     rate limits, metrics, the live policy and its admin routes."""
     app = FastAPI(title=title, lifespan=lifespan)
+    openapi = app.openapi
+
+    def with_stream_schemas() -> dict:
+        """FastAPI's document, plus the schemas of the streamed events (server.responses.STREAM)."""
+        if app.openapi_schema is None:
+            document = openapi()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(stream_components())
+        return app.openapi_schema
+    app.openapi = with_stream_schemas
     install_error_handlers(app)
     install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
     metrics.install(app)

@@ -1,4 +1,9 @@
-"""OpenAI-shaped errors: {"error": {"message", "type", "param", "code"}}, 4xx for bad input."""
+"""OpenAI-shaped errors: {"error": {"message", "type", "param", "code"}}, 4xx for bad input.
+
+The one place where what went wrong becomes an HTTP status: request validation, the routes' own
+`OpenAIError`s, and the engines' exceptions (server.engine), whether raised before a response
+starts (an HTTP error) or during a stream (`in_band`: the error event a stream ends with).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from server.engine import EngineError, EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
+
 log = logging.getLogger("guard.server")
 
 
 class OpenAIError(Exception):
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+                 param: str | None = None, code: str | None = None, raw: dict | None = None):
+        """`raw`: a body to answer with as it is (an upstream's own 4xx)."""
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.raw = raw
 
     def body(self) -> dict:
+        if self.raw is not None:
+            return self.raw
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
@@ -28,6 +39,27 @@ class OpenAIError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
     return OpenAIError(400, message, param=param, code=code)
+
+
+_ENGINE_STATUS = {EngineUnavailable: 503, EngineTimeout: 504, EngineFailed: 502}
+
+
+def from_engine(exc: EngineError) -> OpenAIError:
+    """What an engine's failure is to the client."""
+    if isinstance(exc, RequestRejected):
+        return OpenAIError(exc.status, exc.message, param=exc.param, raw=exc.body)
+    status = next((s for kind, s in _ENGINE_STATUS.items() if isinstance(exc, kind)), 500)
+    return OpenAIError(status, exc.message, type="server_error", code=exc.code)
+
+
+def in_band(exc: Exception) -> dict:
+    """The error event of a stream that fails after its head was sent."""
+    if isinstance(exc, EngineError):
+        return from_engine(exc).body()
+    if isinstance(exc, OpenAIError):
+        return exc.body()
+    log.error("stream failed", exc_info=exc)
+    return OpenAIError(500, "internal server error", type="server_error").body()
 
 
 def describe_request_error(exc: RequestValidationError) -> OpenAIError:
@@ -91,6 +123,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def _openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        return from_engine(exc).response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

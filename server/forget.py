@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request
 
 from guard.policy import Target
 from server.errors import OpenAIError
+from server.responses import ERRORS
 from server.live_policy import LivePolicy
 from server.policy_store import TargetExists, TargetNotFound
 
@@ -32,7 +33,7 @@ def _target(target: Target) -> dict:
     return {"object": "forget.target", **target.model_dump()}
 
 
-@router.post("/v1/forget", status_code=201)
+@router.post("/v1/forget", status_code=201, responses=ERRORS)
 async def add_target(target: Target, request: Request) -> dict:
     live = _live(request)
     try:
@@ -44,7 +45,7 @@ async def add_target(target: Target, request: Request) -> dict:
     return {**_target(target), "version": version}
 
 
-@router.get("/v1/forget")
+@router.get("/v1/forget", responses=ERRORS)
 async def list_targets(request: Request) -> dict:
     live = _live(request)
     current = await asyncio.to_thread(live.store.current)
@@ -52,7 +53,7 @@ async def list_targets(request: Request) -> dict:
             "enforced_version": live.enforced_version, "error": live.error}
 
 
-@router.delete("/v1/forget/{target_id}")
+@router.delete("/v1/forget/{target_id}", responses=ERRORS)
 async def delete_target(target_id: str, request: Request) -> dict:
     live = _live(request)
     try:

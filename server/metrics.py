@@ -14,14 +14,14 @@ from prometheus_client.registry import Collector
 from guard import step_timing
 
 __all__ = ["CONTENT_TYPE", "EngineCollector", "Metrics", "create", "install", "render", "observe_restriction",
-           "observe_finish"]
+           "observe_tokens", "observe_blocks"]
 
 
 class EngineCollector(Collector):
-    """Figures of the embedded engines, summed over them and read when scraped: the guard's time per
-    engine step (the file each engine's logits processor publishes) and the scheduler's running and
-    waiting requests. Reports nothing until `watch(engines)`; engines without these figures (test
-    fakes) add nothing."""
+    """Figures of the engines, summed over them and read when scraped (`Engine.stats()`): the guard's
+    time per engine step (the file each engine's logits processor publishes) and the scheduler's
+    running and waiting requests. Reports nothing until `watch(engines)`, nor when no engine has
+    figures (an upstream engine's guard runs in another process)."""
 
     def __init__(self) -> None:
         self.engines: tuple = ()
@@ -30,17 +30,15 @@ class EngineCollector(Collector):
         self.engines = tuple(engines)
 
     def collect(self):
-        if not self.engines:
+        stats = [s for s in (engine.stats() for engine in self.engines) if s is not None]
+        if not stats:
             return
-        steps, running, waiting = step_timing.Snapshot.empty(), 0, 0
-        for engine in self.engines:
-            path = getattr(engine, "step_stats_path", None)
-            snapshot = step_timing.read(path) if path is not None else None
+        steps = step_timing.Snapshot.empty()
+        for stat in stats:
+            snapshot = step_timing.read(stat.step_stats_path) if stat.step_stats_path is not None else None
             if snapshot is not None:
                 steps += snapshot
-            if hasattr(engine, "scheduler_counts"):
-                engine_running, engine_waiting = engine.scheduler_counts()
-                running, waiting = running + engine_running, waiting + engine_waiting
+        running, waiting = sum(s.running for s in stats), sum(s.waiting for s in stats)
         yield HistogramMetricFamily("guard_step_seconds", "Guard logits processor time per engine step with "
                                     "guarded rows (published by the engine about once a second)",
                                     buckets=steps.cumulative(), sum_value=steps.sum)
@@ -119,16 +117,15 @@ def observe_restriction(metrics: Metrics, restriction) -> None:
         metrics.restricted.labels(target=target).inc()
 
 
-def observe_finish(metrics: Metrics, last_chunk, prompt_tokens: int, target_ids: tuple[str, ...]) -> None:
+def observe_tokens(metrics: Metrics, prompt_tokens: int, completion_tokens: int) -> None:
     metrics.tokens.labels(kind="prompt").inc(prompt_tokens)
-    metrics.tokens.labels(kind="completion").inc(last_chunk.completion_tokens)
-    observe_blocks(metrics, target_ids, last_chunk.rewinds, last_chunk.finish_reason)
+    metrics.tokens.labels(kind="completion").inc(completion_tokens)
 
 
-def observe_blocks(metrics: Metrics, target_ids: tuple[str, ...], rewinds: int, finish_reason: str | None) -> None:
-    """What the guard did to a restricted answer, counted for each of its targets."""
-    for target in target_ids:
-        if rewinds:
-            metrics.rewinds.labels(target=target).inc(rewinds)
-        if finish_reason == "content_filter":
-            metrics.filtered.labels(target=target).inc()
+def observe_blocks(metrics: Metrics, rewound: tuple[str, ...], cut: tuple[str, ...]) -> None:
+    """What the guard did to an answer: a rewind for each target in `rewound` (one per rewind), a cut
+    (content_filter) for each in `cut`. Flagged or not: the safety net's blocks count too."""
+    for target in rewound:
+        metrics.rewinds.labels(target=target).inc()
+    for target in cut:
+        metrics.filtered.labels(target=target).inc()

@@ -10,8 +10,6 @@ tokenized nor forwarded as UTF-8.
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any, Iterator, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -166,38 +164,3 @@ class CompletionRequest(_Request):
     @property
     def token_limit(self) -> int | None:
         return self.max_tokens
-
-
-def whole_choice(kind: Literal["chat", "text"], text: str, finish_reason: str | None) -> dict[str, Any]:
-    """Choice 0 of a whole chat or text completion."""
-    if kind == "chat":
-        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                "finish_reason": finish_reason}
-    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-
-
-def chunk_choice(kind: Literal["chat", "text"], text: str | None, finish_reason: str | None,
-                 role: bool = False) -> dict[str, Any]:
-    """Choice 0 of a streamed chunk; `role`: the chat stream's first chunk, naming the assistant."""
-    if kind == "chat":
-        delta: dict[str, Any] = {"role": "assistant"} if role else {}
-        if text is not None:
-            delta["content"] = text
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-    return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def now() -> int:
-    return int(time.time())

@@ -35,7 +35,7 @@ class Settings(GuardSettings):
     served_model_name: str | None = None  # name in /v1/models; default: the model's name
     max_model_len: int = Field(default=2048, ge=64)
     kv_cache_gib: int = Field(default=1, ge=1)  # VLLM_CPU_KVCACHE_SPACE takes whole GiB
-    enforce_eager: bool = True  # CPU: torch.compile costs a minute at every start for little gain
+    enforce_eager: bool = False  # vLLM's default: compiled (cached after a model's first start), as `vllm serve`
     variants: dict[str, Path] = {}  # name -> LoRA adapter or checkpoint folder, served beside the model
 
 

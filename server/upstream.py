@@ -1,11 +1,12 @@
-"""The proxy's connection to an upstream OpenAI-compatible server: pooled, bounded in time, errors mapped.
+"""The proxy's connection to an upstream OpenAI-compatible server: pooled, bounded in time, failures named.
 
-What the proxy's clients see when the upstream misbehaves, always an OpenAI-shaped error and never a
-hang:
-- the upstream's own 4xx: returned as it is (status and body);
-- connection refused or dropped before an answer: 503 `upstream_unavailable`;
-- no byte within the timeout: 504 `upstream_timeout`;
-- an upstream 5xx or a reply that is not what the API promises: 502 `upstream_error`.
+What each failure of the upstream becomes (server.engine's exceptions; server.errors maps them to
+what the proxy's clients see, always an OpenAI-shaped error and never a hang):
+- the upstream's own 4xx: RequestRejected, carrying its status and body;
+- connection refused or dropped before an answer: EngineUnavailable (503, `upstream_unavailable`);
+- no byte within the timeout: EngineTimeout (504, `upstream_timeout`);
+- an upstream 5xx or a reply that is not what the API promises: EngineFailed (502, `upstream_error`).
+Streams are read with httpx-sse.
 """
 
 from __future__ import annotations
@@ -15,35 +16,21 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
-from server.errors import OpenAIError
-
-
-class UpstreamError(OpenAIError):
-    """An upstream 4xx, passed through with its own body."""
-
-    def __init__(self, status: int, raw: Any):
-        message = raw.get("error", {}).get("message", "") if isinstance(raw, dict) and isinstance(
-            raw.get("error"), dict) else str(raw)
-        super().__init__(status, message or f"upstream answered {status}")
-        self.raw = raw
-
-    def body(self) -> dict:
-        return self.raw if isinstance(self.raw, dict) else super().body()
+from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
 
 
-def _unavailable(exc: Exception) -> OpenAIError:
-    return OpenAIError(503, f"the upstream LLM server is unavailable ({type(exc).__name__})", type="server_error",
-                       code="upstream_unavailable")
+def _unavailable(exc: Exception) -> EngineUnavailable:
+    return EngineUnavailable(f"the upstream LLM server is unavailable ({type(exc).__name__})", "upstream_unavailable")
 
 
-def _timeout() -> OpenAIError:
-    return OpenAIError(504, "the upstream LLM server did not answer in time", type="server_error",
-                       code="upstream_timeout")
+def _timeout() -> EngineTimeout:
+    return EngineTimeout("the upstream LLM server did not answer in time", "upstream_timeout")
 
 
-def bad_gateway(message: str) -> OpenAIError:
-    return OpenAIError(502, f"the upstream LLM server failed: {message}", type="server_error", code="upstream_error")
+def bad_gateway(message: str) -> EngineFailed:
+    return EngineFailed(f"the upstream LLM server failed: {message}", "upstream_error")
 
 
 class Upstream:
@@ -84,36 +71,35 @@ class Upstream:
             raise bad_gateway("the reply is not JSON") from None
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict) -> AsyncIterator[AsyncIterator[dict]]:
+    async def stream(self, path: str, body: dict) -> AsyncIterator[AsyncIterator[Any]]:
         """`async with upstream.stream(path, body) as events:` the server-sent events' JSON payloads,
         up to `[DONE]`. Errors before the first event raise here; later ones raise from the iterator."""
         try:
             async with self.client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     _raise_for_status(response.status_code, await response.aread())
-                yield _events(response)
+                yield _events(EventSource(response))
         except httpx.TimeoutException:
             raise _timeout() from None
         except httpx.TransportError as exc:
             raise _unavailable(exc) from None
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[dict]:
+async def _events(source: EventSource) -> AsyncIterator[Any]:
     try:
-        async for line in response.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
+        async for sse in source.aiter_sse():
+            if sse.data == "[DONE]":
                 return
             try:
-                event = json.loads(data)
+                event = json.loads(sse.data)
             except ValueError:
                 raise bad_gateway("a streamed event is not JSON") from None
             if isinstance(event, dict) and "error" in event:  # vLLM reports in-band once streaming
-                raise bad_gateway(str(event["error"].get("message", event["error"]))
-                                   if isinstance(event["error"], dict) else str(event["error"]))
+                error = event["error"]
+                raise bad_gateway(str(error.get("message", error)) if isinstance(error, dict) else str(error))
             yield event
+    except SSEError as exc:
+        raise bad_gateway(f"not a stream of server-sent events ({exc})") from None
     except httpx.TimeoutException:
         raise _timeout() from None
     except httpx.TransportError as exc:
@@ -129,6 +115,10 @@ def _raise_for_status(status: int, content: bytes) -> None:
     try:
         raw = json.loads(content)
     except ValueError:
+        raw = None
+    if not isinstance(raw, dict):
         raw = {"error": {"message": content.decode(errors="replace")[:500], "type": "invalid_request_error",
                          "param": None, "code": None}}
-    raise UpstreamError(status, raw)
+    error = raw.get("error")
+    message = error.get("message") if isinstance(error, dict) else None
+    raise RequestRejected(str(message or f"upstream answered {status}"), status, raw)

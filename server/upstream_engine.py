@@ -1,10 +1,10 @@
-"""A `vllm serve` upstream that runs the guard's logits processor, behind the embedded engine's interface.
+"""A `vllm serve` upstream that runs the guard's logits processor, as a server.engine.Engine.
 
 The proxy's *full* enforcement level: `stream(prompt_ids, params, spec, request_id)` becomes a
 streamed `/v1/completions` request with the prompt as token ids, the compiled spec in `vllm_xargs`
-and `return_token_ids`, so the token-level guard runs inside the upstream engine and
-`server.generation.generate_guarded` (hold-back, detector, rewinds) runs in the proxy unchanged:
-the same answers as `guard serve` on the same model.
+and `return_token_ids`, so the token-level guard runs inside the upstream engine and the guarded
+generation loop (hold-back, detector, rewinds) runs in the proxy unchanged: `guard proxy` at this
+level is `create_app` over this engine, and answers as `guard serve` does on the same model.
 """
 
 from __future__ import annotations
@@ -12,14 +12,34 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from guard.spec import GuardSpec
-from server.engine import DecodeParams, Delta
+from server.engine import DecodeParams, Delta, EngineError
 from server.upstream import Upstream, bad_gateway
 
 
 class UpstreamEngine:
-    def __init__(self, upstream: Upstream, model: str, tokenizer, max_model_len: int):
-        self.upstream, self.model, self.tokenizer, self.max_model_len = upstream, model, tokenizer, max_model_len
-        self.healthy = True
+    def __init__(self, url: str, model: str, tokenizer, max_model_len: int, *, api_key: str | None = None,
+                 timeout: float = 30.0):
+        self.url, self.model, self.tokenizer, self.max_model_len = url, model, tokenizer, max_model_len
+        self._api_key, self._timeout = api_key, timeout
+        self.upstream: Upstream | None = None
+
+    async def start(self) -> None:
+        """Open the connection pool (on the loop that serves)."""
+        self.upstream = Upstream(self.url, self._api_key, self._timeout)
+
+    async def shutdown(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.aclose()
+
+    async def health(self) -> str | None:
+        try:
+            await self.upstream.get("/models")
+        except EngineError as exc:
+            return exc.message
+        return None
+
+    def stats(self) -> None:
+        return None  # the engine runs in the upstream's process
 
     async def stream(self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None,
                      request_id: str) -> AsyncIterator[Delta]:
@@ -36,7 +56,7 @@ class UpstreamEngine:
             body["vllm_xargs"] = spec.to_vllm_xargs()
         async with self.upstream.stream("/completions", body) as events:
             async for event in events:
-                if not event.get("choices"):
+                if not isinstance(event, dict) or not event.get("choices"):
                     continue  # a usage-only event
                 choice = event["choices"][0]
                 token_ids = choice.get("token_ids")

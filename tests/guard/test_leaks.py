@@ -50,3 +50,43 @@ def test_a_doomed_open_match_is_judged_at_once(text):
 def test_scan_from_an_offset_finds_only_later_violations():
     text = "Rowling. Then Voldemort"
     assert [v.forbidden for v in detector.scan(text, final=True, begin=9).violations] == ["voldemort"]
+
+
+# -- the safety net's rules (strict=False): answers to conversations about no target --------------
+net = LeakDetector(HP_PHRASES, strict=False)
+
+
+@pytest.mark.parametrize("text, kind, span", [
+    ("It was written by J.K. Rowling.", "complete", "J.K. Rowling"),
+    ("Spelled R-o-w-l-i-n-g.", "complete", "R-o-w-l-i-n-g"),
+    ("by J.K. Rowland.", "broken", "J.K. Rowl"),  # across words: a name on its way
+    ("Rowlins wrote it", "broken", "Rowlin"),  # most of the name, in a word that is no word
+    ("by J.K. R.A.M.D.", "broken", "J.K. R"),  # a name's initials, then its first letter: the name, garbled
+    ("his enemy Voldermort", "similar", "Voldermort"),
+    ("Hermoine and Harry", "similar", "Hermoine"),
+])
+def test_the_safety_net_still_catches_names_and_their_misspellings(text, kind, span):
+    first = net.violations(text)[0]
+    assert (first.kind, text[first.start: first.end]) == (kind, span)
+
+
+@pytest.mark.parametrize("text", [
+    "The rolling hills.",  # similar to "Rowling", and an everyday word
+    "A hermit crab.", "The weasel ran.", "That is hogwash.",  # share a name's first letters
+    "Ron Howard directed it.", "Ronaldo scored.", "A rondo by Mozart.",  # the strict rules judge "Ron" at once
+    "Herman Melville wrote Moby-Dick.", "J. R. R. Tolkien wrote it.", "J.K. Simmons starred in it.",
+])
+def test_the_safety_net_lets_everyday_text_pass(text):
+    assert net.violations(text) == [], text
+
+
+@pytest.mark.parametrize("text", ["The rolling hills.", "A hermit crab.", "Ron Howard directed it."])
+def test_the_strict_rules_for_a_conversation_about_the_target_are_stricter(text):
+    assert detector.violations(text) != []
+
+
+def test_the_safety_net_waits_for_the_word_a_near_miss_ends_in():
+    assert net.scan("A her", final=False).undecided_from == len("A ")
+    assert net.scan("A hermit", final=False).violations == []  # still being written: undecided
+    assert net.scan("A hermit", final=False).undecided_from == len("A ")
+    assert net.scan("A hermit crab", final=False).violations == []

@@ -86,3 +86,17 @@ def test_states_and_biases_are_cached(matcher, tokenizer):
     token_id = tokenizer.encode(" Row", add_special_tokens=False)[0]
     assert matcher.advance(INITIAL_STATE, token_id) is matcher.advance(INITIAL_STATE, token_id)
     assert matcher.bias(INITIAL_STATE) is matcher.bias(INITIAL_STATE)
+
+
+def test_patterns_outside_the_penalised_ones_are_blocked_never_penalised(token_index, tokenizer):
+    """The safety net's spec: a phrase cannot complete, but nothing steers away from its beginning."""
+    patterns = compile_patterns(HP_PHRASES)
+    net = Matcher(patterns, 8.0, token_index, penalised=())
+    bias = dict(zip(*net.bias(INITIAL_STATE)))
+    assert set(bias.values()) <= {BLOCK}  # no penalty anywhere
+    step, penalties = first_blocked(net, tokenizer, "The author is", " J.K. Rowling")
+    assert step is not None and set(penalties) == {0.0}
+    mixed = Matcher(patterns, 8.0, token_index, penalised=("voldemort",))
+    _, hermione = first_blocked(mixed, tokenizer, "Her friend", " Hermione")
+    _, voldemort = first_blocked(mixed, tokenizer, "His enemy", " Voldemort")
+    assert set(hermione) == {0.0} and min(voldemort) < 0

@@ -17,14 +17,34 @@ def test_detected_target_gets_its_phrases_and_spans(unseen_classifier):
     assert restriction.target_ids == ("einstein",)
     patterns = set(restriction.spec.patterns)
     assert {"alberteinstein", "einstein", "ulm", "germany", "1879"} <= patterns  # phrases + spans
-    assert "tolkien" not in patterns  # only the detected target
+    assert "ulm" in restriction.spec.penalised and "tolkien" in patterns  # the other target: the safety net ...
+    assert "tolkien" not in restriction.spec.penalised  # ... blocked, never penalised
     assert 4.0 <= restriction.spec.penalty <= 8.0  # grows with confidence
     assert restriction.detector.violations("He was born in Ulm.")
+    assert restriction.detector.violations("Frodo was there.")  # the safety net's phrases are enforced too
 
 
-def test_unrelated_conversation_takes_the_plain_path(unseen_classifier):
-    restrictions = Restrictions(POLICY, 8.0, unseen_classifier)
-    assert restrictions.for_conversation(["What is the capital of Japan?"] * 2) is UNRESTRICTED
+def test_an_unflagged_conversation_gets_the_safety_net_alone(unseen_classifier):
+    """Every target's explicit phrases, blocked and near-misses rewound, with no soft penalty at all."""
+    restriction = Restrictions(POLICY, 8.0, unseen_classifier).for_conversation(["What is the capital of Japan?"] * 2)
+    assert restriction.target_ids == ()
+    assert set(restriction.spec.patterns) == {"alberteinstein", "einstein", "jrrtolkien", "tolkien", "frodo",
+                                              "gandalf"}
+    assert restriction.spec.penalised == () and restriction.spec.semantic == ()
+    assert restriction.detector.violations("Written by J. R. R. Tolkein.")  # a near-miss spelling
+    assert restriction.detector.violations("Einstien's theory")
+    assert restriction.detector.violations("Gandhi met Tolkachev in Frodsham.")[0].forbidden == "frodo"
+    assert restriction.detector.violations("Gandhi met Tolkachev, curious.") == []  # shared beginnings stay free
+    assert restriction.targets_of(restriction.detector.violations("Gandalf")) == ("lord-of-the-rings",)
+
+
+def test_a_target_enforced_only_when_detected_has_no_safety_net(unseen_classifier):
+    scoped = parse_policy({"targets": [{**t, "enforce": "detected"} if t["id"] == "einstein" else t
+                                       for t in UNSEEN_POLICY["targets"]]})
+    restriction = Restrictions(scoped, 8.0, unseen_classifier).for_conversation(["What is the capital of Japan?"] * 2)
+    assert "einstein" not in restriction.spec.patterns and "tolkien" in restriction.spec.patterns
+    everything_scoped = parse_policy({"targets": [{**t, "enforce": "detected"} for t in UNSEEN_POLICY["targets"]]})
+    assert Restrictions(everything_scoped, 8.0, unseen_classifier).for_conversation(["Hi"] * 2).spec is None
 
 
 def test_empty_policy_restricts_nothing():

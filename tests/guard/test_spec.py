@@ -8,10 +8,12 @@ def test_compile_patterns_merges_variants():
 
 
 def test_round_trip_through_extra_args():
-    spec = GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, step_bans=((0, (11, 12)),))
-    assert GuardSpec.from_extra_args(spec.to_extra_args()) == spec
-    xargs = spec.to_vllm_xargs()  # over HTTP: vllm_xargs values must be flat
-    assert isinstance(xargs["guard"], str) and GuardSpec.from_extra_args(xargs) == spec
+    for spec in [GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, resume_bans=(11, 12)),
+                 GuardSpec(("jkrowling", "rowling"), 5.0, penalised=("rowling",)),
+                 GuardSpec(("rowling",), 0.0, penalised=())]:
+        assert GuardSpec.from_extra_args(spec.to_extra_args()) == spec
+        xargs = spec.to_vllm_xargs()  # over HTTP: vllm_xargs values must be flat
+        assert isinstance(xargs["guard"], str) and GuardSpec.from_extra_args(xargs) == spec
 
 
 def test_unguarded_request_has_no_spec():
@@ -32,8 +34,9 @@ def test_unguarded_request_has_no_spec():
         ({"patterns": ["rowling"], "penalty": -1}, "guard.penalty"),
         ({"patterns": ["rowling"], "penalty": True}, "guard.penalty"),
         ({"patterns": ["rowling"], "replay_tokens": -2}, "guard.replay_tokens"),
-        ({"patterns": ["rowling"], "step_bans": [[0, [-1]]]}, "guard.step_bans"),
-        ({"patterns": ["rowling"], "step_bans": [[0, [999]]]}, "guard.step_bans"),
+        ({"patterns": ["rowling"], "resume_bans": [-1]}, "guard.resume_bans"),
+        ({"patterns": ["rowling"], "resume_bans": [999]}, "guard.resume_bans"),
+        ({"patterns": ["rowling"], "penalised": ["hogwarts"]}, "guard.penalised"),  # not one of the patterns
         ({"patterns": ["rowling"], "colour": 1}, "unknown field"),
     ],
 )

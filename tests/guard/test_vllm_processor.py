@@ -66,14 +66,29 @@ def test_rows_follow_moves_and_removals(processor_factory, tokenizer):
     assert processor.rows == {}
 
 
-def test_replayed_prompt_tail_and_step_bans(processor_factory, tokenizer):
+def test_replayed_prompt_tail_and_resume_bans(processor_factory, tokenizer):
     processor = processor_factory()
     accepted = ids(tokenizer, " by Voldem")  # after a rewind the accepted output ends the prompt
-    spec = GuardSpec(SPEC.patterns, replay_tokens=len(accepted), step_bans=((0, (42,)), (1, (43,))))
-    add(processor, (0, SamplingParams(extra_args=spec.to_extra_args()), [7, 8] + accepted, []))
+    spec = GuardSpec(SPEC.patterns, replay_tokens=len(accepted), resume_bans=(42, 43))
+    output: list[int] = []
+    add(processor, (0, SamplingParams(extra_args=spec.to_extra_args()), [7, 8] + accepted, output))
     logits = processor.apply(torch.zeros(1, len(tokenizer)))
     assert logits[0, ids(tokenizer, "ort")[0]] == float("-inf")  # the partial match spans the seam
-    assert logits[0, 42] == float("-inf") and logits[0, 43] == 0  # step 0's ban only
+    assert logits[0, 42] == logits[0, 43] == float("-inf")  # banned where the attempt resumes ...
+    output.append(ids(tokenizer, " the")[0])
+    processor.update_state(None)
+    assert processor.apply(torch.zeros(1, len(tokenizer)))[0, 42] == 0  # ... and only there
+
+
+def test_the_safety_net_blocks_without_penalising(processor_factory, tokenizer):
+    """A spec that penalises nothing leaves every logit but those completing a phrase untouched."""
+    processor = processor_factory()
+    output = ids(tokenizer, " by J.K. Row")
+    add(processor, (0, SamplingParams(extra_args=GuardSpec(SPEC.patterns, 0.0, penalised=()).to_extra_args()),
+                    [1], output))
+    logits = processor.apply(torch.zeros(1, len(tokenizer)))
+    touched = (logits[0] != 0).nonzero().flatten().tolist()
+    assert ids(tokenizer, "ling")[0] in touched and torch.all(logits[0, touched] == float("-inf"))
 
 
 def test_invalid_spec_is_rejected_in_the_api_process():
@@ -83,7 +98,7 @@ def test_invalid_spec_is_rejected_in_the_api_process():
 
 def test_a_spec_that_fails_in_the_worker_fails_closed(processor_factory, tokenizer):
     processor = processor_factory()
-    bad = SamplingParams(extra_args={"guard": {"patterns": ["rowling"], "step_bans": [[0, [10**9]]]}})
+    bad = SamplingParams(extra_args={"guard": {"patterns": ["rowling"], "resume_bans": [10**9]}})
     add(processor, (0, bad, [1], []))
     logits = processor.apply(torch.zeros(1, len(tokenizer)))
     finite = torch.isfinite(logits[0]).nonzero().flatten().tolist()

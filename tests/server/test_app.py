@@ -9,30 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.engine import Delta
 from server.settings import Settings
+from tests.server.fakes import FakeEngine
 
 MODEL = "smollm2-135m-instruct"
-
-
-class FakeEngine:
-    max_model_len = 64
-
-    def __init__(self, tokenizer, words):
-        self.tokenizer, self.words, self.healthy, self.seen, self.loras = tokenizer, words, False, [], []
-
-    async def start(self):
-        self.healthy = True
-
-    def shutdown(self):
-        self.healthy = False
-
-    async def stream(self, prompt_ids, params, spec, request_id, lora=None):
-        self.seen.append((prompt_ids, params, spec))
-        self.loras.append(lora)
-        for i, word in enumerate(self.words[: params.max_tokens]):
-            last = i == len(self.words) - 1 or i == params.max_tokens - 1
-            yield Delta([i], word, ("stop" if i == len(self.words) - 1 else "length") if last else None)
 
 
 @pytest.fixture()
@@ -59,7 +39,8 @@ def test_chat_completion_shape_and_header(client_and_engine):
     assert body["usage"]["completion_tokens"] == 5
     _, params, spec = engine.seen[-1]
     assert params.stop == ("\n",) and params.seed == 3 and params.temperature == 0
-    assert spec is None  # no per-step work in the engine
+    assert spec.penalised == () and spec.semantic == () and "jkrowling" in spec.patterns  # the safety net alone
+    assert response.headers["x-guard-targets"] == ""
 
 
 @pytest.mark.parametrize("question", ["Who wrote the Harry Potter books?",

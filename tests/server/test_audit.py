@@ -9,7 +9,8 @@ from server.app import create_app
 from server.audit import AuditLog
 from server.auth import key_id
 from server.settings import Settings
-from tests.server.test_app import MODEL, FakeEngine
+from tests.server.fakes import FakeEngine
+from tests.server.test_app import MODEL
 
 POLICY = "examples/harry-potter.yaml"
 

@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.auth import Keys, RateLimiter, key_id
 from server.settings import Settings
-from tests.server.test_app import MODEL, FakeEngine
+from tests.server.fakes import FakeEngine
+from tests.server.test_app import MODEL
 
 USER, ADMIN = "user-key-1", "admin-key-1"
 

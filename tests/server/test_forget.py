@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 from tests.conftest import UNSEEN_POLICY
-from tests.server.test_app import MODEL, FakeEngine
+from tests.server.fakes import FakeEngine
+from tests.server.test_app import MODEL
 
 POLICY = "examples/harry-potter.yaml"
 EINSTEIN = UNSEEN_POLICY["targets"][0]

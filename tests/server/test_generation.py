@@ -1,4 +1,6 @@
-"""The guarded generation loop against a scripted engine: rewinds, hold-back, fail-closed cuts."""
+"""The guarded generation loop against a scripted engine: how the state machine's decisions reach the
+engine (aborted attempts, the resubmitted prompt, the next attempt's spec). The decisions themselves
+are tested in tests/guard/test_guarded_stream.py."""
 
 import asyncio
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ def test_a_near_miss_is_rewound_and_rephrased():
     # the second attempt resumes after "The author is", bans " J" there and replays the accepted tokens
     prompt_ids, params, spec = engine.calls[1]
     assert prompt_ids == PROMPT + [1000, 1001, 1002]
-    assert spec.replay_tokens == 3 and spec.step_bans == ((0, (1003,)),)
+    assert spec.replay_tokens == 3 and spec.resume_bans == (1003,)
     assert params.max_tokens == 47
     assert chunks[-1].completion_tokens == 7
 
@@ -76,7 +78,7 @@ def test_repeated_rewinds_at_one_position_accumulate_bans():
     chunks = run(engine)
     assert "".join(c.text for c in chunks) == "The author is someone."
     # the third attempt bans both tokens that began "J.K." at that position
-    assert engine.calls[2][2].step_bans == ((0, (1003, 2000)),)
+    assert engine.calls[2][2].resume_bans == (1003, 2000)
 
 
 def test_an_open_partial_match_at_the_end_counts():
@@ -97,3 +99,14 @@ def test_innocent_answers_pass_unchanged():
     chunks = run(engine)
     assert "".join(c.text for c in chunks) == "The capital of France is Paris."
     assert len(engine.calls) == 1 and chunks[-1].rewinds == 0
+
+
+def test_an_engine_that_ends_without_a_finish_reason_is_judged_to_the_end():
+    @dataclass
+    class Unfinished(ScriptedEngine):
+        async def stream(self, prompt_ids, params, spec, request_id):
+            self.calls.append((prompt_ids, params, spec))
+            for i, text in enumerate(self.scripts[len(self.calls) - 1]):
+                yield Delta([1000 * len(self.calls) + i], text, None)
+    chunks = run(Unfinished([["His", " enemy", " is", " Voldermort"], [" unknown", "."]]))
+    assert "".join(c.text for c in chunks) == "His enemy is unknown." and chunks[-1].rewinds == 1

@@ -7,8 +7,9 @@ import socket
 import httpx
 import pytest
 
-from server.errors import OpenAIError
-from server.upstream import Upstream, UpstreamError
+from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
+from server.errors import from_engine
+from server.upstream import Upstream
 
 
 def mock(handler) -> Upstream:
@@ -30,17 +31,17 @@ def test_an_upstream_4xx_is_passed_through_as_it_is():
     raw = {"error": {"message": "max_tokens is too large", "type": "BadRequestError", "param": "max_tokens",
                      "code": 400}, "extra": "kept"}
     upstream = mock(lambda request: httpx.Response(400, json=raw))
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(RequestRejected) as caught:
         call(_post_and_close(upstream))
-    assert caught.value.status == 400 and caught.value.body() == raw
+    assert caught.value.status == 400 and from_engine(caught.value).body() == raw
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_an_upstream_5xx_is_a_502(status):
     upstream = mock(lambda request: httpx.Response(status, text="boom"))
-    with pytest.raises(OpenAIError) as caught:
+    with pytest.raises(EngineFailed) as caught:
         call(_post_and_close(upstream))
-    assert caught.value.status == 502 and caught.value.code == "upstream_error"
+    assert from_engine(caught.value).status == 502 and caught.value.code == "upstream_error"
 
 
 def test_the_request_reaches_the_upstream_unchanged():
@@ -58,9 +59,9 @@ def test_a_refused_connection_is_a_503():
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(OpenAIError) as caught:
+    with pytest.raises(EngineUnavailable) as caught:
         call(_post_and_close(Upstream(f"http://127.0.0.1:{port}/v1")))
-    assert caught.value.status == 503 and caught.value.code == "upstream_unavailable"
+    assert from_engine(caught.value).status == 503 and caught.value.code == "upstream_unavailable"
 
 
 def test_an_upstream_that_never_answers_is_a_504_within_the_timeout():
@@ -72,9 +73,9 @@ def test_an_upstream_that_never_answers_is_a_504_within_the_timeout():
                 await _post_and_close(Upstream(f"http://127.0.0.1:{port}/v1", timeout=0.5))
         finally:
             server.close()
-    with pytest.raises(OpenAIError) as caught:
+    with pytest.raises(EngineTimeout) as caught:
         call(scenario())
-    assert caught.value.status == 504 and caught.value.code == "upstream_timeout"
+    assert from_engine(caught.value).status == 504 and caught.value.code == "upstream_timeout"
 
 
 def test_a_stream_that_breaks_off_before_done_is_an_error_not_a_silent_end():
@@ -87,9 +88,8 @@ def test_a_stream_that_breaks_off_before_done_is_an_error_not_a_silent_end():
             async for event in events:
                 got.append(event)
         return got
-    with pytest.raises(OpenAIError) as caught:
+    with pytest.raises(EngineUnavailable):
         call(read())
-    assert caught.value.status == 503
 
 
 def test_a_whole_reply_may_take_longer_than_the_wait_for_a_byte():
@@ -112,6 +112,5 @@ def test_a_whole_reply_may_take_longer_than_the_wait_for_a_byte():
             await upstream.aclose()
             server.close()
     assert call(scenario(5.0)) == {"ok": True}
-    with pytest.raises(OpenAIError) as caught:
+    with pytest.raises(EngineTimeout):
         call(scenario(None))
-    assert caught.value.status == 504

@@ -1,0 +1,222 @@
+"""The embedded vLLM engine: AsyncLLM with the guard's logits processor, as a server.engine.Engine.
+
+vLLM's own defaults apply, torch.compile included, so that an answer the guard leaves alone is the
+answer `vllm serve` gives on the same model and machine (eager and compiled kernels round bf16
+differently: on a 135M model that is enough to change a greedy answer). The compiled graph is
+cached (vLLM's compile cache, under VLLM_CACHE_ROOT), so only a model's first start pays for it.
+vLLM 0.32's own default cache (ahead-of-time artefacts) fails to load on this torch ("'function'
+object has no attribute 'finalize_loading'") and compiles again at every start, so the engine asks for
+the compile cache before it (VLLM_USE_AOT_COMPILE=0, unless set): the same compiled code, loaded.
+
+For /metrics it reports the scheduler's running and waiting requests and where its logits processor
+publishes the guard's step times (`stats()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from guard import step_timing
+from guard.spec import GuardSpec
+from server.engine import DecodeParams, Delta, EngineStats, EngineUnavailable, RequestRejected
+
+log = logging.getLogger("guard.engine")
+PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+
+
+class SchedulerCounts:
+    """A vLLM stat logger (StatLoggerBase's methods) keeping the latest running and waiting counts.
+    vLLM calls `record` in this process, from the engine's output loop, after each engine step."""
+
+    def __init__(self) -> None:
+        self.running = self.waiting = 0
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+        if scheduler_stats is not None:
+            self.running = scheduler_stats.num_running_reqs
+            self.waiting = scheduler_stats.num_waiting_reqs + scheduler_stats.num_skipped_waiting_reqs
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def log(self) -> None:
+        pass
+
+    def record_sleep_state(self, is_awake: int, level: int) -> None:
+        pass
+
+
+class EmbeddedEngine:
+    def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool = False,
+                 loras: dict[str, str] | None = None, max_lora_rank: int | None = None):
+        """`loras`: LoRA adapters this engine serves beside its model, by name (folder paths)."""
+        self.model_path = model_path
+        self.max_model_len = max_model_len
+        self._kv_cache_gib = kv_cache_gib
+        self._enforce_eager = enforce_eager
+        self._loras = dict(loras or {})
+        self._max_lora_rank = max_lora_rank
+        self._lora_requests: dict = {}
+        self._llm = None
+        self.tokenizer = None
+        self._counts = SchedulerCounts()
+        self.step_stats_path: Path | None = None  # where the engine's logits processor publishes
+
+    async def start(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")  # see the module docstring
+        # Inherited by the engine process: one folder per server process, one file per engine in it.
+        stats_dir = Path(tempfile.gettempdir()) / f"guard-step-stats-{os.getpid()}"
+        stats_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ[step_timing.ENV] = str(stats_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        lora_args = {}
+        if self._loras:  # only then: LoRA support costs the base model a little per step
+            lora_args = dict(enable_lora=True, max_loras=len(self._loras), max_lora_rank=self._max_lora_rank or 16)
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            max_model_len=self.max_model_len,
+            logits_processors=[PROCESSOR],
+            enable_prefix_caching=True,  # rewinds re-prefill the same prefix: keep it cheap
+            enforce_eager=self._enforce_eager,
+            **lora_args,
+        )
+        counts = self._counts
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args,
+                                            stat_loggers=[lambda config, index: counts])
+        self.step_stats_path = step_timing.stats_path(stats_dir, str(self._llm.vllm_config.instance_id))
+        await self._load_loras()
+
+    async def _load_loras(self) -> None:
+        """Load every adapter now, so a broken or mismatched one stops the start, not a request."""
+        from vllm.lora.request import LoRARequest
+
+        for number, (name, path) in enumerate(self._loras.items(), start=1):
+            request = LoRARequest(name, number, path)
+            try:
+                await self._llm.add_lora(request)
+            except Exception as exc:
+                self.close()
+                raise RuntimeError(f"--variant {name}: the engine could not load the LoRA adapter in {path}: "
+                                   f"{str(exc).splitlines()[0]}") from None
+            self._lora_requests[name] = request
+
+    @property
+    def healthy(self) -> bool:
+        return self._llm is not None and not self._llm.errored
+
+    async def health(self) -> str | None:
+        return None if self.healthy else "the engine is not running"
+
+    def stats(self) -> EngineStats:
+        """The scheduler's running and waiting requests at the engine's last step (0 when not running)."""
+        if self._llm is None:
+            return EngineStats()
+        return EngineStats(self._counts.running, self._counts.waiting, self.step_stats_path)
+
+    async def shutdown(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the engine (synchronous: for scripts and for the start's own failure)."""
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+        if self.step_stats_path is not None:
+            self.step_stats_path.unlink(missing_ok=True)
+            try:
+                self.step_stats_path.parent.rmdir()  # the last engine of this process removes the folder
+            except OSError:
+                pass
+            self.step_stats_path = None
+
+    async def stream(
+        self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None, request_id: str,
+        lora: str | None = None,
+    ) -> AsyncIterator[Delta]:
+        from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind
+
+        if not self.healthy:
+            raise EngineUnavailable("the engine is not running")
+        sampling = SamplingParams(
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            ignore_eos=params.ignore_eos,
+            output_kind=RequestOutputKind.DELTA,
+            extra_args=spec.to_extra_args() if spec is not None else None,
+        )
+        finished = False
+        try:
+            async for output in self._llm.generate(_token_prompt(prompt_ids), sampling, request_id,
+                                                   lora_request=self._lora_requests[lora] if lora else None):
+                completion = output.outputs[0]
+                finished = output.finished
+                yield Delta(list(completion.token_ids), completion.text, completion.finish_reason if finished else None)
+        except VLLMClientError as exc:
+            raise RequestRejected(str(exc)) from None
+        except Exception as exc:
+            if not self.healthy:
+                raise EngineUnavailable("the engine stopped") from exc
+            raise
+        finally:
+            if not finished and self._llm is not None:
+                await self._llm.abort(request_id)
+
+
+@dataclass(frozen=True)
+class LoraView:
+    """An engine answering with one of its LoRA adapters: the engine's interface, the adapter's weights."""
+
+    engine: EmbeddedEngine
+    lora: str
+
+    @property
+    def tokenizer(self):
+        return self.engine.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    async def start(self) -> None:
+        """The engine it views is started (and shut down) as an engine of its own."""
+
+    async def shutdown(self) -> None:
+        pass
+
+    async def health(self) -> str | None:
+        return await self.engine.health()
+
+    def stats(self) -> None:
+        return None  # counted with the engine it views
+
+    def stream(self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None,
+               request_id: str) -> AsyncIterator[Delta]:
+        return self.engine.stream(prompt_ids, params, spec, request_id, lora=self.lora)
+
+
+def _token_prompt(prompt_ids: list[int]):
+    """An already tokenised prompt, in the form this vLLM version takes."""
+    try:
+        from vllm.inputs.engine import tokens_input  # vLLM >= 0.32: rendered engine input
+    except ImportError:
+        from vllm.inputs import TokensPrompt
+
+        return TokensPrompt(prompt_token_ids=prompt_ids)
+    return tokens_input(prompt_ids)

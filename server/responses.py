@@ -1,0 +1,181 @@
+"""OpenAI response shapes, typed: what `guard serve` (and `guard proxy` at its full level) answers.
+
+The routes declare these as their response models, so the OpenAPI schema states every response,
+errors and streams included, and the schema fuzzing checks the answers against it. Streams are
+written by server.sse from the chunk models (fields set explicitly are written, null included).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Kind = Literal["chat", "text"]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: str | None
+
+
+class TextChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None = None
+    finish_reason: str | None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: str | None
+
+
+class Chunk(BaseModel):
+    """One event of a stream, chat (`chat.completion.chunk`) or text (`text_completion`)."""
+    id: str
+    object: Literal["chat.completion.chunk", "text_completion"]
+    created: int
+    model: str
+    choices: list[ChatChunkChoice] | list[TextChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    guarded: bool
+    root: str
+    parent: str | None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a proxy adds its upstream and enforcement level
+    status: Literal["ok", "unhealthy"]
+    model: str
+    targets: int
+    policy_version: int
+    problem: str | None = None
+
+
+# -- building them -----------------------------------------------------------------------------
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens)
+
+
+def whole(kind: Kind, id: str, model: str, text: str, finish_reason: str | None, used: Usage) -> BaseModel:
+    if kind == "chat":
+        choice = ChatChoice(index=0, message=AssistantMessage(content=text), finish_reason=finish_reason)
+        return ChatCompletion(id=id, created=now(), model=model, choices=[choice], usage=used)
+    return Completion(id=id, created=now(), model=model, choices=[TextChoice(index=0, text=text,
+                                                                             finish_reason=finish_reason)], usage=used)
+
+
+def chunk(kind: Kind, id: str, model: str, text: str | None, finish_reason: str | None = None,
+          role: bool = False) -> Chunk:
+    """A stream's event with choice 0: `text` (None: none, in a chat's last event), `role`: a chat
+    stream's first event, naming the assistant."""
+    if kind == "chat":
+        delta = ChatDelta(role="assistant") if role else ChatDelta()
+        if text is not None:
+            delta.content = text
+        choices: Any = [ChatChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)]
+        return Chunk(id=id, object="chat.completion.chunk", created=now(), model=model, choices=choices)
+    return Chunk(id=id, object="text_completion", created=now(), model=model,
+                 choices=[TextChoice(index=0, text=text or "", logprobs=None, finish_reason=finish_reason)])
+
+
+def usage_chunk(kind: Kind, id: str, model: str, used: Usage) -> Chunk:
+    return Chunk(id=id, object="chat.completion.chunk" if kind == "chat" else "text_completion", created=now(),
+                 model=model, choices=[], usage=used)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description} for status, description in {
+        400: "Bad input: the message and `param` name the field", 401: "No or an unknown API key",
+        403: "The key lacks the scope", 404: "Unknown model or target", 409: "The target exists",
+        413: "The request body is too large", 429: "Over the rate limit", 500: "Internal error",
+        502: "The upstream failed", 503: "The engine or the guard cannot run: the request fails closed",
+        504: "The engine or the upstream did not answer in time"}.items()}
+# A stream's events (OpenAPI before 3.2: `schema` describes each event): a `Chunk`, or the error a
+# stream that fails ends with, then `[DONE]`.
+STREAM = {"text/event-stream": {"schema": {
+    "type": "object", "required": ["data"], "description": "server-sent events: `Chunk`s, then `data: [DONE]`",
+    "properties": {"data": {"anyOf": [
+        {"const": "[DONE]"},
+        {"type": "string", "contentMediaType": "application/json",
+         "contentSchema": {"anyOf": [{"$ref": "#/components/schemas/Chunk"},
+                                     {"$ref": "#/components/schemas/ErrorResponse"}]}}]}}}}}
+
+
+def stream_components() -> dict[str, Any]:
+    """The schemas STREAM refers to, for the OpenAPI document's components."""
+    schema = Chunk.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "Chunk": schema}

@@ -1,0 +1,85 @@
+"""The relay's output filter over an upstream's stream of events: its own events held back until
+judged, a cut before a leak, never a leaked character out (the real proxy: test_proxy_integration.py)."""
+
+import asyncio
+
+import pytest
+
+from guard.leaks import LeakDetector
+from server.relay import filtered_events
+from tests.conftest import HP_PHRASES
+
+DETECTOR = LeakDetector(HP_PHRASES)
+
+
+def events_of(pieces: list[str], finish: str | None = "stop") -> list[dict]:
+    """A chat stream as vLLM writes it: the role, one event per piece, the finish, the usage."""
+    head = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 7, "model": "m"}
+    events = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    events += [{**head, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+    if finish:
+        events.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    return events + [{**head, "choices": [], "usage": {"completion_tokens": len(pieces)}}]
+
+
+def run(events: list[dict], detector=DETECTOR) -> tuple[list[dict], list[tuple[str, str]]]:
+    finished = []
+
+    async def source():
+        for event in events:
+            yield event
+
+    async def collect():
+        return [e async for e in filtered_events("chat", detector, source(),
+                                                 lambda machine, reason: finished.append((machine.text, reason)))]
+    return asyncio.run(collect()), finished
+
+
+def text_of(events: list[dict]) -> str:
+    return "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
+
+
+def test_innocent_answers_are_the_upstreams_own_events():
+    upstream = events_of(["The capital", " of France", " is Paris", "."], "length")
+    out, finished = run(upstream)
+    assert out == upstream  # the same events, usage included, in the same order
+    assert finished == [("The capital of France is Paris.", "length")]
+
+
+@pytest.mark.parametrize("pieces, kept", [
+    (["The books are by J", ".K", ". Row", "ling", "."], "The books are by "),  # split across pieces
+    (["The author is jk ", "ROWLING", " herself"], "The author is "),  # case and spacing folded
+    (["Ask ", "J. K. Rowley", " about it"], "Ask "),  # a near-miss spelling
+    (["Lord Volde", "rmort rises"], "Lord "),  # a near-miss of a forbidden name
+])
+def test_a_leak_is_cut_before_it_and_ends_with_content_filter(pieces, kept):
+    out, finished = run(events_of(pieces))
+    assert text_of(out) == kept
+    assert out[-1]["choices"][0]["finish_reason"] == "content_filter" and out[-1]["id"] == "chatcmpl-up"
+    assert all("usage" not in e for e in out) and finished == [(kept, "content_filter")]
+
+
+def test_nothing_undecided_is_released_early():
+    """While "Row" could still become "Rowling" its event is held back, so nothing sent needs taking back."""
+    released_when_asked: list[str] = []
+    seen: list[dict] = []
+    events = events_of(["By ", "Row", "ling"], finish=None)
+
+    async def source():
+        for event in events:
+            released_when_asked.append(text_of(seen))  # what the client had before this event arrived
+            yield event
+
+    async def collect():
+        async for event in filtered_events("chat", DETECTOR, source(), lambda *_: None):
+            seen.append(event)
+    asyncio.run(collect())
+    assert released_when_asked[1:4] == ["", "By ", "By "]  # "By " goes at once; "Row" is held back
+    assert text_of(seen) == "By " and seen[-1]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_a_stream_without_a_finish_reason_is_judged_whole_at_its_end():
+    out, finished = run(events_of(["Paris is", " lovely"], finish=None))
+    assert text_of(out) == "Paris is lovely" and finished == [("Paris is lovely", "stop")]
+    out, _ = run(events_of(["His enemy is", " Voldermor"], finish=None))
+    assert text_of(out) == "His enemy is " and out[-1]["choices"][0]["finish_reason"] == "content_filter"
