@@ -132,7 +132,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in batch]
     per_prompt = [restrictions.for_conversation([q, q]) for q in batch]  # as the server decides, once
     specs = [r.spec for r in per_prompt]
-    flagged = next((q for q, spec in zip(batch, specs) if spec is not None), batch[0])
+    flagged = next((q for q, r in zip(batch, per_prompt) if r.target_ids), batch[0])
     tokens, seconds = suite.throughput_tokens, suite.throughput_seconds
     await engine_run(engine, prompts, 4, specs)  # warm-up
     samples = {key: [] for key in ("decode_plain", "decode_guarded", "server_plain", "server_guarded",
@@ -140,8 +140,9 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     for _ in tqdm(range(suite.throughput_runs), desc="cost (plain vs guarded)", unit="run", disable=not progress):
         samples["decode_plain"].append(await engine_run(engine, prompts, tokens, None))
         samples["decode_guarded"].append(await engine_run(engine, prompts, tokens, specs))
-        samples["server_plain"].append((await server_run(engine, prompts, tokens, UNRESTRICTED, 0, seconds))[0])
-        samples["server_guarded"].append(await _guarded_server_run(engine, prompts, per_prompt, suite))
+        samples["server_plain"].append((await server_run(engine, prompts, tokens, [UNRESTRICTED] * len(prompts), 0,
+                                                         seconds))[0])
+        samples["server_guarded"].append((await server_run(engine, prompts, tokens, per_prompt, 6, seconds))[0])
     for _ in range(TTFT_RUNS):  # one request at a time on an idle engine
         samples["ttft_plain"].append(await first_token_ms(engine, restrictions, flagged, False))
         samples["ttft_guarded"].append(await first_token_ms(engine, restrictions, flagged, True))
@@ -154,7 +155,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     tokens_per_s = {BASE: median(samples["server_plain"]), GUARD: median(samples["server_guarded"])}
     for name, (view, _) in views.items():
         if name not in tokens_per_s:
-            tokens_per_s[name] = (await server_run(view, prompts, tokens, UNRESTRICTED, 0, seconds))[0]
+            tokens_per_s[name] = (await server_run(view, prompts, tokens, [UNRESTRICTED] * len(prompts), 0, seconds))[0]
     overhead = {
         "throughput_ratio": paired_ratio(samples["decode_guarded"], samples["decode_plain"]),
         "plain_tokens_per_s": median(samples["decode_plain"]),
@@ -164,24 +165,11 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
         "server_guarded_tokens_per_s": median(samples["server_guarded"]),
         "ttft_ms_added": median(g - p for g, p in zip(samples["ttft_guarded"], samples["ttft_plain"])),
         "classifier_ms_p50": median(classifier_ms),
-        "guarded_rows": sum(spec is not None for spec in specs), "batch": len(batch), "max_tokens": tokens,
+        "flagged_rows": sum(bool(r.target_ids) for r in per_prompt), "batch": len(batch), "max_tokens": tokens,
         "runs": suite.throughput_runs, "window_s": seconds,
         "samples": {k: v for k, v in samples.items() if not k.startswith("ttft")},
     }
     return overhead, tokens_per_s
-
-
-async def _guarded_server_run(engine, prompts, per_prompt, suite) -> float:
-    """The guarded server's closed loop over the same prompts, each with its own restriction (the
-    classifier's decision per prompt, as the server makes it): tokens/s of the final answers."""
-    # server_run takes one restriction for all its prompts: one closed loop per distinct restriction,
-    # all at once, so the batch is the plain run's.
-    groups: dict[int, tuple] = {}
-    for prompt, restriction in zip(prompts, per_prompt):
-        groups.setdefault(id(restriction), (restriction, []))[1].append(prompt)
-    results = await asyncio.gather(*(server_run(engine, group, suite.throughput_tokens, restriction, 6,
-                                                suite.throughput_seconds) for restriction, group in groups.values()))
-    return sum(r[0] for r in results)
 
 
 # -- 4. scoring ------------------------------------------------------------------------------------

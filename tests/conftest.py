@@ -8,6 +8,18 @@ HP_PHRASES = ["J.K. Rowling", "Rowling", "Ron Weasley", "Weasley", "Hermione Gra
               "Voldemort", "Hogwarts"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compile_caches(tmp_path_factory):
+    """vLLM's and torch inductor's caches (the compiled model) in a temporary folder, not the user's:
+    every engine the tests start, in this process or in a server, shares them, so that a model compiles
+    once per session, and every session compiles as a fresh machine does."""
+    with pytest.MonkeyPatch.context() as env:
+        folder = tmp_path_factory.mktemp("compile-caches")
+        env.setenv("VLLM_CACHE_ROOT", str(folder / "vllm"))
+        env.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def model_dir():
     from guard.models import prepare_default_model

@@ -1,29 +1,36 @@
-"""Session-wide servers of the end-to-end tests: started once, shared by every module that asks."""
+"""Session-wide servers of the end-to-end tests: started once, shared by every module that asks.
+
+`guard serve` starts first and compiles the model into the session's vLLM cache; every `vllm serve`
+starts after it and loads the compiled model from there (tests/server/servers.py: VLLM_ENV).
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.server.servers import ADMIN_KEY, POLICY, USER_KEY, Server, vllm_serve
+from tests.server.servers import ADMIN_KEY, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy, vllm_serve
+
+FILTER_KEY, FILTER_ADMIN_KEY = "unused", "admin-key"  # the filter proxy runs with keys (the openai client's "unused")
 
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory, model_dir):
     """The guarded server runs as in production: keys, a state dir, an audit log. The reference is a
-    plain `vllm serve` of the same model: what the guard must match wherever no target is touched,
-    and the upstream of the bias and filter proxies (whose last test kills it; see `plain`)."""
+    plain `vllm serve` of the same model with vLLM's defaults: what the guard must match wherever no
+    target is touched, and the upstream of the bias and filter proxies (a fault test kills it; see `plain`).
+    Only the guarded server is waited for here."""
     logs = tmp_path_factory.mktemp("servers")
     guarded = Server("guarded", logs, "--policy", POLICY, "--state-dir", str(logs / "state"),
                      "--audit-log", str(logs / "audit.jsonl"),
                      env={"GUARD_API_KEYS": USER_KEY, "GUARD_ADMIN_KEYS": ADMIN_KEY}, key=USER_KEY)
-    plain = vllm_serve("vllm-plain", logs, model_dir)
+    started = [guarded]
     try:
         guarded.wait_ready()
-        plain.wait_ready()
-        yield guarded, plain
+        started.append(vllm_serve("vllm-plain", logs, model_dir))
+        yield guarded, started[1]
     finally:
-        guarded.stop()
-        plain.stop()
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +40,28 @@ def guarded(servers):
 
 @pytest.fixture()
 def plain(servers):
-    """The plain reference, started again if a fault test killed it (module fixtures: use
+    """The plain reference, ready (started again if a fault test killed it; module fixtures: use
     `servers[1].ensure_running()`)."""
     return servers[1].ensure_running()
+
+
+@pytest.fixture(scope="session")
+def proxies(tmp_path_factory, model_dir, servers):
+    """`guard proxy` at every level: full in front of a `vllm serve` that runs the guard's processor,
+    bias (told the tokenizer) and filter (told nothing, with keys) in front of the plain reference."""
+    logs = tmp_path_factory.mktemp("proxies")
+    plugin = vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR)
+    started = {"full": guard_proxy("proxy-full", logs, plugin, "--tokenizer", model_dir)}  # waits for the plugin
+    try:
+        upstream = servers[1].ensure_running()
+        started["bias"] = guard_proxy("proxy-bias", logs, upstream, "--tokenizer", model_dir,
+                                      "--audit-log", str(logs / "audit.jsonl"))
+        started["filter"] = guard_proxy("proxy-filter", logs, upstream, "--enforcement", "filter",
+                                        env={"GUARD_API_KEYS": FILTER_KEY, "GUARD_ADMIN_KEYS": FILTER_ADMIN_KEY})
+        for proxy in [plugin, *started.values()]:
+            proxy.wait_ready()
+        yield started
+    finally:
+        for proxy in started.values():
+            proxy.stop()
+        plugin.stop()

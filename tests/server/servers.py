@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from httpx_sse import EventSource
 from rapidfuzz import fuzz
 
 from guard.leaks import LeakDetector
@@ -71,10 +72,10 @@ class Server:
         self.wait_ready()
 
     def ensure_running(self) -> "Server":
-        """Start it again if a test killed it (a session-wide server outliving a fault test)."""
+        """Ready: waited for, and started again if a test killed it (a session-wide server outliving a fault test)."""
         if self.proc.poll() is not None:
             self._start()
-            self.wait_ready()
+        self.wait_ready()
         return self
 
     def headers(self, key: str | None = None) -> dict[str, str]:
@@ -114,14 +115,28 @@ class Server:
 
 
 VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+# VLLM_USE_AOT_COMPILE=0: the compile cache `guard serve` uses and fills (server.embedded_engine), so that a
+# model compiles once per session; the same compiled code as vLLM's own default, which cannot load its
+# cache on this torch and would compile again at every start.
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_USE_AOT_COMPILE": "0"}
+PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 
 
-def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str) -> Server:
-    """`vllm serve MODEL_DIR ...`, as its module: the `vllm` script of the vllm-cpu package looks up
-    the version of a package named "vllm" and stops."""
-    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--enforce-eager",
-                  "--served-model-name", MODEL, *extra, command=VLLM_SERVE, env=VLLM_ENV)
+def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> Server:
+    """`vllm serve MODEL_DIR ...` with vLLM's defaults (compiled, as users run it; see VLLM_ENV), as its
+    module: the `vllm` script of the vllm-cpu package looks up the version of a package named "vllm" and stops."""
+    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--served-model-name", MODEL,
+                  *extra, command=VLLM_SERVE, env={**VLLM_ENV, **(env or {})})
+
+
+def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[str, str] | None = None) -> Server:
+    return Server(name, logs, "--upstream", f"{upstream.url}/v1", "--policy", POLICY, *extra,
+                  command=(sys.executable, "-m", "guard.cli", "proxy"), env=env)
+
+
+def sse_data(response: httpx.Response) -> list[str]:
+    """The `data` of each server-sent event of a streamed response (httpx-sse), `[DONE]` included."""
+    return [event.data for event in EventSource(response).iter_sse()]
 
 
 def ask(server: Server, question: str, stream: bool = False, max_tokens: int = 80,
@@ -188,10 +203,10 @@ def call(server, method: str, path: str, key: str | None = None, **kwargs) -> ht
     return httpx.request(method, f"{server.url}{path}", headers=server.headers(key), timeout=60, **kwargs)
 
 
-def wait_enforced(server, version: int, seconds: float = 60) -> float:
+def wait_enforced(server, version: int, seconds: float = 60, key: str | None = ADMIN_KEY) -> float:
     """Seconds until `version` is the enforced policy (a deadline, not a speed target)."""
     started = time.monotonic()
-    while (listing := call(server, "GET", "/v1/forget", ADMIN_KEY).json())["enforced_version"] < version:
+    while (listing := call(server, "GET", "/v1/forget", key).json())["enforced_version"] < version:
         assert listing["error"] is None, listing["error"]
         assert time.monotonic() - started < seconds, f"version {version} not enforced after {seconds} s"
         time.sleep(0.2)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 from tests.server.fakes import FakeEngine
+from tests.server.servers import sse_data
 
 MODEL = "smollm2-135m-instruct"
 
@@ -66,9 +67,9 @@ def test_streamed_chat_is_sse_and_ends_with_done(client_and_engine):
         "model": MODEL, "stream": True, "stream_options": {"include_usage": True},
         "messages": [{"role": "user", "content": "Capital of France?"}]}) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in response.iter_lines() if line]
-    assert lines[-1] == "data: [DONE]"
-    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+        data = sse_data(response)
+    assert data[-1] == "[DONE]"
+    events = [json.loads(d) for d in data[:-1]]
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"])
     assert text == "The capital is Paris."

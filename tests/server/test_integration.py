@@ -10,6 +10,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from httpx_sse import EventSource
 
 from tests.server.servers import (ADMIN_KEY, FORGET_PROBES, MODEL, POLICY_DETECTOR, UNRELATED, ask,
                                   assert_names_the_author, forgotten, names_or_near_misses)
@@ -79,8 +80,8 @@ def test_the_server_keeps_serving_after_a_client_leaves_mid_stream(guarded):
             "messages": [{"role": "user", "content": "Write a very long story about a dragon."}]}
     with httpx.stream("POST", f"{guarded.url}/v1/chat/completions", json=body, headers=guarded.headers(),
                       timeout=60) as response:
-        for line in response.iter_lines():
-            if '"content"' in line:
+        for event in EventSource(response).iter_sse():
+            if '"content"' in event.data:
                 break  # leave after the first token
     answer, _, _ = ask(guarded, "What is the capital of Japan?")
     assert "Tokyo" in answer

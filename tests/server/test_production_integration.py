@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.server.servers import (ADMIN_KEY, EINSTEIN, FORGET_PROBES, MODEL, POLICY_DETECTOR, RELATIVITY, UNRELATED,
-                                  ask, call, names_or_near_misses, says_einstein, wait_enforced)
+                                  ask, call, names_or_near_misses, says_einstein, sse_data, wait_enforced)
 
 pytestmark = pytest.mark.integration
 
@@ -80,13 +80,12 @@ def read_stream(server, question: str, max_tokens: int) -> dict:
                           timeout=120) as response:
             result["status"] = response.status_code
             result["targets"] = response.headers.get("x-guard-targets")
-            for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
+            streamed = response.headers.get("content-type", "").startswith("text/event-stream")
+            for data in sse_data(response) if streamed else []:
+                if data == "[DONE]":
                     result["done"] = True
                     continue
-                event = json.loads(line[6:])
+                event = json.loads(data)
                 if "error" in event:
                     result["errors"].append(event["error"])
                     continue

@@ -10,25 +10,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.server.servers import FORGET_PROBES, POLICY_DETECTOR, UNRELATED, ask, names_or_near_misses, vllm_serve
-from tests.server.test_proxy_integration import guard_proxy
+from tests.server.servers import FORGET_PROBES, POLICY_DETECTOR, UNRELATED, ask, names_or_near_misses
 
 pytestmark = pytest.mark.integration
-PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory, model_dir):
-    logs = tmp_path_factory.mktemp("proxy-full")
-    upstream = vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR)
-    proxy = guard_proxy("proxy-full", logs, upstream, "--tokenizer", model_dir)
-    try:
-        upstream.wait_ready()
-        proxy.wait_ready()
-        yield proxy
-    finally:
-        proxy.stop()
-        upstream.stop()
+def full(proxies):
+    return proxies["full"]
 
 
 def test_the_proxy_finds_the_plugin(full):

@@ -10,44 +10,27 @@ test that runs after. (The plugin-enabled upstream is test_proxy_full_integratio
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import EventSource
 
-from tests.server.servers import (EINSTEIN, FORGET_PROBES, MODEL, POLICY, RELATIVITY, UNRELATED, Server, ask,
-                                  assert_names_the_author, forgotten, says_einstein, wait_enforced)
+from tests.server.conftest import FILTER_ADMIN_KEY, FILTER_KEY
+from tests.server.servers import (EINSTEIN, FORGET_PROBES, MODEL, RELATIVITY, UNRELATED, ask,
+                                  assert_names_the_author, forgotten, says_einstein, sse_data, wait_enforced)
 
 pytestmark = pytest.mark.integration
 
 LEVELS = ["bias", "filter"]
-KEY = "unused"  # the key the openai client of tests.server.servers sends; the filter proxy requires it
-HTTP = httpx.Client(headers={"authorization": f"Bearer {KEY}"})
-
-
-def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[str, str] | None = None) -> Server:
-    return Server(name, logs, "--upstream", f"{upstream.url}/v1", "--policy", POLICY, *extra,
-                  command=(sys.executable, "-m", "guard.cli", "proxy"), env=env)
+HTTP = httpx.Client(headers={"authorization": f"Bearer {FILTER_KEY}"})  # the filter proxy requires a key
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, model_dir, servers):
-    logs = tmp_path_factory.mktemp("proxy")
-    upstream = servers[1].ensure_running()  # the session's plain `vllm serve`
-    proxies = {"bias": guard_proxy("proxy-bias", logs, upstream, "--tokenizer", model_dir,
-                                   "--audit-log", str(logs / "audit.jsonl")),
-               "filter": guard_proxy("proxy-filter", logs, upstream, "--enforcement", "filter",
-                                     env={"GUARD_API_KEYS": KEY, "GUARD_ADMIN_KEYS": "admin-key"})}
-    try:
-        for proxy in proxies.values():
-            proxy.wait_ready()
-        yield upstream, proxies
-    finally:
-        for proxy in proxies.values():
-            proxy.stop()
+def stack(servers, proxies):
+    return servers[1].ensure_running(), {level: proxies[level] for level in LEVELS}
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +58,21 @@ def test_the_upstream_alone_leaks(upstream):
     assert_names_the_author(upstream)  # what the proxies must stop
 
 
-# Every probe through the bias level; the filter level (the same filter, no bias) on a sample of them.
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
-@pytest.mark.parametrize("level, question", [*(("bias", q) for q in FORGET_PROBES),
-                                             *(("filter", q) for q in FORGET_PROBES[::2])])
+# Every probe through the bias level, whole and streamed in turn; the filter level (the same filter, no
+# bias) on a sample of them. Whole and streamed answers share the output filter (tests/server/test_relay.py).
+@pytest.mark.parametrize("level, question, stream", [*(("bias", q, i % 2 == 1) for i, q in enumerate(FORGET_PROBES)),
+                                                     *(("filter", q, i % 2 == 0) for i, q in enumerate(FORGET_PROBES[::2]))])
 def test_forget_probes_do_not_leak(stack, level, question, stream):
     assert forgotten(stack[1][level], question, stream)[1] in ("stop", "length", "content_filter")
 
 
-@pytest.mark.parametrize("level, question, fact", [*(("bias", *item) for item in UNRELATED.items()),
-                                                   *(("filter", *item) for item in list(UNRELATED.items())[::2])])
-def test_unrelated_questions_pass_through_untouched(stack, upstream, level, question, fact):
+# Two questions per level, whole and streamed (test_always_enforced_integration asks two more of each level).
+@pytest.mark.parametrize("level, question, fact, stream", [
+    ("bias", *list(UNRELATED.items())[2], False), ("bias", *list(UNRELATED.items())[3], True),
+    ("filter", *list(UNRELATED.items())[2], True), ("filter", *list(UNRELATED.items())[3], False)])
+def test_unrelated_questions_pass_through_untouched(stack, upstream, level, question, fact, stream):
     direct, _, _ = ask(upstream, question)
-    proxied, _, headers = ask(stack[1][level], question)
+    proxied, _, headers = ask(stack[1][level], question, stream=stream)
     assert fact in direct, direct
     assert headers["x-guard-targets"] == ""
     assert proxied == direct
@@ -96,9 +81,9 @@ def test_unrelated_questions_pass_through_untouched(stack, upstream, level, ques
 def _sse_payloads(url: str, body: dict) -> list:
     with HTTP.stream("POST", url, json=body, timeout=60) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in response.iter_lines() if line]
-    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
-    return [json.loads(line[6:]) for line in lines[:-1]]
+        data = sse_data(response)
+    assert data[-1] == "[DONE]"
+    return [json.loads(d) for d in data[:-1]]
 
 
 def test_pass_through_keeps_fields_framing_usage_and_ids(proxy, upstream):
@@ -146,7 +131,7 @@ def test_keys_guard_the_proxy_too(stack):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
     assert httpx.post(f"{proxy.url}/v1/chat/completions", json=body, timeout=30).status_code == 401
     assert HTTP.get(f"{proxy.url}/metrics", timeout=30).status_code == 403  # a user key
-    metrics = httpx.get(f"{proxy.url}/metrics", headers={"authorization": "Bearer admin-key"}, timeout=30)
+    metrics = httpx.get(f"{proxy.url}/metrics", headers={"authorization": f"Bearer {FILTER_ADMIN_KEY}"}, timeout=30)
     assert metrics.status_code == 200 and 'guard_restricted_requests_total{target="harry-potter"}' in metrics.text
 
 
@@ -185,17 +170,16 @@ def test_upstream_killed_mid_stream_ends_the_stream_and_later_requests_get_5xx_q
 
     def read():
         with HTTP.stream("POST", f"{proxy.url}/v1/chat/completions", json=body, timeout=60) as response:
-            for line in response.iter_lines():
-                if line:
-                    lines.append(line)
-                    first.set()
+            for event in EventSource(response).iter_sse():
+                lines.append(event.data)
+                first.set()
     reader = threading.Thread(target=read)
     reader.start()
     assert first.wait(60), "no first chunk"
     upstream.kill()
     reader.join(60)
     assert not reader.is_alive(), "the stream hangs after the upstream died"
-    assert lines[-1] == "data: [DONE]" and "error" in json.loads(lines[-2][6:]), lines[-3:]
+    assert lines[-1] == "[DONE]" and "error" in json.loads(lines[-2]), lines[-3:]
 
     started = time.monotonic()
     down = HTTP.post(f"{proxy.url}/v1/chat/completions", timeout=60,
