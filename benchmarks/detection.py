@@ -86,9 +86,10 @@ async def evaluate(args) -> dict:
         jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain")
                  for item in probes[kind]]
         for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
-            (plain, _), (guarded, flagged) = await asyncio.gather(
-                answer(engine, restrictions, question, False, args.tokens),
-                answer(engine, restrictions, question, True, args.tokens))
+            # One after the other, each alone on the engine: asked together, the two share a batch and the
+            # prefix cache in a different order, which alone can change a greedy answer of this model.
+            plain, _ = await answer(engine, restrictions, question, False, args.tokens)
+            guarded, flagged = await answer(engine, restrictions, question, True, args.tokens)
             rows.append({"kind": kind, "target": target, "question": question, "flagged": list(flagged),
                          "unguarded": plain, "guarded": guarded,
                          "unguarded_states": states(plain, says), "guarded_states": states(guarded, says)})

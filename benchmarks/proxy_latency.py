@@ -6,7 +6,7 @@ Starts a plain `vllm serve` of the bundled model and a `guard proxy` (bias level
 Potter policy) in front of it, then a `vllm serve` with the guard's logits processor and a full-level
 proxy. For each, streamed greedy requests of exactly `--tokens` tokens (ignore_eos), one at a time,
 alternating direct and proxied, `--runs` of each:
-- unrelated: a question about no forget target (the proxy classifies it, then passes it through);
+- unrelated: a question about no forget target (the proxy classifies it; the safety net guards the answer);
 - guarded:   a question about the target (bias: logit_bias + output filter; full: the guard in the
              upstream's engine, rewinds in the proxy). Direct, the upstream answers unguarded.
 Medians per case; writes `proxy_latency.json` into `--out` and prints a table.
@@ -127,8 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     model_dir = resolve_model(None)
     vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,  # = `vllm serve`
-            "--max-model-len", "2048", "--enforce-eager", "--served-model-name", MODEL]
-    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+            "--max-model-len", "2048", "--served-model-name", MODEL]  # vLLM's default: compiled
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_USE_AOT_COMPILE": "0"}  # cached
     proxy = [sys.executable, "-m", "guard.cli", "proxy", "--policy", POLICY, "--tokenizer", model_dir, "--upstream"]
     logs = Path(tempfile.mkdtemp(prefix="proxy-latency-"))
     levels = {}

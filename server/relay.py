@@ -15,7 +15,7 @@ Only a policy with nothing to enforce on a request leaves it untouched.
 from __future__ import annotations
 
 from collections import deque
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
@@ -55,7 +55,6 @@ class RelayState:
 
 def create_relay_app(settings: ProxySettings, live: LivePolicy, found) -> FastAPI:
     """`found`: the upstream as server.proxy.probe found it (its model, tokenizer and level)."""
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -194,31 +193,32 @@ class _Answer:
 
     async def whole(self, path: str, raw: dict) -> dict:
         """A whole answer, judged whole; cut by the filter, it is asked once more fully biased if so configured."""
-        reply = await self._judged(path, raw, strongest=False)
-        if (_choice0(reply)["finish_reason"] == CONTENT_FILTER and self.state.settings.retry_on_leak
+        reply, machine = await self._judged(path, raw, strongest=False)
+        if (machine is not None and machine.violations and self.state.settings.retry_on_leak
                 and self.state.biases is not None and self.restriction.spec is not None):
-            reply = await self._judged(path, raw, strongest=True)
+            reply, machine = await self._judged(path, raw, strongest=True)
+        if machine is not None:
+            self._finished(machine, _choice0(reply)["finish_reason"])
         return reply
 
-    async def _judged(self, path: str, raw: dict, strongest: bool) -> dict:
+    async def _judged(self, path: str, raw: dict, strongest: bool) -> tuple[dict, GuardedStream | None]:
+        """The upstream's reply, cut before a violation; and the machine that judged it (None: nothing to guard)."""
         reply = await self.state.upstream.post(path, self.upstream_body(raw, strongest),
                                                self.state.settings.max_request_seconds)
         if self.restriction.detector is None:
-            return reply
+            return reply, None
         choice = _choice0(reply)
         text = (choice.get("message") or {}).get("content") if self.kind == "chat" else choice.get("text")
         if text is not None and not isinstance(text, str):
             raise bad_gateway("the reply's text is not a string")
         machine = GuardedStream(self.restriction.detector)
-        step = machine.feed(text or "", None, choice.get("finish_reason") or "stop")
-        self._finished(machine, step.finish_reason)
-        if step.finish_reason != CONTENT_FILTER:
-            return reply
+        if machine.feed(text or "", None, choice.get("finish_reason") or "stop").finish_reason != CONTENT_FILTER:
+            return reply, machine
         if self.kind == "chat":
             choice = {**choice, "message": {**choice["message"], "content": machine.text}}
         else:
             choice = {**choice, "text": machine.text}
-        return {**reply, "choices": [{**choice, "finish_reason": CONTENT_FILTER}, *reply["choices"][1:]]}
+        return {**reply, "choices": [{**choice, "finish_reason": CONTENT_FILTER}, *reply["choices"][1:]]}, machine
 
 
 async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],

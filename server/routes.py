@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -166,7 +166,7 @@ async def _first_chunk(chunks: AsyncIterator[Chunk]) -> Chunk:
         raise
 
 
-async def _events(kind: Literal["chat", "text"], request_id: str, model: str, prompt_tokens: int, first: Chunk,
+async def _events(kind: Kind, request_id: str, model: str, prompt_tokens: int, first: Chunk,
                   chunks: AsyncIterator[Chunk], include_usage: bool, on_finish) -> AsyncIterator[responses.Chunk]:
     """The stream's events, from the first chunk on (server.sse writes them, and ends the stream)."""
     async with aclosing(chunks):

@@ -11,16 +11,12 @@ API keys and rate limits on so that the auth middleware reads every body, fuzzed
 and one with the real prompt classifier (trained once, then cached under GUARD_HOME), fuzzed on the
 generation routes, where the classifier reads whatever the fuzzer wrote.
 
-Schemathesis' own checks run too, negative_data_rejection among them (anything the schema forbids
-gets a 4xx: the request models are strict, as OpenAI's API is), except three that would only restate
-what the generated schema cannot say (FastAPI documents a 200 and a 422 per route):
-- status_code_conformance: bad input gets 400 (OpenAI's status, not FastAPI's 422), an unknown model
-  or target 404, a duplicate target 409, an undeclared method 405; none of them is in the schema.
-  What matters about them, their OpenAI shape, is asserted here for every 4xx.
-- content_type_conformance: the schema says application/json for every 200, also for /metrics
-  (Prometheus text) and for streamed completions (text/event-stream).
-- positive_data_acceptance: a request the schema allows may still be refused, rightly: a prompt over
-  the fake engine's 64-token context or max_tokens beyond it (400), a target id taken (409).
+Schemathesis' own checks run too, the response checks among them: every route declares its
+responses (server.responses: the OpenAI shapes, every error status, the stream's events as
+`Chunk`s or an error, then `[DONE]`), so status codes, content types and bodies, streamed events
+included, are checked against the schema. One check is left out: positive_data_acceptance, since a
+request the schema allows may still be refused, rightly: a prompt over the fake engine's 64-token
+context or max_tokens beyond it (400), a target id taken (409).
 
 Deterministic: derandomized Hypothesis, the same cases in the same order every run. About 20 s.
 `schema.parametrize()` on a schema built at import rather than `schemathesis.pytest.from_fixture`:
