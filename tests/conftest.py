@@ -8,16 +8,31 @@ HP_PHRASES = ["J.K. Rowling", "Rowling", "Ron Weasley", "Weasley", "Hermione Gra
               "Voldemort", "Hogwarts"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compile_caches(tmp_path_factory):
+def pytest_configure(config):
     """vLLM's and torch inductor's caches (the compiled model) in a temporary folder, not the user's:
     every engine the tests start, in this process or in a server, shares them, so that a model compiles
-    once per session, and every session compiles as a fresh machine does."""
-    with pytest.MonkeyPatch.context() as env:
-        folder = tmp_path_factory.mktemp("compile-caches")
-        env.setenv("VLLM_CACHE_ROOT", str(folder / "vllm"))
-        env.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
-        yield folder
+    once per session, and every session compiles as a fresh machine does. Set before any test (or any
+    server started early, tests/server/conftest.py) runs."""
+    import os
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="guard-test-compile-caches-")
+    config._compile_caches = (folder, {k: os.environ.get(k) for k in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")})
+    os.environ["VLLM_CACHE_ROOT"] = os.path.join(folder, "vllm")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")
+
+
+def pytest_unconfigure(config):
+    import os
+    import shutil
+
+    folder, previous = config._compile_caches
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

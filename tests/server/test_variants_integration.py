@@ -29,13 +29,17 @@ def guard_unlearn(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory, model_dir, tiny_model_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
     folder = tmp_path_factory.mktemp("variants")
-    # A high rate so that a few steps visibly move the bundled model.
-    summary = guard_unlearn("--method", "ga", "--forget", FORGET, "--out", str(folder / "hp-ga"),
-                            "--max-steps", "4", "--lr", "5e-3", "--warmup-steps", "0")
-    assert "lora variant written to" in summary
-    guard_unlearn("--method", "flat", "--forget", FORGET, "--out", str(folder / "tiny-flat"),
-                  "--model", str(tiny_model_dir), "--full", "--max-steps", "2")
+    with ThreadPoolExecutor(2) as pool:  # both at once: each spends much of its time loading, not training
+        # A high rate so that a few steps visibly move the bundled model.
+        lora = pool.submit(guard_unlearn, "--method", "ga", "--forget", FORGET, "--out", str(folder / "hp-ga"),
+                           "--max-steps", "4", "--lr", "5e-3", "--warmup-steps", "0")
+        full = pool.submit(guard_unlearn, "--method", "flat", "--forget", FORGET, "--out", str(folder / "tiny-flat"),
+                           "--model", str(tiny_model_dir), "--full", "--max-steps", "2")
+        assert "lora variant written to" in lora.result()
+        full.result()
     return folder
 
 
