@@ -1,19 +1,19 @@
 """Session-wide servers of the end-to-end tests: started once, shared by every module that asks.
 
-`guard serve` starts first, as soon as the tests are collected (when any end-to-end server test is
-selected), so that its first start, which compiles the model into the session's vLLM cache, runs
-beside the fast tests; every `vllm serve` starts after it and loads the compiled model from there
-(tests/server/servers.py: VLLM_ENV).
+`guard serve` and the plain reference (`vllm serve` with vLLM's defaults) start together, each
+compiling the model; the plugin `vllm serve` of the full proxy starts once `guard serve` is up and
+loads the compiled model from the session's compile cache (tests/server/servers.py). (Started beside
+the fast tests instead, the compilation slowed the tiny benchmark's training fourfold.)
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.server.servers import ADMIN_KEY, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy, vllm_serve
+from tests.server.servers import (ADMIN_KEY, COMPILE_CACHED, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy,
+                                  vllm_serve)
 
 FILTER_KEY, FILTER_ADMIN_KEY = "unused", "admin-key"  # the filter proxy runs with keys (the openai client's "unused")
-_started_early: dict[str, Server] = {}
 
 
 def _start_guarded(tmp_path_factory) -> Server:
@@ -24,38 +24,19 @@ def _start_guarded(tmp_path_factory) -> Server:
                   env={"GUARD_API_KEYS": USER_KEY, "GUARD_ADMIN_KEYS": ADMIN_KEY}, key=USER_KEY)
 
 
-def pytest_collection_finish(session):
-    if session.config.option.collectonly:
-        return
-    if any(item.get_closest_marker("integration") and item.nodeid.startswith("tests/server/")
-           for item in session.items):
-        from guard.models import prepare_default_model
-
-        prepare_default_model(progress=False)  # what the server would otherwise do first itself
-        _started_early["guarded"] = _start_guarded(session.config._tmp_path_factory)
-
-
-def pytest_sessionfinish(session):
-    for server in _started_early.values():  # started, but no test asked for it (deselected, or failed early)
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory, model_dir):
-    """The guarded server (started early, see above), and the reference: a plain `vllm serve` of the
-    same model with vLLM's defaults, what the guard must match wherever no target is touched, and the
-    upstream of the bias and filter proxies (a fault test kills it; see `plain`). Only the guarded
-    server is waited for here."""
-    guarded = _started_early.pop("guarded", None) or _start_guarded(tmp_path_factory)
-    logs = guarded.log.parent
-    started = [guarded]
+    """The guarded server, and the reference: a plain `vllm serve` of the same model with vLLM's
+    defaults, what the guard must match wherever no target is touched, and the upstream of the bias and
+    filter proxies (a fault test kills it; see `plain`). Only the guarded server is waited for here."""
+    guarded = _start_guarded(tmp_path_factory)
+    plain = vllm_serve("vllm-plain", guarded.log.parent, model_dir)
     try:
         guarded.wait_ready()
-        started.append(vllm_serve("vllm-plain", logs, model_dir))
-        yield guarded, started[1]
+        yield guarded, plain
     finally:
-        for server in started:
-            server.stop()
+        guarded.stop()
+        plain.stop()
 
 
 @pytest.fixture(scope="session")
@@ -75,7 +56,7 @@ def proxies(tmp_path_factory, model_dir, servers):
     """`guard proxy` at every level: full in front of a `vllm serve` that runs the guard's processor,
     bias (told the tokenizer) and filter (told nothing, with keys) in front of the plain reference."""
     logs = tmp_path_factory.mktemp("proxies")
-    plugin = vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR)
+    plugin = vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR, env=COMPILE_CACHED)
     started = {"full": guard_proxy("proxy-full", logs, plugin, "--tokenizer", model_dir)}  # waits for the plugin
     try:
         upstream = servers[1].ensure_running()

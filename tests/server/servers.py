@@ -52,11 +52,14 @@ class Server:
     `key`: the API key its clients send (None: a server without keys)."""
 
     def __init__(self, name: str, log_dir: Path, *args: str, command: tuple[str, ...] | None = None,
-                 env: dict[str, str] | None = None, key: str | None = None):
+                 env: dict[str, str] | None = None, key: str | None = None, deterministic: bool = False):
+        """`deterministic`: it holds no state that changes an answer (a plain `vllm serve`), so `ask`
+        asks it each question once."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"{name}.log"
         self.key = key
+        self.answers: dict | None = {} if deterministic else None
         command = command or (sys.executable, "-m", "guard.cli", "serve")
         self._argv, self._env = [*command, "--port", str(self.port), *args], {**os.environ, **(env or {})}
         self._start()
@@ -115,18 +118,19 @@ class Server:
 
 
 VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
-# VLLM_USE_AOT_COMPILE=0: the compile cache `guard serve` uses and fills (server.embedded_engine), so that a
-# model compiles once per session; the same compiled code as vLLM's own default, which cannot load its
-# cache on this torch and would compile again at every start.
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_USE_AOT_COMPILE": "0"}
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
+# The compile cache `guard serve` uses and fills (server.embedded_engine): a `vllm serve` started after it
+# loads the model it compiled. The same compiled code as vLLM's own default, whose cache fails to load
+# on this torch, so that it compiles again at every start.
+COMPILE_CACHED = {"VLLM_USE_AOT_COMPILE": "0"}
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 
 
 def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> Server:
-    """`vllm serve MODEL_DIR ...` with vLLM's defaults (compiled, as users run it; see VLLM_ENV), as its
-    module: the `vllm` script of the vllm-cpu package looks up the version of a package named "vllm" and stops."""
+    """`vllm serve MODEL_DIR ...` with vLLM's defaults (compiled, as users run it), as its module: the
+    `vllm` script of the vllm-cpu package looks up the version of a package named "vllm" and stops."""
     return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--served-model-name", MODEL,
-                  *extra, command=VLLM_SERVE, env={**VLLM_ENV, **(env or {})})
+                  *extra, command=VLLM_SERVE, env={**VLLM_ENV, **(env or {})}, deterministic=not extra)
 
 
 def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[str, str] | None = None) -> Server:
@@ -142,6 +146,16 @@ def sse_data(response: httpx.Response) -> list[str]:
 def ask(server: Server, question: str, stream: bool = False, max_tokens: int = 80,
         model: str = MODEL) -> tuple[str, str, dict]:
     """(answer, finish_reason, response headers), greedy."""
+    key = (question, stream, max_tokens, model)
+    if server.answers is not None and key in server.answers:
+        return server.answers[key]
+    answered = _ask(server, question, stream, max_tokens, model)
+    if server.answers is not None:
+        server.answers[key] = answered
+    return answered
+
+
+def _ask(server: Server, question: str, stream: bool, max_tokens: int, model: str) -> tuple[str, str, dict]:
     client = server.client()
     messages = [{"role": "user", "content": question}]
     if stream:

@@ -10,6 +10,7 @@ stay word for word plain vLLM's.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -26,7 +27,6 @@ TARGETS = UNSEEN_POLICY["targets"]  # Einstein, and the Lord of the Rings with J
 # through, and the unguarded model answers them with a target's name.
 UNNAMED = [
     "Name some famous fantasy book series and their authors.",
-    "List classic fantasy novels every reader should know.",
     "Who were the most important thinkers of the twentieth century?",
     "Who are the most famous fantasy authors?",
 ]
@@ -44,30 +44,28 @@ def says_a_target(text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def servers_with_targets(guarded, proxies):
-    """Every server with the two targets added over its admin API; deleted again afterwards."""
+    """Every server with the two targets added over its admin API (all at once); deleted again afterwards."""
     servers = {"serve": (guarded, ADMIN_KEY), "full": (proxies["full"], None), "bias": (proxies["bias"], None),
                "filter": (proxies["filter"], FILTER_ADMIN_KEY)}
 
-    def admin(server, key, method, path, **kwargs):
+    def change(server, key, method: str) -> None:
         headers = {"authorization": f"Bearer {key}"} if key else {}
-        return httpx.request(method, f"{server.url}{path}", headers=headers, timeout=60, **kwargs)
-    for server, key in servers.values():
         for target in TARGETS:
-            added = admin(server, key, "POST", "/v1/forget", json=target)
-            assert added.status_code == 201, added.text
-        wait_enforced(server, added.json()["version"], key=key or ADMIN_KEY)
+            path, body = ("/v1/forget", target) if method == "POST" else (f"/v1/forget/{target['id']}", None)
+            response = httpx.request(method, f"{server.url}{path}", headers=headers, json=body, timeout=60)
+            assert response.status_code in (200, 201), response.text
+        wait_enforced(server, response.json()["version"], key=key or ADMIN_KEY)
+    with ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(lambda entry: change(*entry, "POST"), servers.values()))
     yield {level: server for level, (server, _) in servers.items()}
-    for server, key in servers.values():
-        for target in TARGETS:
-            deleted = admin(server, key, "DELETE", f"/v1/forget/{target['id']}")
-            assert deleted.status_code == 200, deleted.text
-        wait_enforced(server, deleted.json()["version"], key=key or ADMIN_KEY)
+    with ThreadPoolExecutor(len(servers)) as pool:
+        list(pool.map(lambda entry: change(*entry, "DELETE"), servers.values()))
 
 
 @pytest.fixture(scope="module")
 def unguarded(servers):
     """The plain model's answers: each names a target (so the tests below can fail)."""
-    answers = {q: ask(servers[1].ensure_running(), q, max_tokens=TOKENS)[0] for q in [*UNNAMED, *UNRELATED]}
+    answers = {q: ask(servers[1].ensure_running(), q, max_tokens=TOKENS)[0] for q in [*UNNAMED, *list(UNRELATED)[:2]]}
     for question in UNNAMED:
         assert says_a_target(answers[question]), (question, answers[question])
     return answers
