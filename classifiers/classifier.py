@@ -23,6 +23,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from classifiers import training_data
 from classifiers.encoder import DEFAULT_ENCODER, load_encoder
 from classifiers.training_data import NONE
+from guard.files import write_atomically
 from guard.policy import Policy
 
 DATA_VERSION = 3  # bump when the training data recipe changes
@@ -102,10 +103,8 @@ def train(policy: Policy, *, encoder_name: str = DEFAULT_ENCODER, target_fpr: fl
     )
     classifier = PromptClassifier(head, [str(c) for c in head.classes_], threshold, encoder_name, report)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        joblib.dump({"head": head, "labels": classifier.labels, "threshold": threshold, "report": report}, tmp)
-        tmp.replace(path)
+        saved = {"head": head, "labels": classifier.labels, "threshold": threshold, "report": report}
+        write_atomically(path, lambda tmp: joblib.dump(saved, tmp))
     return classifier
 
 

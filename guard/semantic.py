@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from guard.files import write_atomically
 from guard.folding import fold
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> [N, D] unit vectors
@@ -42,9 +43,10 @@ class SemanticIndex:
                       tqdm(range(0, len(self.words), 512), desc="embedding the vocabulary (once)", unit="batch")]
             self.vectors = np.concatenate(chunks).astype(np.float32)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                np.save(path.with_suffix(".tmp.npy"), self.vectors)
-                path.with_suffix(".tmp.npy").replace(path)
+                def save(tmp: Path) -> None:
+                    with tmp.open("wb") as file:
+                        np.save(file, self.vectors)
+                write_atomically(path, save)
         self.similar = lru_cache(maxsize=4096)(self._similar)
 
     def _similar(self, word: str) -> tuple[tuple[int, float], ...]:

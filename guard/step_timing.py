@@ -17,6 +17,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 
+from guard.files import write_atomically
+
 __all__ = ["BUCKETS", "ENV", "Snapshot", "StepHistogram", "Publisher", "stats_path", "publish_from_env",
            "read", "write"]
 
@@ -82,9 +84,7 @@ def stats_path(directory: str | Path, engine_id: str) -> Path:
 
 def write(path: Path, snapshot: Snapshot) -> None:
     """Atomically: a reader sees the previous file or this one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(snapshot.to_json())
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(snapshot.to_json()))
 
 
 def read(path: Path) -> Snapshot | None:
