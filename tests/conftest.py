@@ -9,24 +9,32 @@ HP_PHRASES = ["J.K. Rowling", "Rowling", "Ron Weasley", "Weasley", "Hermione Gra
 
 
 def pytest_configure(config):
-    """vLLM's and torch inductor's caches (the compiled model) in a temporary folder, not the user's:
-    every engine the tests start, in this process or in a server, shares them, so that a model compiles
-    once per session, and every session compiles as a fresh machine does. Set before any test (or any
-    server started early, tests/server/conftest.py) runs."""
+    """Every cache the tests fill in a temporary folder, not the user's: GUARD_HOME (classifiers,
+    semantic index, benchmark models), vLLM's and torch inductor's compile caches. Every engine and
+    server the tests start inherits them, so that a model compiles once per session and every session
+    starts as a fresh machine does. Only the bundled model `make setup` prepared is read from the user's
+    cache (linked, never written); without it, it is prepared into the temporary folder."""
     import os
     import tempfile
 
-    folder = tempfile.mkdtemp(prefix="guard-test-compile-caches-")
-    config._compile_caches = (folder, {k: os.environ.get(k) for k in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")})
-    os.environ["VLLM_CACHE_ROOT"] = os.path.join(folder, "vllm")
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, "inductor")
+    from guard.models import default_model_dir
+
+    prepared = default_model_dir()
+    folder = tempfile.mkdtemp(prefix="guard-test-caches-")
+    keys = ("GUARD_HOME", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")
+    config._test_caches = (folder, {k: os.environ.get(k) for k in keys})
+    os.environ.update(GUARD_HOME=os.path.join(folder, "guard"), VLLM_CACHE_ROOT=os.path.join(folder, "vllm"),
+                      TORCHINDUCTOR_CACHE_DIR=os.path.join(folder, "inductor"))
+    if (prepared / "config.json").exists():
+        default_model_dir().parent.mkdir(parents=True)
+        default_model_dir().symlink_to(prepared, target_is_directory=True)
 
 
 def pytest_unconfigure(config):
     import os
     import shutil
 
-    folder, previous = config._compile_caches
+    folder, previous = config._test_caches
     for key, value in previous.items():
         if value is None:
             os.environ.pop(key, None)

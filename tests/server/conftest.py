@@ -1,9 +1,10 @@
 """Session-wide servers of the end-to-end tests: started once, shared by every module that asks.
 
-`guard serve` and the plain reference (`vllm serve` with vLLM's defaults) start together, each
-compiling the model; the plugin `vllm serve` of the full proxy starts once `guard serve` is up and
-loads the compiled model from the session's compile cache (tests/server/servers.py). (Started beside
-the fast tests instead, the compilation slowed the tiny benchmark's training fourfold.)
+`guard serve` starts first and compiles the model into the session's compile cache; the plain
+reference and the plugin `vllm serve` of the full proxy start once it is up and load what it compiled
+(tests/server/servers.py, COMPILE_CACHED). Started together, the three compiled the same model three
+times over on two cores; started beside the fast tests, the compilation slowed the tiny benchmark's
+training fourfold.
 """
 
 from __future__ import annotations
@@ -26,17 +27,21 @@ def _start_guarded(tmp_path_factory) -> Server:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory, model_dir):
-    """The guarded server, and the reference: a plain `vllm serve` of the same model with vLLM's
-    defaults, what the guard must match wherever no target is touched, and the upstream of the bias and
-    filter proxies (a fault test kills it; see `plain`). Only the guarded server is waited for here."""
+    """The guarded server; the reference: a plain `vllm serve` of the same model with vLLM's defaults,
+    what the guard must match wherever no target is touched, and the upstream of the bias and filter
+    proxies (a fault test kills it; see `plain`); and the plugin `vllm serve` (the guard's logits
+    processor), the full proxy's upstream. The plain and plugin servers are not waited for here."""
     guarded = _start_guarded(tmp_path_factory)
-    plain = vllm_serve("vllm-plain", guarded.log.parent, model_dir)
+    started = [guarded]
     try:
         guarded.wait_ready()
-        yield guarded, plain
+        logs = guarded.log.parent
+        started.append(vllm_serve("vllm-plain", logs, model_dir, env=COMPILE_CACHED))
+        started.append(vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR, env=COMPILE_CACHED))
+        yield tuple(started)
     finally:
-        guarded.stop()
-        plain.stop()
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +61,7 @@ def proxies(tmp_path_factory, model_dir, servers):
     """`guard proxy` at every level: full in front of a `vllm serve` that runs the guard's processor,
     bias (told the tokenizer) and filter (told nothing, with keys) in front of the plain reference."""
     logs = tmp_path_factory.mktemp("proxies")
-    plugin = vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR, env=COMPILE_CACHED)
+    plugin = servers[2]
     started = {"full": guard_proxy("proxy-full", logs, plugin, "--tokenizer", model_dir)}  # waits for the plugin
     try:
         upstream = servers[1].ensure_running()
@@ -70,4 +75,3 @@ def proxies(tmp_path_factory, model_dir, servers):
     finally:
         for proxy in started.values():
             proxy.stop()
-        plugin.stop()

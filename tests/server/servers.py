@@ -174,6 +174,16 @@ def _ask(server: Server, question: str, stream: bool, max_tokens: int, model: st
     return completion.choices[0].message.content, completion.choices[0].finish_reason, dict(raw.headers)
 
 
+def known_facts(plain: Server) -> dict[str, str]:
+    """The UNRELATED questions whose fact the plain reference states, and the fact. Most of them (so
+    that the guard has facts to lose), not all: one greedy answer can flip with the CPU's bf16 kernels
+    (on an AVX512-BF16 machine the bundled model answers the capital of France with "L'Étoile, ...",
+    under plain vLLM as under the guard)."""
+    known = {q: fact for q, fact in UNRELATED.items() if fact in ask(plain, q)[0]}
+    assert len(known) >= len(UNRELATED) - 1, known
+    return known
+
+
 def names_or_near_misses(text: str) -> list[str]:
     """An independent leak check: a forbidden name anywhere in the letters of the text (so
     "R-o-w-l-i-n-g" counts), or a word spelled close to one (edit similarity, or its first 5 letters)."""

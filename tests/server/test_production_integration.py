@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.server.servers import (ADMIN_KEY, EINSTEIN, FORGET_PROBES, MODEL, POLICY_DETECTOR, RELATIVITY, UNRELATED,
-                                  ask, call, names_or_near_misses, says_einstein, sse_data, wait_enforced)
+                                  ask, call, known_facts, names_or_near_misses, says_einstein, sse_data, wait_enforced)
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,8 @@ def read_stream(server, question: str, max_tokens: int) -> dict:
     return result
 
 
-def test_32_concurrent_streams_all_complete_unmixed(guarded, einstein):
+def test_32_concurrent_streams_all_complete_unmixed(guarded, plain, einstein):
+    known = known_facts(plain)
     questions = [*list(UNRELATED) * 6, *FORGET_PROBES[:6], RELATIVITY, RELATIVITY]
     assert len(questions) == 32
     with ThreadPoolExecutor(len(questions)) as pool:
@@ -109,7 +110,7 @@ def test_32_concurrent_streams_all_complete_unmixed(guarded, einstein):
         assert result["status"] == 200 and result["errors"] == [] and result["done"], result
         assert len(result["ids"]) == 1 and len(result["finishes"]) == 1, result  # one stream, one ending
         if question in UNRELATED:
-            assert result["targets"] == "" and UNRELATED[question] in text, result
+            assert result["targets"] == "" and (question not in known or known[question] in text), result
             others = [fact for q, fact in UNRELATED.items() if q != question]
             assert not any(fact in text for fact in others), result  # nothing of another stream
         elif question == RELATIVITY:
@@ -126,7 +127,7 @@ def test_32_concurrent_streams_all_complete_unmixed(guarded, einstein):
     assert float(re.search(r"^guard_step_seconds_count (\S+)$", steps, re.M).group(1)) > 0
 
 
-def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, einstein):
+def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, plain, einstein):
     long_ones = ["Write a very long story about a dragon.", "Write a long poem about the sea.",
                  "Explain photosynthesis in detail.", "Tell me everything about the history of Rome."]
     questions = [*long_ones, RELATIVITY, *FORGET_PROBES[:3]]
@@ -155,4 +156,5 @@ def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, einste
     assert "einstein" in [t["id"] for t in listing["data"]] and listing["enforced_version"] == einstein
     answer, _, headers = ask(guarded, RELATIVITY)
     assert headers["x-guard-targets"] == "einstein" and not says_einstein(answer), answer
-    assert "Paris" in ask(guarded, "What is the capital of France?")[0]
+    france = "What is the capital of France?"
+    assert ask(guarded, france)[0] == ask(plain, france)[0]
