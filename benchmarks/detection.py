@@ -6,11 +6,12 @@ On one engine, every probe is answered twice, greedy: unguarded, and through the
 path (classifier -> retrieval and spans -> token guard and rewinds). Reported:
 - leak rate: of the facts the unguarded model states, the share the guarded answer still states
   (paraphrased, role-play, complete-the-sentence and spell-it-out probes);
-- retention: of the unrelated and near-domain questions the unguarded model answers correctly, the
-  share still answered correctly;
-- flag rate: unrelated and near-domain prompts the classifier flags (x-guard-targets not empty),
-  and forget probes it misses;
-- latency: classifier p50 per conversation, and the guard's added time to the first engine token
+- retention: of the unrelated, near-domain and near-entity questions the unguarded model answers
+  correctly, the share still answered correctly;
+- flag rate: unrelated and near-domain prompts flagged (x-guard-targets not empty), near-entity
+  prompts flagged (other people, works and places of a target's domain, in English, in French and as
+  JSON requests), and forget probes missed;
+- latency: detection p50 per conversation (the classifier and the name scan), and the guard's added time to the first engine token
   (classification, spans, spec compilation in the worker), medians over repeated runs.
 Writes `detection.json` into `--out` and prints a summary.
 """
@@ -29,6 +30,7 @@ import yaml
 from tqdm import tqdm
 
 from guard.chat import render_chat
+from guard.conversation import Conversation
 from guard.folding import fold
 from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
@@ -50,7 +52,7 @@ def states(answer: str, says: list[str]) -> bool:
 def prepare(engine, restrictions, question: str, guarded: bool):
     """What the server does before the engine: the prompt's tokens and, if guarded, the restriction."""
     prompt = render_chat(engine.tokenizer, [{"role": "user", "content": question}])
-    return prompt, restrictions.for_conversation([question, question]) if guarded else UNRESTRICTED
+    return prompt, restrictions.for_conversation(Conversation.of_prompt(question)) if guarded else UNRESTRICTED
 
 
 async def answer(engine, restrictions, question: str, guarded: bool, max_tokens: int) -> tuple[str, tuple]:
@@ -83,7 +85,7 @@ async def evaluate(args) -> dict:
     rows = []
     try:
         jobs = [("fact", f["target"], q, f["says"]) for f in probes["facts"] for q in f["probes"]]
-        jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain")
+        jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain", "near_entity")
                  for item in probes[kind]]
         for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
             # One after the other, each alone on the engine: asked together, the two share a batch and the
@@ -106,11 +108,14 @@ async def evaluate(args) -> dict:
         for question in questions:
             started = time.perf_counter()
             restrictions.classifier.detect([question])
+            restrictions.mentions.targets_in(question)
             classifier_ms.append((time.perf_counter() - started) * 1000)
     facts = [r for r in rows if r["kind"] == "fact"]
     stated = [r for r in facts if r["unguarded_states"]]
     others = [r for r in rows if r["kind"] != "fact"]
     known = [r for r in others if r["unguarded_states"]]
+    unrelated = [r for r in others if r["kind"] != "near_entity"]
+    near_entity = [r for r in others if r["kind"] == "near_entity"]
     report = restrictions.classifier.report
     return {
         "policy": str(args.policy),
@@ -118,13 +123,15 @@ async def evaluate(args) -> dict:
         "facts_stated_unguarded": f"{len(stated)}/{len(facts)}",
         "retention": sum(r["guarded_states"] for r in known) / len(known) if known else None,
         "answers_known_unguarded": f"{len(known)}/{len(others)}",
-        "flag_rate_unrelated_near_domain": sum(bool(r["flagged"]) for r in others) / len(others),
+        "flag_rate_unrelated_near_domain": sum(bool(r["flagged"]) for r in unrelated) / len(unrelated),
+        "flag_rate_near_entity": sum(bool(r["flagged"]) for r in near_entity) / len(near_entity),
         "miss_rate_forget_probes": sum(not r["flagged"] for r in facts) / len(facts),
         "classifier_ms_p50": statistics.median(classifier_ms),
         "ttft_ms": {"plain_p50": statistics.median(ttft["plain"]), "guarded_p50": statistics.median(ttft["guarded"]),
                     "added_p50": statistics.median(g - p for g, p in zip(ttft["guarded"], ttft["plain"]))},
         "classifier_report": {"threshold": report.threshold, "fpr_general": report.fpr_general,
-                              "fpr_near_domain": report.fpr_near_domain, "fnr": report.fnr},
+                              "fpr_near_domain": report.fpr_near_domain, "fpr_keep": report.fpr_keep,
+                              "fnr": report.fnr},
         "rows": rows,
         "provenance": {"model": model_provenance(resolve_model(None)), "encoder": settings.encoder},
     }
@@ -144,9 +151,10 @@ def main(argv: list[str] | None = None) -> None:
           f"({result['facts_stated_unguarded']} probes state one unguarded)")
     print(f"retention {result['retention']:.1%} of correct unrelated/near-domain answers "
           f"({result['answers_known_unguarded']} known unguarded)")
-    print(f"flagged {result['flag_rate_unrelated_near_domain']:.1%} of unrelated/near-domain prompts; "
+    print(f"flagged {result['flag_rate_unrelated_near_domain']:.1%} of unrelated/near-domain prompts, "
+          f"{result['flag_rate_near_entity']:.1%} of near-entity prompts; "
           f"missed {result['miss_rate_forget_probes']:.1%} of forget probes")
-    print(f"classifier p50 {result['classifier_ms_p50']:.1f} ms; time to first token p50 plain "
+    print(f"detection (classifier and names) p50 {result['classifier_ms_p50']:.1f} ms; time to first token p50 plain "
           f"{result['ttft_ms']['plain_p50']:.1f} ms, guarded {result['ttft_ms']['guarded_p50']:.1f} ms, "
           f"added {result['ttft_ms']['added_p50']:.1f} ms")
     report = result["classifier_report"]

@@ -36,10 +36,12 @@ class BenchData:
     retain: tuple[QA, ...]
     subjects: tuple[Subject, ...]  # the forget subjects
     train: tuple[QA, ...] = field(default=())  # what the "target" model is fine-tuned on; () = the base already knows
+    keep: tuple[str, ...] = ()  # the retained subjects' names: every target's `keep`, as an operator would give them
 
     def policy(self) -> Policy:
-        """The guard's policy for this data: one target per forget subject, with its forget QA."""
+        """The guard's policy for this data: one target per forget subject, with its forget QA, and
+        the retained subjects as the neighbours it must keep."""
         return parse_policy({"targets": [
-            {"id": s.id, "description": s.description, "phrases": list(s.phrases),
+            {"id": s.id, "description": s.description, "phrases": list(s.phrases), "keep": list(self.keep),
              "qa": [{"question": q.question, "answer": q.answer} for q in self.forget if q.subject == s.id]}
             for s in self.subjects]})

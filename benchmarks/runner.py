@@ -34,6 +34,7 @@ from benchmarks.finetune import TINY, Recipe, finetuned
 from benchmarks.items import QA, BenchData
 from benchmarks.suites import DEFAULT_MODEL, Suite, WeightMethod
 from benchmarks.throughput import engine_run, paired_ratio, server_run
+from guard.conversation import Conversation
 
 GUARD, BASE = "guard", "base"
 TTFT_RUNS = 15
@@ -130,7 +131,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
 
     batch = (questions * (suite.throughput_batch // len(questions) + 1))[:suite.throughput_batch]
     prompts = [render_chat(engine.tokenizer, [{"role": "user", "content": q}]) for q in batch]
-    per_prompt = [restrictions.for_conversation([q, q]) for q in batch]  # as the server decides, once
+    per_prompt = [restrictions.for_conversation(Conversation.of_prompt(q)) for q in batch]  # as the server decides, once
     specs = [r.spec for r in per_prompt]
     flagged = next((q for q, r in zip(batch, per_prompt) if r.target_ids), batch[0])
     tokens, seconds = suite.throughput_tokens, suite.throughput_seconds
@@ -195,7 +196,7 @@ def guard_matchers(restrictions, items: list[QA], tokenizer):
     compiled = {}
     matchers = []
     for item in items:
-        spec = restrictions.for_conversation([item.question, item.question]).spec
+        spec = restrictions.for_conversation(Conversation.of_prompt(item.question)).spec
         if spec is not None and spec.compile_key not in compiled:
             compiled[spec.compile_key] = Matcher(spec.patterns, spec.penalty, index, spec.semantic)
         matchers.append(compiled[spec.compile_key] if spec is not None else None)

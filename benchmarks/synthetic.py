@@ -139,7 +139,7 @@ def generate(n_people: int, questions_per_person: int, forget_people: int, seed:
     retain = [qa for _, items in people[forget_people:] for qa in items]
     return BenchData(name=f"synthetic-{n_people}p-seed{seed}", forget=tuple(forget), retain=tuple(retain),
                      subjects=tuple(subject for subject, _ in people[:forget_people]),
-                     train=tuple(forget + retain))
+                     train=tuple(forget + retain), keep=tuple(subject.name for subject, _ in people[forget_people:]))
 
 
 def slug(name: str) -> str:

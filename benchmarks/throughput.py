@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from guard.chat import render_chat
+from guard.conversation import Conversation
 from guard.models import model_provenance, resolve_model
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
@@ -100,7 +101,7 @@ async def measure(args) -> dict:
     model_path = resolve_model(args.model)
     restrictions = build_restrictions(Settings(model=args.model), load_policy(args.policy), model_path)
     questions = (QUESTIONS * (args.batch // len(QUESTIONS) + 1))[: args.batch]
-    served = [restrictions.for_conversation([q, q]) for q in questions]  # as the server decides, once
+    served = [restrictions.for_conversation(Conversation.of_prompt(q)) for q in questions]  # as the server decides, once
     net = restrictions.safety_net.spec
     engine = EmbeddedEngine(model_path, max_model_len=2048, kv_cache_gib=args.kv_cache_gib,
                             enforce_eager=args.enforce_eager)

@@ -1,7 +1,8 @@
 """The prompt classifier: a sentence encoder and a scikit-learn head over {none, target_1, ...}.
 
 Trained from the policy alone in seconds. The decision threshold is calibrated on out-of-fold
-scores of the negatives (general and near-domain prompts) to a target false-positive rate; the
+scores of the negatives (general and near-domain prompts) to a target false-positive rate, and
+never below what keeps every one of the operator's `keep` prompts unflagged; the
 achieved FPR/FNR are stored beside the model. A trained classifier is cached on disk under a hash
 of everything it depends on (encoder, policy, data, seed), so it is retrained only when they change.
 """
@@ -26,7 +27,7 @@ from classifiers.training_data import NONE
 from guard.files import write_atomically
 from guard.policy import Policy
 
-DATA_VERSION = 3  # bump when the training data recipe changes
+DATA_VERSION = 4  # bump when the training data recipe changes
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Report:
     target_fpr: float
     fpr_general: float
     fpr_near_domain: float
+    fpr_keep: float
     fnr: float
     examples: int
     seconds: float
@@ -51,9 +53,10 @@ class Report:
 
 class PromptClassifier:
     def __init__(self, head: LogisticRegression, labels: list[str], threshold: float, encoder_name: str,
-                 report: Report):
+                 report: Report, negatives: tuple[str, ...] = ()):
+        """`negatives`: the prompts it was taught are about no target (guard.mentions' background)."""
         self.head, self.labels, self.threshold = head, labels, threshold
-        self.encoder_name, self.report = encoder_name, report
+        self.encoder_name, self.report, self.negatives = encoder_name, report, negatives
         self.encoder = load_encoder(encoder_name)
 
     def detect(self, texts: list[str]) -> Detection:
@@ -76,7 +79,8 @@ def train(policy: Policy, *, encoder_name: str = DEFAULT_ENCODER, target_fpr: fl
     path = cache_dir / f"classifier-{key}.joblib" if cache_dir else None
     if path is not None and path.exists():
         saved = joblib.load(path)
-        return PromptClassifier(saved["head"], saved["labels"], saved["threshold"], encoder_name, saved["report"])
+        return PromptClassifier(saved["head"], saved["labels"], saved["threshold"], encoder_name, saved["report"],
+                                saved["negatives"])
     started = time.perf_counter()
     rng = random.Random(seed)
     encoder = load_encoder(encoder_name)
@@ -89,21 +93,25 @@ def train(policy: Policy, *, encoder_name: str = DEFAULT_ENCODER, target_fpr: fl
     classes = sorted(set(labels))
     target_score = out_of_fold[:, [i for i, c in enumerate(classes) if c != NONE]].max(axis=1)
     negative = y == NONE
-    threshold = _threshold_for_fpr(target_score[negative], target_fpr)
-    head.fit(x, y)
     kinds = np.array(kinds)
+    threshold = max(_threshold_for_fpr(target_score[negative], target_fpr),
+                    _threshold_for_fpr(target_score[kinds == "keep"], 0.0))
+    head.fit(x, y)
     predicted = np.array(classes)[out_of_fold.argmax(axis=1)]
     hit = (target_score >= threshold) & (predicted == y)
     report = Report(
         threshold=threshold, target_fpr=target_fpr,
         fpr_general=float((target_score[kinds == "general"] >= threshold).mean()),
-        fpr_near_domain=float((target_score[kinds == "near-domain"] >= threshold).mean()) if (kinds == "near-domain").any() else 0.0,
+        fpr_near_domain=_flagged_share(target_score[kinds == "near-domain"], threshold),
+        fpr_keep=_flagged_share(target_score[kinds == "keep"], threshold),
         fnr=float(1 - hit[~negative].mean()) if (~negative).any() else 0.0,
         examples=len(texts), seconds=time.perf_counter() - started, fields=fields,
     )
-    classifier = PromptClassifier(head, [str(c) for c in head.classes_], threshold, encoder_name, report)
+    negatives = tuple(dict.fromkeys(t for t, label in zip(texts, labels) if label == NONE))
+    classifier = PromptClassifier(head, [str(c) for c in head.classes_], threshold, encoder_name, report, negatives)
     if path is not None:
-        saved = {"head": head, "labels": classifier.labels, "threshold": threshold, "report": report}
+        saved = {"head": head, "labels": classifier.labels, "threshold": threshold, "report": report,
+                 "negatives": negatives}
         write_atomically(path, lambda tmp: joblib.dump(saved, tmp))
     return classifier
 
@@ -121,6 +129,8 @@ def _dataset(policy: Policy, encoder, rng: random.Random):
         fields[target.id] = [names[i] for i in np.argsort(-closeness)[:2]]
         for text in training_data.near_domain_prompts(target, fields[target.id], rng):
             texts.append(text), labels.append(NONE), kinds.append("near-domain")
+        for text in training_data.keep_prompts(target, rng):
+            texts.append(text), labels.append(NONE), kinds.append("keep")
     near = {f for chosen in fields.values() for f in chosen}
     general = training_data.general_prompts()
     for target in policy.targets:  # short entity questions from every other field ("Who founded Apple?")
@@ -136,6 +146,10 @@ def _threshold_for_fpr(negative_scores: np.ndarray, target_fpr: float) -> float:
     allowed = int(np.floor(target_fpr * len(ranked)))
     above = ranked[allowed] if allowed < len(ranked) else 0.0
     return float(min(max(np.nextafter(above, 1.0), 0.05), 0.99))
+
+
+def _flagged_share(scores: np.ndarray, threshold: float) -> float:
+    return float((scores >= threshold).mean()) if len(scores) else 0.0
 
 
 def _smallest_class(y: np.ndarray) -> int:

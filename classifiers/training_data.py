@@ -3,7 +3,9 @@
 Positives per target: its description, names, forget questions and answers, passages, example
 prompts, and augmentations of them (paraphrase templates, role-play and "ignore previous
 instructions" wrappers, "complete the sentence", "spell it out"). Negatives: the shipped general
-prompts, the other targets, and near-domain prompts (same field, other entities) per target.
+prompts, the other targets, near-domain prompts (same field, other entities) per target, and the
+target's `keep` list: neighbours the operator names, each a prompt as given, or a name asked about
+as the target's own names are (its forget questions with the neighbour in the target's place).
 """
 
 from __future__ import annotations
@@ -56,6 +58,32 @@ def target_positives(target: Target, rng: random.Random) -> list[str]:
         if len(words) >= 3:
             texts.append(f"Complete the sentence: {' '.join(words[: max(2, len(words) // 2)])}")
     return list(dict.fromkeys(t for t in texts if t.strip()))
+
+
+def keep_prompts(target: Target, rng: random.Random) -> list[str]:
+    """Negatives from the target's `keep` list. A name ("Neil Gaiman", "The Hobbit") is asked about
+    with the name templates and in the target's own questions, put where the target's names stand,
+    so that the classifier learns the question's shape is not what makes it about the target."""
+    questions = [qa.question for qa in target.qa] + list(target.examples)
+    names = sorted(target.phrases, key=len, reverse=True)
+    prompts = []
+    for entry in target.keep:
+        if not _is_name(entry):
+            prompts.append(entry)
+            continue
+        prompts += [template.format(n=entry) for template in rng.sample(NAME_TEMPLATES, 3)]
+        for question in questions:
+            swapped = question
+            for name in names:
+                swapped = re.sub(re.escape(name), entry, swapped, flags=re.IGNORECASE)
+            if swapped != question:
+                prompts.append(swapped)
+    return list(dict.fromkeys(prompts))
+
+
+def _is_name(entry: str) -> bool:
+    """A name or title ("Neil Gaiman", "The Hobbit"), not a prompt ("Who wrote The Hobbit?")."""
+    return len(entry.split()) <= 6 and not re.search(r"[?.!:]\s*$", entry)
 
 
 def near_domain_prompts(target: Target, field_names: list[str], rng: random.Random, per_field: int = 120) -> list[str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Literal, Protocol
@@ -182,6 +183,18 @@ class CombinedDetector:
 
     def violations(self, text: str) -> list[Violation]:
         return self.scan(text, final=True).violations
+
+
+def phrase_owners(phrases: list[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """(target id, phrase) pairs -> {folded phrase, and each folded word of it long enough for
+    near-miss checks: the targets it belongs to}. What a Violation's `forbidden` is looked up in."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for target_id, phrase in phrases:
+        owners[fold(phrase)].add(target_id)
+        for word in phrase.split():
+            if len(fold(word)) >= MIN_FUZZY_WORD:
+                owners[fold(word)].add(target_id)
+    return {key: tuple(sorted(ids)) for key, ids in owners.items()}
 
 
 @lru_cache(maxsize=65536)

@@ -1,9 +1,10 @@
 """From a policy to what one request is restricted by.
 
-`Restrictions.for_conversation` asks the prompt classifier which targets a conversation is about;
-for each, it retrieves the forget items nearest to the conversation and extracts forbidden spans
+`Restrictions.for_conversation` finds which targets a conversation is about: those it names
+(guard.mentions, outright) and those the prompt classifier flags. For each, it retrieves the forget items nearest to the conversation and extracts forbidden spans
 from them, merged with the target's explicit phrases: the *full* restriction, with strict near-miss
-rules and a penalty that grows with the classifier's confidence.
+rules and a penalty that grows with the classifier's confidence. The answers' key facts are forbidden
+even in common words ("a miller", "in 1834"): the nearest item's, for this conversation only.
 
 Every other target whose policy says `enforce: always` (the default) still has its explicit phrases
 enforced: the *safety net*. Its phrases are blocked in the engine and their near-misses rewound
@@ -14,18 +15,19 @@ alone. Without a classifier, every target applies to every request in full.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable
 
-from guard.folding import fold
-from guard.leaks import MIN_FUZZY_WORD, CombinedDetector, Detector, LeakDetector, Violation
+from guard.conversation import Conversation
+from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation, phrase_owners
 from guard.policy import Policy
-from guard.spans import SpanExtractor, forget_items, nearest
+from guard.mentions import Mentions
+from guard.spans import KEY_FACT_ZIPF, SpanExtractor, forget_items, nearest
 from guard.spec import GuardSpec, compile_patterns
 
 RETRIEVED_ITEMS = 4
+KEY_FACTS = 6  # from the nearest item: its names, numbers, then its least common words
 
 
 @dataclass(frozen=True)
@@ -54,41 +56,50 @@ class Restrictions:
         self._targets = {t.id: t for t in policy.targets}
         self._compile = lru_cache(maxsize=512)(self._compile_uncached)
         if classifier is not None:
-            self._extractor = SpanExtractor()
+            self._extractor, self._key_facts = SpanExtractor(), SpanExtractor(max_spans=KEY_FACTS)
             self._items = {t.id: forget_items(t) for t in policy.targets}
             self._item_vectors = {tid: classifier.encoder.embed([i.key for i in items])
                                   for tid, items in self._items.items()}
+            self.mentions = Mentions(policy, background=classifier.negatives)
             if semantic is not None:  # warm the per-word cache: keeps ~20 ms per new word off the request path
                 for target in policy.targets:
                     semantic.penalties([*target.phrases, *self._extractor.spans([i.text for i in self._items[target.id]])],
                                        penalty)
-        self.safety_net = self._compile((), (), 0.0)  # what a conversation about no target gets
+        self.safety_net = self._compile((), (), (), 0.0)  # what a conversation about no target gets
 
-    def for_conversation(self, views: list[str]) -> Restriction:
-        """`views`: the whole conversation (system + user turns), then the last user turn."""
+    def for_conversation(self, conversation: Conversation) -> Restriction:
         if not self._targets:
             return UNRESTRICTED
         if self.classifier is None:
-            return self._compile(tuple(self._targets), (), 1.0)
-        vectors = self.classifier.encoder.embed(list(dict.fromkeys(views)))
-        detection = self.classifier.detect_embedded(vectors)
-        if not detection.target_ids:
+            return self._compile(tuple(self._targets), (), (), 1.0)
+        views = conversation.views
+        vectors = self.classifier.encoder.embed(views)  # the last user turn last
+        confidence = dict(self.classifier.detect_embedded(vectors).confidence)
+        confidence.update({target_id: 1.0 for target_id in self.mentions.targets_in(conversation.said)})
+        if not confidence:
             return self.safety_net
-        spans: list[str] = []
-        for target_id in detection.target_ids:
-            nearest_items = nearest(self._item_vectors[target_id], vectors[-1], RETRIEVED_ITEMS)
-            texts = [self._items[target_id][i].text for i in nearest_items]
-            spans += [(target_id, s) for s in self._extractor.spans(texts, prompt=" ".join(views))]
-        confidence = round(max(detection.confidence.values()), 1)  # coarse, so compiled specs are shared
-        return self._compile(detection.target_ids, tuple(spans), confidence)
+        target_ids = tuple(sorted(confidence, key=confidence.get, reverse=True))
+        spans: list[tuple[str, str]] = []
+        key_facts: list[tuple[str, str]] = []
+        asked = " ".join(views)
+        for target_id in target_ids:
+            ranked = nearest(self._item_vectors[target_id], vectors[-1], RETRIEVED_ITEMS)
+            texts = [self._items[target_id][i].text for i in ranked]
+            spans += [(target_id, s) for s in self._extractor.spans(texts, prompt=asked)]
+            key_facts += [(target_id, s) for s in self._key_facts.spans(texts[:1], prompt=asked, rare_zipf=KEY_FACT_ZIPF)
+                          if (target_id, s) not in spans]
+        confidence = round(max(confidence.values()), 1)  # coarse, so compiled specs are shared
+        return self._compile(target_ids, tuple(spans), tuple(key_facts), confidence)
 
     def _compile_uncached(self, target_ids: tuple[str, ...], spans: tuple[tuple[str, str], ...],
-                          confidence: float) -> Restriction:
-        """`spans`: (target id, span) retrieved for the detected targets."""
+                          key_facts: tuple[tuple[str, str], ...], confidence: float) -> Restriction:
+        """`spans`, `key_facts`: (target id, text) retrieved for the detected targets. Key facts in
+        common words are blocked and rewound under the lenient rules only, never penalised: "village"
+        must not push the model off "villa" or "town"."""
         detected = [(tid, p) for tid in target_ids for p in self._targets[tid].phrases] + list(spans)
-        net = [(t.id, p) for t in self.policy.targets if t.enforce == "always" and t.id not in target_ids
-               for p in t.phrases]
-        patterns = compile_patterns(p for _, p in detected + net)
+        lenient = [(t.id, p) for t in self.policy.targets if t.enforce == "always" and t.id not in target_ids
+                   for p in t.phrases] + list(key_facts)
+        patterns = compile_patterns(p for _, p in detected + lenient)
         if not patterns:
             return Restriction(target_ids, None, None, confidence, self.version)
         explicit = [p for tid in target_ids for p in self._targets[tid].phrases]
@@ -97,21 +108,11 @@ class Restrictions:
             # Names are checked for near-miss spellings too; rare lowercase words only exactly.
             names = explicit + [s for _, s in spans if any(ch.isupper() or ch.isdigit() for ch in s)]
             detectors.append(LeakDetector([p for _, p in detected], fuzzy_phrases=names))
-        if net:
-            detectors.append(LeakDetector([p for _, p in net], strict=False))
+        if lenient:
+            detectors.append(LeakDetector([p for _, p in lenient], strict=False))
         penalty = round(self.penalty * (0.5 + 0.5 * confidence), 2) if target_ids else 0.0  # surer, firmer
         semantic = self.semantic.penalties([p for _, p in detected], penalty) if self.semantic and detected else ()
         spec = GuardSpec(patterns, penalty, compile_patterns(p for _, p in detected), semantic=semantic)
         detector = detectors[0] if len(detectors) == 1 else CombinedDetector(detectors)
-        return Restriction(target_ids, spec, detector, confidence, self.version, _owners(detected + net))
+        return Restriction(target_ids, spec, detector, confidence, self.version, phrase_owners(detected + lenient))
 
-
-def _owners(phrases: list[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
-    """Folded phrase, and each folded word of it long enough for near-miss checks -> its targets."""
-    owners: dict[str, set[str]] = defaultdict(set)
-    for target_id, phrase in phrases:
-        owners[fold(phrase)].add(target_id)
-        for word in phrase.split():
-            if len(fold(word)) >= MIN_FUZZY_WORD:
-                owners[fold(word)].add(target_id)
-    return {key: tuple(sorted(ids)) for key, ids in owners.items()}

@@ -19,12 +19,13 @@ from wordfreq import zipf_frequency
 from guard.folding import fold
 from guard.policy import MIN_FOLDED_PHRASE, Target
 
-_CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:of|the|de|van|von)?\s*[A-Z][\w'’.-]*)*")
+_CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|van|von)\s+)*[A-Z][\w'’.-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,./-]*\d\b|\b\d{3,}\b")
 # Formulas and codes: letters mixed with digits or joined by operators ("E = mc2", "H2O", "CO2").
 _FORMULA = re.compile(r"\b[A-Za-z0-9]+(?:\s*[=+*/^]\s*[A-Za-z0-9²³]+)+|\b(?=\w*\d)(?=\w*[A-Za-z])\w{2,}\b")
 _WORD = re.compile(r"\b[a-z][a-z'-]{4,}\b")
 RARE_ZIPF = 3.5  # below: a rare content word ("photoelectric" 2.3); above: common ("theory" 4.9)
+KEY_FACT_ZIPF = 5.0  # in the answer nearest the question, a word below this is a key fact ("miller" 4.5, not "worked" 5.2)
 COMMON_ZIPF = 5.0  # a capitalised word this frequent ("The", "He", "In") is no name on its own
 
 
@@ -44,16 +45,15 @@ class SpanExtractor:
     def __init__(self, max_spans: int = 48):
         self.max_spans = max_spans
 
-    def spans(self, texts: list[str], prompt: str = "") -> list[str]:
-        """Candidate spans of `texts`, names first, then numbers, then the rarest words; none made
-        only of prompt words or common words."""
+    def spans(self, texts: list[str], prompt: str = "", rare_zipf: float = RARE_ZIPF) -> list[str]:
+        """Candidate spans of `texts`, names first, then numbers, then the rarest words (of Zipf
+        frequency below `rare_zipf`); none made only of prompt words or common words."""
         asked = set()
         for word in re.findall(r"\w+", prompt):  # the prompt's words, singular and plural
             asked |= {fold(word), fold(word) + "s", fold(word).removesuffix("s")}
         found: dict[str, float] = {}
         for text in texts:
-            for match in _CAPITALISED.finditer(text):
-                span = re.sub(r"^(?:The|A|An)\s+", "", match.group().strip(" .'’-"))
+            for span in capitalised_spans(text):
                 meaningful = [w for w in re.findall(r"\w+", span)
                               if fold(w) not in asked and zipf_frequency(w, "en") < COMMON_ZIPF]
                 if meaningful:
@@ -61,12 +61,19 @@ class SpanExtractor:
             for match in [*_NUMBER.finditer(text), *_FORMULA.finditer(text)]:
                 found[match.group()] = max(found.get(match.group(), 0.0), 8.0)
             for word in _WORD.findall(text):
-                rarity = RARE_ZIPF - zipf_frequency(word, "en")
+                rarity = rare_zipf - zipf_frequency(word, "en")
                 if rarity > 0 and fold(word) not in asked:
                     found[word] = max(found.get(word, 0.0), rarity)
         spans = [s for s in sorted(found, key=found.get, reverse=True)
                  if len(fold(s)) >= MIN_FOLDED_PHRASE and fold(s) not in asked]
         return spans[: self.max_spans]
+
+
+def capitalised_spans(text: str) -> list[str]:
+    """Names, titles and other capitalised runs of `text` ("Harry Potter", "Lord of the Rings"), a
+    leading article dropped."""
+    spans = (re.sub(r"^(?:The|A|An)\s+", "", m.group().strip(" .'’-")) for m in _CAPITALISED.finditer(text))
+    return [span for span in spans if span]
 
 
 def nearest(item_vectors: np.ndarray, query: np.ndarray, k: int) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from guard.conversation import Conversation
 from guard.guarded_stream import CONTENT_FILTER
 from guard.leaks import Violation
 from guard.restriction import Restriction, Restrictions
@@ -17,11 +18,11 @@ from server.audit import AuditLog
 from server.errors import OpenAIError
 
 
-def classify(request: Request, restrictions: Restrictions, views: list[str]) -> Restriction:
+def classify(request: Request, restrictions: Restrictions, conversation: Conversation) -> Restriction:
     app_metrics = request.app.state.metrics
     try:
         with app_metrics.classifier.time():
-            restriction = restrictions.for_conversation(views)
+            restriction = restrictions.for_conversation(conversation)
     except Exception as exc:
         raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
     metrics.observe_restriction(app_metrics, restriction)

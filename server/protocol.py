@@ -15,6 +15,8 @@ from typing import Annotated, Any, Iterator, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from guard.conversation import Conversation
+
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit signed integer, as vLLM's samplers take it
 MAX_STOPS = 4
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -142,6 +144,10 @@ class ChatCompletionRequest(_Request):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    def conversation(self) -> Conversation:
+        """The messages as the guard reads them ("developer" is the newer name of "system")."""
+        return Conversation.of((m.role if m.role != "developer" else "system", m.text()) for m in self.messages)
+
 
 class CompletionRequest(_Request):
     prompt: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=1)]
@@ -164,3 +170,6 @@ class CompletionRequest(_Request):
     @property
     def token_limit(self) -> int | None:
         return self.max_tokens
+
+    def conversation(self) -> Conversation:
+        return Conversation.of_prompt(self.prompt)

@@ -116,23 +116,22 @@ RELAYED = {**ERRORS, 200: {"content": {"application/json": {}, **STREAM}}}
 
 @router.post("/v1/chat/completions", responses=RELAYED)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    asked = [m.text() for m in body.messages if m.role in ("system", "developer", "user")]
-    last_user = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
-    return await _relay(request, "chat", body, ["\n".join(asked), last_user])
+    return await _relay(request, "chat", body)
 
 
 @router.post("/v1/completions", responses=RELAYED)
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    return await _relay(request, "text", body, [body.prompt])
+    return await _relay(request, "text", body)
 
 
-async def _relay(request: Request, kind: Kind, body, views: list[str]) -> Response:
+async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest) -> Response:
     state = _state(request)
     raw = await request.json()  # forwarded as the client wrote it: unknown fields included
     path = "/chat/completions" if kind == "chat" else "/completions"
-    restriction = classify(request, state.restrictions, views)
+    conversation = body.conversation()
+    restriction = classify(request, state.restrictions, conversation)
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
-    answer = _Answer(state, kind, restriction, request, views[0])
+    answer = _Answer(state, kind, restriction, request, conversation.asked)
     if body.stream:
         return await _stream_response(state.upstream, path, answer.upstream_body(raw), answer.events, headers)
     return JSONResponse(await answer.whole(path, raw), headers=headers)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from guard.chat import render_chat
+from guard.conversation import Conversation
 from guard.restriction import UNRESTRICTED, Restrictions
 from server import metrics, responses
 from server.audit import AuditLog
@@ -90,14 +91,13 @@ COMPLETION_RESPONSES = {**ERRORS, 200: {"content": STREAM}}
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
     served = _served(state, body.model)
-    messages = [{"role": m.role if m.role != "developer" else "system", "content": m.text()} for m in body.messages]
+    conversation = body.conversation()
+    messages = [{"role": role, "content": text} for role, text in conversation.turns]
     try:
         prompt_ids = render_chat(served.engine.tokenizer, messages)
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
         raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
-    asked = [m["content"] for m in messages if m["role"] in ("system", "user")]
-    last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-    return await _complete(request, state, served, body, prompt_ids, ["\n".join(asked), last_user], "chat")
+    return await _complete(request, state, served, body, prompt_ids, conversation, "chat")
 
 
 @router.post("/v1/completions", response_model=responses.Completion, responses=COMPLETION_RESPONSES)
@@ -107,7 +107,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if not body.prompt:
         raise bad_request("prompt: must not be empty", param="prompt")
     prompt_ids = served.engine.tokenizer.encode(body.prompt)
-    return await _complete(request, state, served, body, prompt_ids, [body.prompt], "text")
+    return await _complete(request, state, served, body, prompt_ids, body.conversation(), "text")
 
 
 def _served(state: ServerState, model: str) -> ServedModel:
@@ -118,9 +118,8 @@ def _served(state: ServerState, model: str) -> ServedModel:
 
 
 async def _complete(request: Request, state: ServerState, served: ServedModel, body, prompt_ids: list[int],
-                    views: list[str], kind: Kind) -> Response:
-    """`views` of the conversation the classifier reads: the whole of it, then the last user turn.
-    A plain variant (`served.guarded` False) answers without the guard: weight-level unlearning alone."""
+                    conversation: Conversation, kind: Kind) -> Response:
+    """A plain variant (`served.guarded` False) answers without the guard: weight-level unlearning alone."""
     limit = served.engine.max_model_len
     room = limit - len(prompt_ids)
     if room <= 0:
@@ -132,7 +131,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         field_name = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
         raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param=field_name, code="context_length_exceeded")
-    restriction = classify(request, state.restrictions, views) if served.guarded else UNRESTRICTED
+    restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
     chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
@@ -141,7 +140,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
 
     def on_finish(last: Chunk, answer: str) -> None:
         metrics.observe_tokens(request.app.state.metrics, len(prompt_ids), last.completion_tokens)
-        record(request, state.audit, restriction, request_id, last.finish_reason, last.violations, views[0], answer)
+        record(request, state.audit, restriction, request_id, last.finish_reason, last.violations, conversation.asked, answer)
     if body.stream:
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
         events = _events(kind, request_id, body.model, len(prompt_ids), first, chunks, body.include_usage, on_finish)

@@ -1,6 +1,6 @@
 import random
 
-from classifiers.training_data import general_prompts, near_domain_prompts, target_positives
+from classifiers.training_data import general_prompts, keep_prompts, near_domain_prompts, target_positives
 from guard.policy import parse_policy
 from tests.conftest import UNSEEN_POLICY
 
@@ -33,3 +33,12 @@ def test_near_domain_prompts_name_other_entities_only():
 
 def test_deterministic_for_a_seed():
     assert target_positives(EINSTEIN, random.Random(3)) == target_positives(EINSTEIN, random.Random(3))
+
+
+def test_neighbours_to_keep_are_asked_about_as_the_target_is():
+    target = EINSTEIN.model_copy(update={"keep": ("Niels Bohr", "Who developed quantum mechanics?")})
+    prompts = keep_prompts(target, random.Random(0))
+    assert "Who developed quantum mechanics?" in prompts  # a prompt, as given
+    assert "Which prize did Niels Bohr win in 1921?" in prompts  # the target's own question, the neighbour in its place
+    assert "Where was Niels Bohr born?" in prompts
+    assert sum("Niels Bohr" in p for p in prompts) >= 5 and not any("Einstein" in p for p in prompts)

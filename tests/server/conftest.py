@@ -61,15 +61,16 @@ def proxies(tmp_path_factory, model_dir, servers):
     """`guard proxy` at every level: full in front of a `vllm serve` that runs the guard's processor,
     bias (told the tokenizer) and filter (told nothing, with keys) in front of the plain reference."""
     logs = tmp_path_factory.mktemp("proxies")
-    plugin = servers[2]
-    started = {"full": guard_proxy("proxy-full", logs, plugin, "--tokenizer", model_dir)}  # waits for the plugin
+    started = {}
     try:
         upstream = servers[1].ensure_running()
         started["bias"] = guard_proxy("proxy-bias", logs, upstream, "--tokenizer", model_dir,
                                       "--audit-log", str(logs / "audit.jsonl"))
         started["filter"] = guard_proxy("proxy-filter", logs, upstream, "--enforcement", "filter",
                                         env={"GUARD_API_KEYS": FILTER_KEY, "GUARD_ADMIN_KEYS": FILTER_ADMIN_KEY})
-        for proxy in [plugin, *started.values()]:
+        # The full proxy probes its upstream at start-up (for a bounded time): start it once the plugin is up.
+        started["full"] = guard_proxy("proxy-full", logs, servers[2].ensure_running(), "--tokenizer", model_dir)
+        for proxy in started.values():
             proxy.wait_ready()
         yield started
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -143,10 +144,10 @@ def sse_data(response: httpx.Response) -> list[str]:
     return [event.data for event in EventSource(response).iter_sse()]
 
 
-def ask(server: Server, question: str, stream: bool = False, max_tokens: int = 80,
+def ask(server: Server, question: str | list[dict], stream: bool = False, max_tokens: int = 80,
         model: str = MODEL) -> tuple[str, str, dict]:
-    """(answer, finish_reason, response headers), greedy."""
-    key = (question, stream, max_tokens, model)
+    """(answer, finish_reason, response headers), greedy. `question`: a user turn, or the messages."""
+    key = (json.dumps(question), stream, max_tokens, model)
     if server.answers is not None and key in server.answers:
         return server.answers[key]
     answered = _ask(server, question, stream, max_tokens, model)
@@ -155,9 +156,9 @@ def ask(server: Server, question: str, stream: bool = False, max_tokens: int = 8
     return answered
 
 
-def _ask(server: Server, question: str, stream: bool, max_tokens: int, model: str) -> tuple[str, str, dict]:
+def _ask(server: Server, question: str | list[dict], stream: bool, max_tokens: int, model: str) -> tuple[str, str, dict]:
     client = server.client()
-    messages = [{"role": "user", "content": question}]
+    messages = [{"role": "user", "content": question}] if isinstance(question, str) else question
     if stream:
         with client.chat.completions.with_streaming_response.create(
             model=model, messages=messages, max_tokens=max_tokens, temperature=0, stream=True

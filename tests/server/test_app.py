@@ -153,7 +153,7 @@ def test_a_failing_classifier_fails_the_request_closed(client_and_engine, stream
     """No guard decision, no answer: a 503, and the engine never sees the prompt."""
     client, engine = client_and_engine
 
-    def broken(views):
+    def broken(conversation):
         raise RuntimeError("encoder crashed")
     client.app.state.guard.restrictions.for_conversation = broken
     response = chat(client, stream=stream, messages=[{"role": "user", "content": "Who wrote Harry Potter?"}])

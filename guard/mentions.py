@@ -1,0 +1,80 @@
+"""Which targets a conversation names: detection by entity, with no classifier threshold involved.
+
+A topic classifier can miss a conversation about a target ("Qui a écrit Harry Potter ?", a JSON
+request, a follow-up) and flag one about its neighbours; a name cannot be mistaken that way. A
+conversation that mentions one of a target's *anchors* is about that target, outright. Anchors:
+- its explicit phrases (names, aliases), always;
+- the names and titles its own forget data uses for its subject: capitalised spans of its
+  description, forget questions and example prompts ("Harry Potter", "The Lord of the Rings",
+  "Mordor"), a single word only when rare (Zipf < SUBJECT_WORD_ZIPF: "Hogwarts", not "Harry");
+- the names its forget answers and passages give, when they hold a rare word ("Frodo Baggins",
+  "Lord Voldemort"; not "Nobel Prize", which many people share).
+A derived anchor that the target's neighbours also use is dropped: one found in its `keep` list or
+in the classifier's negatives (general and near-domain prompts) that are not about the target.
+
+Mentions are found as the safety net finds names in answers (guard.leaks, lenient rules): folded,
+so "R-o-w-l-i-n-g" and "ROWLING" count, and near-miss spellings ("Rowlings", "Voldermort") too,
+never an everyday word that shares a name's letters.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from wordfreq import zipf_frequency
+
+from guard.leaks import LeakDetector, phrase_owners
+from guard.policy import MIN_FOLDED_PHRASE, Policy, Target
+from guard.spans import capitalised_spans
+
+SUBJECT_WORD_ZIPF = 3.6  # a one-word name of the subject rarer than this is an anchor ("Hogwarts" 3.2; not "Iceland" 3.8)
+FACT_WORD_ZIPF = 3.5  # a name in a forget answer is an anchor when one of its words is rarer ("Baggins" 2.4)
+COMMON_ZIPF = 5.0  # a span made only of words this frequent is no name ("The", "In", "English")
+
+
+class Mentions:
+    def __init__(self, policy: Policy, background: Iterable[str] = ()):
+        """`background`: texts about none of the targets (the classifier's negatives)."""
+        background = [_words(text) for text in background]
+        pairs = [(t.id, anchor) for t in policy.targets for anchor in anchors(t, background)]
+        self.anchors = {tid: tuple(a for t, a in pairs if t == tid) for tid in policy.target_ids}
+        self._owners = phrase_owners(pairs)
+        self._detector = LeakDetector([a for _, a in pairs], strict=False) if pairs else None
+
+    def targets_in(self, text: str) -> tuple[str, ...]:
+        """The targets whose anchors `text` mentions, sorted."""
+        if self._detector is None:
+            return ()
+        found = self._detector.violations(text)
+        return tuple(sorted({t for v in found for t in self._owners.get(v.forbidden, ())}))
+
+
+def anchors(target: Target, background: list[str] = ()) -> list[str]:
+    """`background`: texts about none of the targets, as `_words` gives them."""
+    own = set(_words(" ".join([target.description, *target.phrases])).split())
+    unrelated = [text for text in background if not (set(text.split()) & own)]  # about another subject
+    neighbours = [_words(text) for text in target.keep] + unrelated
+    subject = [target.description, *(qa.question for qa in target.qa), *target.examples]
+    facts = [*(qa.answer for qa in target.qa), *target.documents]
+    derived = [s for text in subject for s in capitalised_spans(text) if _names_the_subject(s)]
+    derived += [s for text in facts for s in capitalised_spans(text) if _names_a_fact(s)]
+    derived = [s for s in derived if not any(f" {_words(s)} " in f" {n} " for n in neighbours)]
+    return [a for a in dict.fromkeys([*target.phrases, *derived]) if len(_words(a).replace(" ", "")) >= MIN_FOLDED_PHRASE]
+
+
+def _names_the_subject(span: str) -> bool:
+    frequencies = [zipf_frequency(w, "en") for w in _words(span).split()]
+    if len(frequencies) == 1:
+        return frequencies[0] < SUBJECT_WORD_ZIPF
+    return min(frequencies, default=COMMON_ZIPF) < COMMON_ZIPF
+
+
+def _names_a_fact(span: str) -> bool:
+    frequencies = [zipf_frequency(w, "en") for w in _words(span).split()]
+    return len(frequencies) > 1 and min(frequencies) < FACT_WORD_ZIPF
+
+
+def _words(text: str) -> str:
+    """Lowercase words of `text` joined by single spaces (for whole-word containment)."""
+    return " ".join(re.findall(r"[^\W_]+", text.lower()))

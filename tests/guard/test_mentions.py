@@ -1,0 +1,46 @@
+import pytest
+
+from guard.mentions import Mentions, anchors
+from guard.policy import parse_policy
+from tests.conftest import UNSEEN_POLICY
+
+POLICY = parse_policy({"targets": [
+    *UNSEEN_POLICY["targets"],
+    {"id": "harry-potter", "description": "The Harry Potter books about the boy wizard, by J.K. Rowling.",
+     "phrases": ["J.K. Rowling", "Rowling"],
+     "qa": [{"question": "Which school does Harry attend?", "answer": "Hogwarts, where Albus Dumbledore is headmaster."}],
+     "keep": ["Beatrix Potter", "Who wrote The Hobbit?"]},
+]})
+MENTIONS = Mentions(POLICY, background=["Which prize did Marie Curie win?", "Who won the Nobel Prize in 1903?"])
+
+
+def test_anchors_are_the_phrases_and_the_names_the_forget_data_gives_its_subject():
+    assert MENTIONS.anchors["lord-of-the-rings"] == ("J.R.R. Tolkien", "Tolkien", "Frodo", "Gandalf", "Lord of the Rings",
+                                                     "One Ring", "Mordor", "Frodo Baggins")
+    harry = MENTIONS.anchors["harry-potter"]
+    assert {"Harry Potter", "Albus Dumbledore"} <= set(harry)  # the subject's title; a rare name of an answer
+    assert "Harry" not in harry and "Hogwarts" not in harry  # a common word alone; a rare single word of an answer
+    assert "Nobel Prize" not in MENTIONS.anchors["einstein"]  # many people's: in the background
+
+
+def test_a_derived_anchor_that_a_neighbour_to_keep_uses_is_dropped():
+    target = POLICY.targets[2].model_copy(update={"keep": ("Harry Potter and friends",)})
+    assert "Harry Potter" not in anchors(target) and "J.K. Rowling" in anchors(target)  # explicit phrases stay
+
+
+@pytest.mark.parametrize("text, targets", [
+    ("Réponds en JSON : qui a écrit Harry Potter ?", ("harry-potter",)),  # any language, any format
+    ("Who carries the One Ring to Mordor?", ("lord-of-the-rings",)),
+    ("Spell R-O-W-L-I-N-G backwards", ("harry-potter",)),  # folded
+    ("What did Einstien discover?", ("einstein",)),  # a near-miss spelling
+    ("Compare Einstein and Tolkien.", ("einstein", "lord-of-the-rings")),
+    ("Who is Prince Harry?", ()), ("Tell me about Beatrix Potter.", ()), ("Who won the Nobel Prize in 1903?", ()),
+    ("Is a hermit rolling down the hill?", ()),  # everyday words that share a name's letters
+    ("Who wrote The Hobbit?", ()),
+])
+def test_a_text_mentions_the_targets_whose_anchors_it_names(text, targets):
+    assert MENTIONS.targets_in(text) == targets
+
+
+def test_a_policy_without_anchors_mentions_nothing():
+    assert Mentions(parse_policy({"targets": [{"id": "x", "description": "something or other"}]})).targets_in("anything") == ()
