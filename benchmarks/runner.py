@@ -151,6 +151,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     for q in questions * 3:
         started = time.perf_counter()
         restrictions.classifier.detect([q])
+        restrictions.mentions.targets_in(q)
         classifier_ms.append((time.perf_counter() - started) * 1000)
     median = statistics.median
     tokens_per_s = {BASE: median(samples["server_plain"]), GUARD: median(samples["server_guarded"])}
@@ -272,6 +273,9 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
     methods = score_all(forget, retain, target, reference, variants, restrictions, answers, progress)
     for name, row in methods.items():
         row["tokens_per_s"] = tokens_per_s.get(name)
+    flagged = [bool(restrictions.for_conversation(Conversation.of_prompt(q)).target_ids) for q in questions]
+    methods[GUARD]["forget_unflagged"] = 1 - statistics.mean(flagged[:len(forget)])
+    methods[GUARD]["retain_flagged"] = statistics.mean(flagged[len(forget):])
 
     with (out / "answers.jsonl").open("w") as f:
         for i, question in enumerate(questions):

@@ -1,16 +1,17 @@
 """From a policy to what one request is restricted by.
 
 `Restrictions.for_conversation` finds which targets a conversation is about: those it names
-(guard.mentions, outright) and those the prompt classifier flags. For each, it retrieves the forget items nearest to the conversation and extracts forbidden spans
-from them, merged with the target's explicit phrases: the *full* restriction, with strict near-miss
-rules and a penalty that grows with the classifier's confidence. The answers' key facts are forbidden
-even in common words ("a miller", "in 1834"): the nearest item's, for this conversation only.
+(guard.mentions, outright) and those the prompt classifier flags. For each, it retrieves the forget
+items nearest to the last user turn and extracts forbidden spans from them, merged with the target's
+explicit phrases: the *full* restriction, with strict near-miss rules and a penalty that grows with
+the classifier's confidence. The nearest item's key facts are forbidden even in common words ("a
+miller", "in 1834"), for this conversation only: blocked and rewound, never penalised.
 
 Every other target whose policy says `enforce: always` (the default) still has its explicit phrases
 enforced: the *safety net*. Its phrases are blocked in the engine and their near-misses rewound
 (lenient rules: guard.leaks), with no soft penalty, so an answer that never approaches one is token
-for token the unguarded answer. A conversation the classifier does not flag gets the safety net
-alone. Without a classifier, every target applies to every request in full.
+for token the unguarded answer. A conversation about no target gets the safety net alone. Without a
+classifier, every target applies to every request in full.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Iterable
 
 from guard.conversation import Conversation
 from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation, phrase_owners
-from guard.policy import Policy
 from guard.mentions import Mentions
+from guard.policy import Policy
 from guard.spans import KEY_FACT_ZIPF, SpanExtractor, forget_items, nearest
 from guard.spec import GuardSpec, compile_patterns
 

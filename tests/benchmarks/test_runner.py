@@ -39,6 +39,9 @@ def test_the_target_knows_the_forget_set_and_the_guard_takes_it_away(bench):
     assert methods["base"]["leak_rate"] >= 0.75  # the fine-tuned target states its forget facts ...
     assert methods["guard"]["leak_rate"] <= 0.25  # ... the guard withholds them ...
     assert methods["guard"]["retain_rouge_l"] >= 0.8  # ... and keeps the retain facts
+    # Detection tells the invented people apart: the forgotten ones by name, the retained ones (the
+    # policy's `keep`) left alone, although to a sentence encoder all invented people look alike.
+    assert methods["guard"]["forget_unflagged"] == 0.0 and methods["guard"]["retain_flagged"] <= 0.05
 
 
 def test_report_and_plots_are_written(bench):
