@@ -228,8 +228,9 @@ def call(server, method: str, path: str, key: str | None = None, **kwargs) -> ht
     return httpx.request(method, f"{server.url}{path}", headers=server.headers(key), timeout=60, **kwargs)
 
 
-def wait_enforced(server, version: int, seconds: float = 60, key: str | None = ADMIN_KEY) -> float:
-    """Seconds until `version` is the enforced policy (a deadline, not a speed target)."""
+def wait_enforced(server, version: int, seconds: float = 240, key: str | None = ADMIN_KEY) -> float:
+    """Seconds until `version` is the enforced policy (a deadline, not a speed target: on two slow
+    cores, the session's four servers retrain their classifiers at once in about a minute)."""
     started = time.monotonic()
     while (listing := call(server, "GET", "/v1/forget", key).json())["enforced_version"] < version:
         assert listing["error"] is None, listing["error"]

@@ -45,12 +45,14 @@ def einstein(servers, guarded):
     assert says_einstein(ask(guarded, RELATIVITY)[0])  # and says it while Einstein is no target
     added = call(guarded, "POST", "/v1/forget", ADMIN_KEY, json=EINSTEIN)
     assert added.status_code == 201, added.text
-    version = added.json()["version"]
-    print(f"einstein enforced {wait_enforced(guarded, version):.1f} s after the POST")
-    yield version
-    deleted = call(guarded, "DELETE", "/v1/forget/einstein", ADMIN_KEY)
-    assert deleted.status_code == 200, deleted.text
-    wait_enforced(guarded, deleted.json()["version"])
+    try:
+        version = added.json()["version"]
+        print(f"einstein enforced {wait_enforced(guarded, version):.1f} s after the POST")
+        yield version
+    finally:  # whatever failed, the session's server goes back to the example policy alone
+        deleted = call(guarded, "DELETE", "/v1/forget/einstein", ADMIN_KEY)
+        assert deleted.status_code == 200, deleted.text
+        wait_enforced(guarded, deleted.json()["version"])
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
