@@ -107,8 +107,7 @@ async def evaluate(args) -> dict:
     for _ in range(3):
         for question in questions:
             started = time.perf_counter()
-            restrictions.classifier.detect([question])
-            restrictions.mentions.targets_in(question)
+            restrictions.detect(Conversation.of_prompt(question))
             classifier_ms.append((time.perf_counter() - started) * 1000)
     facts = [r for r in rows if r["kind"] == "fact"]
     stated = [r for r in facts if r["unguarded_states"]]

@@ -150,8 +150,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     classifier_ms = []
     for q in questions * 3:
         started = time.perf_counter()
-        restrictions.classifier.detect([q])
-        restrictions.mentions.targets_in(q)
+        restrictions.detect(Conversation.of_prompt(q))
         classifier_ms.append((time.perf_counter() - started) * 1000)
     median = statistics.median
     tokens_per_s = {BASE: median(samples["server_plain"]), GUARD: median(samples["server_guarded"])}
@@ -273,7 +272,7 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
     methods = score_all(forget, retain, target, reference, variants, restrictions, answers, progress)
     for name, row in methods.items():
         row["tokens_per_s"] = tokens_per_s.get(name)
-    flagged = [bool(restrictions.for_conversation(Conversation.of_prompt(q)).target_ids) for q in questions]
+    flagged = [bool(restrictions.detect(Conversation.of_prompt(q))) for q in questions]
     methods[GUARD]["forget_unflagged"] = 1 - statistics.mean(flagged[:len(forget)])
     methods[GUARD]["retain_flagged"] = statistics.mean(flagged[len(forget):])
 

@@ -20,7 +20,7 @@ never an everyday word that shares a name's letters.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from wordfreq import zipf_frequency
 
@@ -50,7 +50,7 @@ class Mentions:
         return tuple(sorted({t for v in found for t in self._owners.get(v.forbidden, ())}))
 
 
-def anchors(target: Target, background: list[str] = ()) -> list[str]:
+def anchors(target: Target, background: Sequence[str] = ()) -> list[str]:
     """`background`: texts about none of the targets, as `_words` gives them."""
     own = set(_words(" ".join([target.description, *target.phrases])).split())
     unrelated = [text for text in background if not (set(text.split()) & own)]  # about another subject

@@ -73,16 +73,13 @@ class Restrictions:
             return UNRESTRICTED
         if self.classifier is None:
             return self._compile(tuple(self._targets), (), (), 1.0)
-        views = conversation.views
-        vectors = self.classifier.encoder.embed(views)  # the last user turn last
-        confidence = dict(self.classifier.detect_embedded(vectors).confidence)
-        confidence.update({target_id: 1.0 for target_id in self.mentions.targets_in(conversation.said)})
+        confidence, vectors = self._detect(conversation)
         if not confidence:
             return self.safety_net
         target_ids = tuple(sorted(confidence, key=confidence.get, reverse=True))
         spans: list[tuple[str, str]] = []
         key_facts: list[tuple[str, str]] = []
-        asked = " ".join(views)
+        asked = " ".join(conversation.views)
         for target_id in target_ids:
             ranked = nearest(self._item_vectors[target_id], vectors[-1], RETRIEVED_ITEMS)
             texts = [self._items[target_id][i].text for i in ranked]
@@ -91,6 +88,18 @@ class Restrictions:
                           if (target_id, s) not in spans]
         confidence = round(max(confidence.values()), 1)  # coarse, so compiled specs are shared
         return self._compile(target_ids, tuple(spans), tuple(key_facts), confidence)
+
+    def detect(self, conversation: Conversation) -> dict[str, float]:
+        """The targets `conversation` is about, each with its confidence (needs a classifier)."""
+        return self._detect(conversation)[0]
+
+    def _detect(self, conversation: Conversation):
+        """(target -> confidence: the classifier's, 1.0 for a target the conversation names; the
+        embedded views, the last user turn last)."""
+        vectors = self.classifier.encoder.embed(conversation.views)
+        confidence = dict(self.classifier.detect_embedded(vectors).confidence)
+        confidence.update({target_id: 1.0 for target_id in self.mentions.targets_in(conversation.said)})
+        return confidence, vectors
 
     def _compile_uncached(self, target_ids: tuple[str, ...], spans: tuple[tuple[str, str], ...],
                           key_facts: tuple[tuple[str, str], ...], confidence: float) -> Restriction:
