@@ -11,8 +11,7 @@ HP_PHRASES = ["J.K. Rowling", "Rowling", "Ron Weasley", "Weasley", "Hermione Gra
 def pytest_configure(config):
     """Every cache the tests fill in a temporary folder, not the user's: GUARD_HOME (classifiers,
     semantic index, benchmark models), vLLM's and torch inductor's compile caches. Every engine and
-    server the tests start inherits them, so that a model compiles once per session and every session
-    starts as a fresh machine does. Only the bundled model `make setup` prepared is read from the user's
+    server the tests start inherits them, so that every session starts as a fresh machine does. Only the bundled model `make setup` prepared is read from the user's
     cache (linked, never written); without it, it is prepared into the temporary folder."""
     import os
     import tempfile

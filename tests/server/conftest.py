@@ -1,17 +1,11 @@
-"""Session-wide servers of the end-to-end tests: started once, shared by every module that asks.
-
-`guard serve` starts first and compiles the model into the session's compile cache; the plain
-reference and the plugin `vllm serve` of the full proxy start once it is up and load what it compiled
-(tests/server/servers.py, COMPILE_CACHED). Started together, the three compiled the same model three
-times over on two cores; started beside the fast tests, the compilation slowed the tiny benchmark's
-training fourfold.
-"""
+"""Session-wide servers of the end-to-end tests: started once, together, shared by every module that
+asks. Every engine runs eager (tests/server/servers.py, EAGER)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.server.servers import (ADMIN_KEY, COMPILE_CACHED, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy,
+from tests.server.servers import (ADMIN_KEY, EAGER, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy,
                                   vllm_serve)
 
 FILTER_KEY, FILTER_ADMIN_KEY = "unused", "admin-key"  # the filter proxy runs with keys (the openai client's "unused")
@@ -20,7 +14,7 @@ FILTER_KEY, FILTER_ADMIN_KEY = "unused", "admin-key"  # the filter proxy runs wi
 def _start_guarded(tmp_path_factory) -> Server:
     """The guarded server runs as in production: keys, a state dir, an audit log."""
     logs = tmp_path_factory.mktemp("servers")
-    return Server("guarded", logs, "--policy", POLICY, "--state-dir", str(logs / "state"),
+    return Server("guarded", logs, "--policy", POLICY, EAGER, "--state-dir", str(logs / "state"),
                   "--audit-log", str(logs / "audit.jsonl"),
                   env={"GUARD_API_KEYS": USER_KEY, "GUARD_ADMIN_KEYS": ADMIN_KEY}, key=USER_KEY)
 
@@ -30,14 +24,14 @@ def servers(tmp_path_factory, model_dir):
     """The guarded server; the reference: a plain `vllm serve` of the same model with vLLM's defaults,
     what the guard must match wherever no target is touched, and the upstream of the bias and filter
     proxies (a fault test kills it; see `plain`); and the plugin `vllm serve` (the guard's logits
-    processor), the full proxy's upstream. The plain and plugin servers are not waited for here."""
+    processor), the full proxy's upstream. Only the guarded server is waited for here."""
     guarded = _start_guarded(tmp_path_factory)
     started = [guarded]
     try:
-        guarded.wait_ready()
         logs = guarded.log.parent
-        started.append(vllm_serve("vllm-plain", logs, model_dir, env=COMPILE_CACHED))
-        started.append(vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR, env=COMPILE_CACHED))
+        started.append(vllm_serve("vllm-plain", logs, model_dir))
+        started.append(vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR))
+        guarded.wait_ready()
         yield tuple(started)
     finally:
         for server in started:

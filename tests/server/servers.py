@@ -120,17 +120,17 @@ class Server:
 
 VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0"}
-# The compile cache `guard serve` uses and fills (server.embedded_engine): a `vllm serve` started after it
-# loads the model it compiled. The same compiled code as vLLM's own default, whose cache fails to load
-# on this torch, so that it compiles again at every start.
-COMPILE_CACHED = {"VLLM_USE_AOT_COMPILE": "0"}
+# Every engine of the tests runs eager (`--enforce-eager`, guard serve's and vllm serve's alike): a
+# compiled start costs 90 s more on two cores (the compile, then its cache loaded by every later engine
+# and restart), eager decoding about 15% more time; what is compared is the same on both sides.
+EAGER = "--enforce-eager"
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 
 
 def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> Server:
-    """`vllm serve MODEL_DIR ...` with vLLM's defaults (compiled, as users run it), as its module: the
-    `vllm` script of the vllm-cpu package looks up the version of a package named "vllm" and stops."""
-    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--served-model-name", MODEL,
+    """`vllm serve MODEL_DIR ...` with vLLM's defaults but eager, as its module: the `vllm` script of the
+    vllm-cpu package looks up the version of a package named "vllm" and stops."""
+    return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--served-model-name", MODEL, EAGER,
                   *extra, command=VLLM_SERVE, env={**VLLM_ENV, **(env or {})}, deterministic=not extra)
 
 

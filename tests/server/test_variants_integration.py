@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import RETAIN_QA
-from tests.server.servers import MODEL, POLICY, Server, names_or_near_misses
+from tests.server.servers import EAGER, MODEL, POLICY, Server, names_or_near_misses
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,7 @@ def variants(tmp_path_factory, model_dir, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def server(variants, tmp_path_factory):
-    # Eager: a LoRA engine and the tiny model would each compile once more (a minute or so on 2 cores), and
-    # nothing here compares answers with vLLM's own.
-    server = Server("variants", tmp_path_factory.mktemp("logs"), "--policy", POLICY, "--enforce-eager",
+    server = Server("variants", tmp_path_factory.mktemp("logs"), "--policy", POLICY, EAGER,
                     "--variant", f"hp-ga={variants / 'hp-ga'}", "--variant", f"tiny-flat={variants / 'tiny-flat'}")
     try:
         server.wait_ready()
