@@ -158,6 +158,9 @@ class EmbeddedEngine:
             stop=list(params.stop) or None,
             seed=params.seed,
             ignore_eos=params.ignore_eos,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
+            logit_bias=dict(params.logit_bias) or None,
             output_kind=RequestOutputKind.DELTA,
             extra_args=spec.to_extra_args() if spec is not None else None,
         )

@@ -25,6 +25,9 @@ class DecodeParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: decode a fixed number of tokens
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # the client's (token id, bias); the guard's blocks still win
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,25 @@
 """OpenAI protocol models: what a request may say, validated before anything runs.
 
-Unknown fields that OpenAI clients commonly send (user, logprobs, ...) are accepted and ignored;
-values that are present but out of range or of the wrong JSON type are 400 errors naming the field,
-as OpenAI's API answers them: types are strict ("16" is not a max_tokens, 0 is not a `stream`), so a
-request is accepted exactly when it matches the published OpenAPI schema. Every string of a request,
+Every field OpenAI's API defines is honoured, ignored by design (IGNORED: bookkeeping that changes
+no answer, such as `user`), or refused with a 400 naming it (UNSUPPORTED, unless it asks for nothing,
+e.g. `logprobs: false`). A field OpenAI does not define is refused where the answer is made here and
+forwarded where an upstream makes it (`unknown_field`); never silently dropped.
+Values out of range or of the wrong JSON type are 400 errors naming the field, as OpenAI's API
+answers them: types are strict ("16" is not a max_tokens, 0 is not a `stream`). Every string of a request,
 unknown fields included, must be valid Unicode: a lone surrogate (JSON's "\\ud800") can be neither
 tokenized nor forwarded as UTF-8.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Iterator, Literal
+import json
+from typing import Annotated, Any, ClassVar, Iterator, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guard.conversation import Conversation
+from server.engine import DecodeParams
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit signed integer, as vLLM's samplers take it
 MAX_STOPS = 4
@@ -63,8 +67,29 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# Fields OpenAI defines that change no answer: accepted and ignored (`guard proxy` forwards them as given).
+IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
+# Fields OpenAI defines that this server does not honour, each with the values that ask for nothing.
+UNSUPPORTED_CHAT = {
+    "logprobs": (None, False), "top_logprobs": (None, 0), "response_format": (None, {"type": "text"}),
+    "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None, True, False),
+    "functions": (None, []), "function_call": (None, "none"), "audio": (None,), "modalities": (None, ["text"]),
+    "prediction": (None,), "reasoning_effort": (None,), "verbosity": (None,), "web_search_options": (None,),
+}
+UNSUPPORTED_COMPLETION = {"logprobs": (None,), "best_of": (None, 1), "echo": (None, False), "suffix": (None, "")}
+LogitBias = Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    include_usage: bool | None = None
+    include_obfuscation: bool | None = None  # ignored by design: no padding is added to the events
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
+    _unsupported: ClassVar[dict[str, tuple]] = {}
 
     model: str = Field(min_length=1)
     max_tokens: TokenCount | None = None
@@ -75,7 +100,10 @@ class _Request(BaseModel):
     seed: Seed | None = None
     n: OnlyOne = 1
     stream: bool = False
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
+    frequency_penalty: Penalty = 0.0
+    presence_penalty: Penalty = 0.0
+    logit_bias: dict[str, LogitBias] | None = None  # token id (a decimal string) -> bias
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +112,32 @@ class _Request(BaseModel):
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported_refused(cls, data: Any) -> Any:
+        """A 400 for each field of OpenAI's API this server does not honour (unless it asks for nothing)."""
+        if not isinstance(data, dict):
+            return data
+        errors = []
+        for name, value in data.items():
+            noops = cls._unsupported.get(name)
+            if noops is None or any(value == noop and type(value) is type(noop) for noop in noops):
+                continue
+            errors.append(InitErrorDetails(type=PydanticCustomError(
+                "field_refused", "is not supported by this server (only {noop} is accepted); see the README's "
+                "request fields", {"noop": " or ".join(json.dumps(v) for v in noops)}),
+                loc=(_printable(str(name)),), input=value))
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return data
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        if bias and not all(key.isdigit() for key in bias):
+            raise ValueError("keys must be token ids, written as decimal strings")
+        return bias
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -99,20 +153,34 @@ class _Request(BaseModel):
     def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
         return [stop] if isinstance(stop, str) else list(stop or [])
 
+    def unknown_field(self) -> str | None:
+        """The first field OpenAI's API does not define (vLLM's `top_k`, a typo): refused where the answer
+        is made here (guard serve, the full proxy); the bias and filter proxies forward it to their upstream."""
+        return next((name for name in self.model_extra or {} if name not in IGNORED and name not in self._unsupported),
+                    None)
+
     @property
     def include_usage(self) -> bool:
-        return bool((self.stream_options or {}).get("include_usage"))
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def decode_params(self, max_tokens: int) -> DecodeParams:
+        return DecodeParams(max_tokens, self.temperature, self.top_p, tuple(self.stop), self.seed,
+                            frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
+                            logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()))
 
 
 class ContentPart(BaseModel):
-    """One part of a message's content: text, or another kind (image_url, ...) that is accepted and ignored."""
+    """One part of a message's content: text. Other kinds (image_url, input_audio, file) are refused:
+    the models served here read text, and the guard cannot read what it would have to judge."""
     model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
     @model_validator(mode="after")
     def _text_part_has_text(self) -> "ContentPart":
-        if self.type == "text" and self.text is None:
+        if self.type != "text":
+            raise ValueError(f"only parts of type `text` are supported, not {self.type!r}")
+        if self.text is None:
             raise ValueError("a part of type `text` needs a `text` string")
         return self
 
@@ -131,12 +199,13 @@ class ChatMessage(BaseModel):
         raise ValueError("must be a string, an array of content-part objects, or null")
 
     def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: only text parts carry meaning here
-            return "".join(part.text or "" for part in self.content if part.type == "text")
+        if isinstance(self.content, list):
+            return "".join(part.text or "" for part in self.content)
         return self.content or ""
 
 
 class ChatCompletionRequest(_Request):
+    _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_CHAT
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: TokenCount | None = None
 
@@ -150,6 +219,7 @@ class ChatCompletionRequest(_Request):
 
 
 class CompletionRequest(_Request):
+    _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_COMPLETION
     prompt: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=1)]
     max_tokens: TokenCount | None = 16
 

@@ -18,7 +18,7 @@ from guard.restriction import UNRESTRICTED, Restrictions
 from server import metrics, responses
 from server.audit import AuditLog
 from server.decisions import classify, record
-from server.engine import DecodeParams, Engine
+from server.engine import Engine
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
 from server.live_policy import LivePolicy
@@ -90,7 +90,7 @@ COMPLETION_RESPONSES = {**ERRORS, 200: {"content": STREAM}}
 @router.post("/v1/chat/completions", response_model=responses.ChatCompletion, responses=COMPLETION_RESPONSES)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
-    served = _served(state, body.model)
+    served = _served(state, body)
     conversation = body.conversation()
     messages = [{"role": role, "content": text} for role, text in conversation.turns]
     try:
@@ -103,14 +103,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
 @router.post("/v1/completions", response_model=responses.Completion, responses=COMPLETION_RESPONSES)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     state = _state(request)
-    served = _served(state, body.model)
+    served = _served(state, body)
     if not body.prompt:
         raise bad_request("prompt: must not be empty", param="prompt")
     prompt_ids = served.engine.tokenizer.encode(body.prompt)
     return await _complete(request, state, served, body, prompt_ids, body.conversation(), "text")
 
 
-def _served(state: ServerState, model: str) -> ServedModel:
+def _served(state: ServerState, body: ChatCompletionRequest | CompletionRequest) -> ServedModel:
+    """The model that answers `body`, whose fields are all ones this server honours or ignores by design."""
+    if (unknown := body.unknown_field()) is not None:
+        raise bad_request(f"{unknown}: is not a field this server honours (OpenAI's API defines no such field)",
+                          param=unknown)
+    model = body.model
     if model not in state.models:
         raise OpenAIError(404, f"The model `{model}` does not exist; this server serves "
                           f"{', '.join(f'`{name}`' for name in state.models)}.", param="model", code="model_not_found")
@@ -132,7 +137,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param=field_name, code="context_length_exceeded")
     restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
-    params = DecodeParams(max_tokens, body.temperature, body.top_p, tuple(body.stop), body.seed)
+    params = body.decode_params(max_tokens)
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
     chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
                               restriction.spec, state.settings.max_rewinds)

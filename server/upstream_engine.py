@@ -52,6 +52,10 @@ class UpstreamEngine:
             body["seed"] = params.seed
         if params.ignore_eos:
             body["ignore_eos"] = True
+        if params.frequency_penalty or params.presence_penalty:
+            body.update(frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty)
+        if params.logit_bias:
+            body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
         if spec is not None:
             body["vllm_xargs"] = spec.to_vllm_xargs()
         async with self.upstream.stream("/completions", body) as events:

@@ -115,6 +115,64 @@ def test_bad_chat_requests_get_openai_errors(client_and_engine, body, status, pa
     assert len(engine.seen) == calls  # rejected before reaching the engine
 
 
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize("path, field, value", [
+    ("/v1/chat/completions", "logprobs", True),
+    ("/v1/chat/completions", "logprobs", 1),  # not `false`: 1 is no boolean
+    ("/v1/chat/completions", "top_logprobs", 3),
+    ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+    ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
+    ("/v1/chat/completions", "tool_choice", "required"),
+    ("/v1/chat/completions", "modalities", ["text", "audio"]),
+    ("/v1/chat/completions", "top_k", 5),  # vLLM's, not OpenAI's
+    ("/v1/completions", "logprobs", 2),
+    ("/v1/completions", "echo", True),
+    ("/v1/completions", "best_of", 3),
+    ("/v1/completions", "suffix", "end"),
+])
+def test_fields_not_honoured_are_refused_naming_them(client_and_engine, path, field, value):
+    client, engine = client_and_engine
+    base = {"model": MODEL, **({"messages": HI} if "chat" in path else {"prompt": "hi"})}
+    response = client.post(path, json={**base, field: value})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and error["message"].startswith(f"{field}: ")
+    assert engine.seen == []
+
+
+def test_fields_that_ask_for_nothing_or_change_no_answer_are_accepted(client_and_engine):
+    client, engine = client_and_engine
+    response = chat(client, logprobs=False, top_logprobs=0, response_format={"type": "text"}, tools=[],
+                    tool_choice="none", user="u-1", metadata={"k": "v"}, store=False)
+    assert response.status_code == 200, response.text
+
+
+def test_sampling_fields_reach_the_engine(client_and_engine):
+    client, engine = client_and_engine
+    assert chat(client, frequency_penalty=0.5, presence_penalty=-1, logit_bias={"42": -100, "7": 3}).status_code == 200
+    _, params, _ = engine.seen[-1]
+    assert (params.frequency_penalty, params.presence_penalty) == (0.5, -1.0)
+    assert dict(params.logit_bias) == {42: -100.0, 7: 3.0}
+
+
+@pytest.mark.parametrize("overrides, param", [
+    ({"frequency_penalty": 2.5}, "frequency_penalty"),
+    ({"logit_bias": {"the": 1}}, "logit_bias"),
+    ({"logit_bias": {"5": 101}}, "logit_bias.5"),
+    ({"stream_options": {"include_usage": "no"}}, "stream_options.include_usage"),
+    ({"stream_options": {"include_usage": True, "colour": "red"}}, "stream_options.colour"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]},
+     "messages.0.content.0"),
+])
+def test_sampling_fields_are_checked(client_and_engine, overrides, param):
+    client, engine = client_and_engine
+    response = chat(client, **overrides)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+    assert engine.seen == []
+
+
 @pytest.mark.parametrize("raw", ['{"model": ', "[1, 2]", "null", "not json"])
 def test_malformed_bodies(client_and_engine, raw):
     client, _ = client_and_engine
