@@ -70,7 +70,6 @@ class EmbeddedEngine:
 
     async def start(self) -> None:
         from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
@@ -81,22 +80,22 @@ class EmbeddedEngine:
         stats_dir.mkdir(mode=0o700, exist_ok=True)
         os.environ[step_timing.ENV] = str(stats_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        lora_args = {}
-        if self._loras:  # only then: LoRA support costs the base model a little per step
-            lora_args = dict(enable_lora=True, max_loras=len(self._loras), max_lora_rank=self._max_lora_rank or 16)
-        args = AsyncEngineArgs(
-            model=self.model_path,
-            max_model_len=self.max_model_len,
-            logits_processors=[PROCESSOR],
-            enable_prefix_caching=True,  # rewinds re-prefill the same prefix: keep it cheap
-            enforce_eager=self._enforce_eager,
-            **lora_args,
-        )
         counts = self._counts
-        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, args,
+        self._llm = await asyncio.to_thread(AsyncLLM.from_engine_args, self.engine_args(),
                                             stat_loggers=[lambda config, index: counts])
         self.step_stats_path = step_timing.stats_path(stats_dir, str(self._llm.vllm_config.instance_id))
         await self._load_loras()
+
+    def engine_args(self):
+        """vLLM's engine arguments: `vllm serve`'s defaults but for the context length, the guard's
+        processor, prefix caching (rewinds re-prefill the same prefix) and, where asked, eager and LoRA."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        lora_args = {}
+        if self._loras:  # only then: LoRA support costs the base model a little per step
+            lora_args = dict(enable_lora=True, max_loras=len(self._loras), max_lora_rank=self._max_lora_rank or 16)
+        return AsyncEngineArgs(model=self.model_path, max_model_len=self.max_model_len, logits_processors=[PROCESSOR],
+                               enable_prefix_caching=True, enforce_eager=self._enforce_eager, **lora_args)
 
     async def _load_loras(self) -> None:
         """Load every adapter now, so a broken or mismatched one stops the start, not a request."""

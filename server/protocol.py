@@ -135,7 +135,7 @@ class _Request(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
-        if bias and not all(key.isdigit() for key in bias):
+        if bias and not all(key.isascii() and key.isdigit() for key in bias):
             raise ValueError("keys must be token ids, written as decimal strings")
         return bias
 

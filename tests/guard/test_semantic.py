@@ -4,14 +4,17 @@ import pytest
 
 from classifiers.encoder import load_encoder
 from guard.matcher import INITIAL_STATE, Matcher
+from guard.models import guard_home
 from guard.semantic import SemanticIndex
 from guard.spec import GuardSpec
 
 
 @pytest.fixture(scope="module")
-def semantic(tokenizer, tmp_path_factory):
+def semantic(tokenizer):
+    """In the session's GUARD_HOME (a temporary folder), where the servers keep it: the vocabulary is
+    embedded once per session, by whichever comes first."""
     encoder = load_encoder()
-    return SemanticIndex(tokenizer, encoder.embed, encoder.name, tmp_path_factory.mktemp("semantic"))
+    return SemanticIndex(tokenizer, encoder.embed, encoder.name, guard_home() / "semantic")
 
 
 def token(tokenizer, text):

@@ -1,0 +1,47 @@
+"""The embedded engine is configured as `vllm serve` is by default, so that an answer the guard leaves
+alone is the answer vLLM gives. The end-to-end tests compare the two with every engine eager
+(tests/server/servers.py, EAGER); this test keeps guard serve's default (compiled) configuration
+vLLM's own: the same compilation, dtype, scheduler and cache settings, field for field."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from server.embedded_engine import PROCESSOR, EmbeddedEngine
+
+# What guard serve sets on purpose; none of it changes how the model computes a token.
+DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching"}
+
+
+def vllm_serve_args(*argv: str):
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    return AsyncEngineArgs.from_cli_args(make_arg_parser(FlexibleArgumentParser()).parse_args(list(argv)))
+
+
+def differences(ours, theirs) -> set[str]:
+    """Fields set differently; unset on both sides (None, False, "") is no difference."""
+    return {f.name for f in dataclasses.fields(ours)
+            if getattr(ours, f.name) != getattr(theirs, f.name)
+            and not (getattr(ours, f.name) in (None, False, "") and getattr(theirs, f.name) in (None, False, ""))}
+
+
+def test_guard_serves_default_engine_is_vllm_serves_default(tmp_path):
+    ours = EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1).engine_args()
+    theirs = vllm_serve_args("--model", str(tmp_path))
+    assert differences(ours, theirs) - {"mm_device_do_normalize"} <= DELIBERATE  # (that one: images only)
+    assert ours.logits_processors == [PROCESSOR] and ours.enable_prefix_caching and not ours.enforce_eager
+    assert ours.compilation_config == theirs.compilation_config
+
+
+def test_eager_is_vllm_serves_eager(tmp_path):
+    ours = EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1, enforce_eager=True).engine_args()
+    theirs = vllm_serve_args("--model", str(tmp_path), "--enforce-eager")
+    assert differences(ours, theirs) - {"mm_device_do_normalize"} <= DELIBERATE
+
+
+def test_the_check_can_fail(tmp_path):
+    ours = EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1, enforce_eager=True).engine_args()
+    assert "enforce_eager" in differences(ours, vllm_serve_args("--model", str(tmp_path)))
