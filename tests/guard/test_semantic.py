@@ -39,8 +39,9 @@ def test_unrelated_words_are_untouched(semantic, tokenizer):
     assert token(tokenizer, " banana") not in penalties and token(tokenizer, " Paris") not in penalties
 
 
-def test_the_vocabulary_embeddings_are_cached_on_disk(semantic, tokenizer, tmp_path_factory):
-    folder = next(iter(p.parent for p in tmp_path_factory.getbasetemp().rglob("vocab-embeddings-*.npy")))
+def test_the_vocabulary_embeddings_are_cached_on_disk(semantic, tokenizer):
+    folder = guard_home() / "semantic"
+    assert list(folder.glob("vocab-embeddings-*.npy"))
     encoder = load_encoder()
     again = SemanticIndex(tokenizer, lambda texts: pytest.fail("re-embedded"), encoder.name, folder)
     assert again.vectors.shape == semantic.vectors.shape
