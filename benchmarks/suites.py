@@ -65,7 +65,7 @@ SUITES = {
         "tiny", _synthetic(n_people=6, questions_per_person=6, forget_people=2, seed=0), TINY,
         (WeightMethod("flat", "flat", {"divergence": "kl", "lr": 5e-3, "max_steps": 12}),
          WeightMethod("ga", "ga", {"lr": 5e-3, "max_steps": 12})),
-        finetune_epochs=60, finetune_lr=3e-3, max_tokens=32, throughput_runs=3, throughput_seconds=2.0),
+        finetune_epochs=40, finetune_lr=3e-3, max_tokens=32, throughput_runs=3, throughput_seconds=2.0),
     "small": Suite(
         "small", _synthetic(n_people=20, questions_per_person=8, forget_people=4, seed=0), DEFAULT_MODEL,
         # Rates: per method, the lowest of a sweep on this target that brought the forget answers'

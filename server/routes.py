@@ -136,8 +136,12 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         field_name = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
         raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param=field_name, code="context_length_exceeded")
-    restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     params = body.decode_params(max_tokens)
+    vocabulary = len(served.engine.tokenizer)
+    if outside := [token for token, _ in params.logit_bias if token >= vocabulary]:
+        raise bad_request(f"logit_bias: token id {outside[0]} is outside the model's vocabulary of {vocabulary}",
+                          param="logit_bias")
+    restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
     chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
                               restriction.spec, state.settings.max_rewinds)

@@ -161,6 +161,7 @@ def test_sampling_fields_reach_the_engine(client_and_engine):
     ({"frequency_penalty": 2.5}, "frequency_penalty"),
     ({"logit_bias": {"the": 1}}, "logit_bias"),
     ({"logit_bias": {"5": 101}}, "logit_bias.5"),
+    ({"logit_bias": {"99999999": 1}}, "logit_bias"),  # beyond the vocabulary
     ({"stream_options": {"include_usage": "no"}}, "stream_options.include_usage"),
     ({"stream_options": {"include_usage": True, "colour": "red"}}, "stream_options.colour"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}]}]},
