@@ -137,7 +137,8 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param=field_name, code="context_length_exceeded")
     params = body.decode_params(max_tokens)
-    if params.logit_bias and (outside := max(token for token, _ in params.logit_bias)) >= len(served.engine.tokenizer):
+    outside = max((token for token, _ in params.logit_bias), default=-1)
+    if outside >= len(served.engine.tokenizer):
         raise bad_request(f"logit_bias: token id {outside} is outside the model's vocabulary of "
                           f"{len(served.engine.tokenizer)}", param="logit_bias")
     restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
