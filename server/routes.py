@@ -137,10 +137,11 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param=field_name, code="context_length_exceeded")
     params = body.decode_params(max_tokens)
-    outside = max((token for token, _ in params.logit_bias), default=-1)
-    if outside >= len(served.engine.tokenizer):
-        raise bad_request(f"logit_bias: token id {outside} is outside the model's vocabulary of "
-                          f"{len(served.engine.tokenizer)}", param="logit_bias")
+    if params.logit_bias:  # only then: the vocabulary's size is not free to ask for
+        highest, vocabulary = max(token for token, _ in params.logit_bias), len(served.engine.tokenizer)
+        if highest >= vocabulary:
+            raise bad_request(f"logit_bias: token id {highest} is outside the model's vocabulary of {vocabulary}",
+                              param="logit_bias")
     restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
     chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
