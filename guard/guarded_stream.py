@@ -11,9 +11,18 @@ with their text, or, where the producer gives no token ids, pieces of text. Afte
   producer's attempt must be aborted and a new one started from `resume_ids` (the tokens accepted so
   far) with `resume_bans` (the token that began the violation, and any banned there before) banned
   at its first step, so the model rephrases from before it. Only with token ids: text cannot resume;
-- finish, with the finish reason: the producer's own, or "content_filter" when a violation cannot
-  be rewound (no token ids, rewinds used up, or no room left). The answer is then cut before the
-  violation: fail closed, never say it.
+- finish, with the finish reason: the producer's own, "stop" at the first of the client's stop
+  strings (the answer ends before it), or "content_filter" when a violation cannot be rewound (no
+  token ids, rewinds used up, or no room left). The answer is then cut before the violation: fail
+  closed, never say it.
+
+Stop strings are the machine's to find, not the producer's, where it rewinds: a stop string may begin
+in text accepted before a rewind and end in the next attempt, where no engine sees it whole. Text that
+could still begin one is held back like an open match.
+
+Data that travels with each token (its log-probabilities) is released with the token. The
+alternatives a client may see beside a token pass the same judgement (`would_release`): no
+alternative may spell, or begin to spell, what the answer itself may not.
 
 Synchronous and engine-free: the adapters (server.generation for engines, server.relay for upstream
 servers that run none of our code) only move units in and released text out.
@@ -22,9 +31,9 @@ servers that run none of our code) only move units in and released text out.
 from __future__ import annotations
 
 import dataclasses
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 from guard.leaks import Detector, Violation
 from guard.spec import GuardSpec
@@ -37,15 +46,22 @@ class Step:
     release: str = ""  # text the client may have now, after what was released before
     action: Literal["continue", "rewind", "finish"] = "continue"
     finish_reason: str | None = None  # with "finish"
+    per_token: tuple[Any, ...] = ()  # what travelled with each token released now, in order
 
 
 class GuardedStream:
-    def __init__(self, detector: Detector | None, max_rewinds: int = 0, max_tokens: int | None = None):
+    def __init__(self, detector: Detector | None, max_rewinds: int = 0, max_tokens: int | None = None,
+                 stop: Sequence[str] = ()):
         """`detector` None: nothing to guard, every unit is released as it comes. `max_tokens`: the
-        answer's token budget; a rewind needs room to resume."""
+        answer's token budget; a rewind needs room to resume. `stop`: the client's stop strings."""
         self.detector, self.max_rewinds, self.max_tokens = detector, max_rewinds, max_tokens
+        self.stop = tuple(s for s in stop if s)
+        # Context enough to hold any forbidden phrase (folding drops spaces and punctuation: twice as long).
+        self._window = 2 * max(map(len, detector.patterns), default=0) + 8 if detector is not None else 0
         self.text = ""  # the answer accepted so far: released, held back, or about to be judged
         self.token_ids: list[int] = []
+        self._per_token: list[Any] = []  # parallel to token_ids, when the producer sends it
+        self._tokens_sent = 0
         self._starts: list[int] = []  # text offset where each unit begins
         self.sent = 0  # text before this offset was released
         self._judged = 0  # text before this offset was judged innocent
@@ -73,17 +89,27 @@ class GuardedStream:
         return dataclasses.replace(spec, replay_tokens=len(self.token_ids), resume_bans=self.resume_bans)
 
     # -- feeding -------------------------------------------------------------------------------
-    def feed(self, text: str, token_ids: Sequence[int] | None = None, finish_reason: str | None = None) -> Step:
-        """One unit of the answer; `finish_reason` on the producer's last one."""
+    def feed(self, text: str, token_ids: Sequence[int] | None = None, finish_reason: str | None = None,
+             per_token: Sequence[Any] | None = None) -> Step:
+        """One unit of the answer; `finish_reason` on the producer's last one. `per_token`: data for each
+        token of `token_ids` (their log-probabilities), released with them."""
+        before = len(self.text)
         self._add(text, token_ids)
+        if per_token is not None:
+            self._per_token.extend(per_token)
+        if (stop := self._stop_string(before)) is not None:
+            # The answer ends before it; the units that wrote it count, as vLLM counts them.
+            self._truncate(self._unit_at(stop[1] - 1) + 1, stop[0])
+            finish_reason = "stop"
         final = finish_reason is not None
+        held = len(self.text) if final else self._stop_prefix_from()
         if self.detector is None:
-            return self._release(len(self.text), finish_reason)
+            return self._release(self._unit_boundary(held), finish_reason)
         scan = self.detector.scan(self.text, final=final, begin=self._judged)
         if scan.violations:
             return self._violated(scan.violations[0])
         self._judged = len(self.text) if final else self._unit_boundary(scan.undecided_from)
-        return self._release(self._judged, finish_reason)
+        return self._release(min(self._judged, self._unit_boundary(held)), finish_reason)
 
     def end(self, finish_reason: str | None = None) -> Step:
         """The producer stopped (with no finish reason of its own: "stop")."""
@@ -100,7 +126,17 @@ class GuardedStream:
 
     def _release(self, upto: int, finish_reason: str | None) -> Step:
         release, self.sent = self.text[self.sent:upto], max(self.sent, upto)
-        return Step(release, "finish" if finish_reason is not None else "continue", finish_reason)
+        tokens = len(self._starts) if finish_reason is not None else bisect_left(self._starts, self.sent)
+        per_token, self._tokens_sent = tuple(self._per_token[self._tokens_sent:tokens]), max(self._tokens_sent, tokens)
+        return Step(release, "finish" if finish_reason is not None else "continue", finish_reason, per_token)
+
+    def would_release(self, context: str, piece: str) -> bool:
+        """Whether `piece`, written after `context` (an answer's text), is text this machine releases:
+        no violation of its detector ends in it. For the alternatives shown beside an answer's tokens."""
+        if self.detector is None:
+            return True
+        window = context[-self._window:]
+        return not any(v.end > len(window) for v in self.detector.scan(window + piece, final=True).violations)
 
     def _violated(self, violation: Violation) -> Step:
         self.violations.append(violation)
@@ -118,6 +154,23 @@ class GuardedStream:
         cut = self._starts[k] if self._with_tokens else violation.start
         self._truncate(k, max(cut, self.sent))
         return self._release(len(self.text), CONTENT_FILTER)
+
+    # -- stop strings ------------------------------------------------------------------------
+    def _stop_string(self, before: int) -> tuple[int, int] | None:
+        """(start, end) of the first stop string, among those ending in text added after `before`."""
+        if not self.stop:
+            return None
+        start = max(0, before - max(map(len, self.stop)) + 1)
+        found = [(i, i + len(s)) for s in self.stop if (i := self.text.find(s, start)) >= 0]
+        return min(found) if found else None
+
+    def _stop_prefix_from(self) -> int:
+        """Where a stop string may be beginning at the end of the text (its length: nowhere)."""
+        longest = max(map(len, self.stop), default=1)
+        for i in range(max(self.sent, len(self.text) - longest + 1), len(self.text)):
+            if any(s.startswith(self.text[i:]) for s in self.stop):
+                return i
+        return len(self.text)
 
     # -- offsets -------------------------------------------------------------------------------
     def _unit_at(self, offset: int) -> int:
@@ -138,5 +191,6 @@ class GuardedStream:
         cut = (self._starts[k] if k < len(self._starts) else len(self.text)) if cut is None else cut
         del self._starts[k:]
         del self.token_ids[k:]
+        del self._per_token[k:]
         self.text = self.text[:cut]
         self._judged = min(self._judged, len(self.text))

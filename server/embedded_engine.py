@@ -24,7 +24,8 @@ from typing import AsyncIterator
 
 from guard import step_timing
 from guard.spec import GuardSpec
-from server.engine import DecodeParams, Delta, EngineStats, EngineUnavailable, RequestRejected
+from server.engine import (DecodeParams, Delta, EngineStats, EngineUnavailable, PositionLogprobs, RequestRejected,
+                           TokenLogprob)
 
 log = logging.getLogger("guard.engine")
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
@@ -88,14 +89,17 @@ class EmbeddedEngine:
 
     def engine_args(self):
         """vLLM's engine arguments: `vllm serve`'s defaults but for the context length, the guard's
-        processor, prefix caching (rewinds re-prefill the same prefix) and, where asked, eager and LoRA."""
+        processor, prefix caching (rewinds re-prefill the same prefix), log-probabilities of the
+        distribution each token is sampled from (after the guard's biases, not the model's raw one) and,
+        where asked, eager and LoRA."""
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         lora_args = {}
         if self._loras:  # only then: LoRA support costs the base model a little per step
             lora_args = dict(enable_lora=True, max_loras=len(self._loras), max_lora_rank=self._max_lora_rank or 16)
         return AsyncEngineArgs(model=self.model_path, max_model_len=self.max_model_len, logits_processors=[PROCESSOR],
-                               enable_prefix_caching=True, enforce_eager=self._enforce_eager, **lora_args)
+                               enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                               enforce_eager=self._enforce_eager, **lora_args)
 
     async def _load_loras(self) -> None:
         """Load every adapter now, so a broken or mismatched one stops the start, not a request."""
@@ -160,6 +164,7 @@ class EmbeddedEngine:
             frequency_penalty=params.frequency_penalty,
             presence_penalty=params.presence_penalty,
             logit_bias=dict(params.logit_bias) or None,
+            logprobs=params.logprobs,
             output_kind=RequestOutputKind.DELTA,
             extra_args=spec.to_extra_args() if spec is not None else None,
         )
@@ -169,7 +174,12 @@ class EmbeddedEngine:
                                                    lora_request=self._lora_requests[lora] if lora else None):
                 completion = output.outputs[0]
                 finished = output.finished
-                yield Delta(list(completion.token_ids), completion.text, completion.finish_reason if finished else None)
+                logprobs = None
+                if params.logprobs is not None and completion.logprobs is not None:
+                    logprobs = tuple(_position(token_id, candidates, params.logprobs, self.tokenizer)
+                                     for token_id, candidates in zip(completion.token_ids, completion.logprobs))
+                yield Delta(list(completion.token_ids), completion.text, completion.finish_reason if finished else None,
+                            logprobs)
         except VLLMClientError as exc:
             raise RequestRejected(str(exc)) from None
         except Exception as exc:
@@ -211,6 +221,17 @@ class LoraView:
     def stream(self, prompt_ids: list[int], params: DecodeParams, spec: GuardSpec | None,
                request_id: str) -> AsyncIterator[Delta]:
         return self.engine.stream(prompt_ids, params, spec, request_id, lora=self.lora)
+
+
+def _position(token_id: int, candidates, count: int, tokenizer) -> PositionLogprobs:
+    """vLLM's log-probabilities at one position (token id -> Logprob: the `count` most likely and the
+    sampled one) as the sampled token's and the `count` most likely, most likely first."""
+    def entry(candidate_id: int, logprob) -> TokenLogprob:
+        text = logprob.decoded_token if logprob.decoded_token is not None else tokenizer.decode([candidate_id])
+        return TokenLogprob(text, logprob.logprob)
+
+    ranked = sorted((lp.rank, candidate_id, lp) for candidate_id, lp in candidates.items() if lp.rank <= count)
+    return PositionLogprobs(entry(token_id, candidates[token_id]), tuple(entry(i, lp) for _, i, lp in ranked[:count]))
 
 
 def _token_prompt(prompt_ids: list[int]):

@@ -28,6 +28,20 @@ class DecodeParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # the client's (token id, bias); the guard's blocks still win
+    logprobs: int | None = None  # with each token, the log-probabilities of this many most likely ones (None: none)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str  # its text, as vLLM writes it
+    logprob: float  # under the distribution the token was sampled from (after the guard's biases)
+
+
+@dataclass(frozen=True)
+class PositionLogprobs:
+    """One position of an answer: the token sampled there, and the most likely ones, most likely first."""
+    sampled: TokenLogprob
+    top: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,7 @@ class Delta:
     token_ids: list[int]
     text: str
     finish_reason: str | None  # "stop", "length", "abort" or None while running
+    logprobs: tuple[PositionLogprobs, ...] | None = None  # one per token, when asked for
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ machine reads the output as it grows and, when it says rewind, this loop aborts 
 and resubmits the prompt plus the output accepted so far, with the token that began the violation
 banned at that position, and the model rephrases from before it. Prefix caching makes the
 re-prefill cheap. Every rule (what may be released, when to rewind, when to cut) is the machine's.
+
+Log-probabilities come out with the tokens they belong to. The engine is asked for a few more
+alternatives than the client wants, so that those the machine would not release (a forbidden phrase,
+or the beginning of one) can be dropped and the client still gets its count where the model has them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from typing import AsyncIterator
 from guard.guarded_stream import GuardedStream, Step
 from guard.leaks import Detector, Violation
 from guard.spec import GuardSpec
-from server.engine import DecodeParams, Engine
+from server.engine import DecodeParams, Engine, PositionLogprobs
+
+MAX_LOGPROBS = 20  # vLLM's default --max-logprobs, and OpenAI's top_logprobs limit
+SPARE_ALTERNATIVES = 5  # asked for beyond the client's count, to stand in for alternatives dropped
 
 
 @dataclass(frozen=True)
@@ -31,30 +38,50 @@ class Chunk:
     rewinds: int = 0
     decoded_tokens: int = 0  # on the last chunk: tokens the engine decoded, rewound ones included
     violations: tuple[Violation, ...] = ()  # on the last chunk: what each rewind (and a cut) was for
+    logprobs: tuple[PositionLogprobs, ...] = ()  # one per token of `text`, when asked for
 
 
 async def generate_guarded(engine: Engine, prompt_ids: list[int], params: DecodeParams, request_id: str,
                            detector: Detector | None, spec: GuardSpec | None, max_rewinds: int) -> AsyncIterator[Chunk]:
     """Yield the answer's text in chunks; the last chunk carries the finish reason."""
-    stream = GuardedStream(detector, max_rewinds, params.max_tokens)
+    stream = GuardedStream(detector, max_rewinds, params.max_tokens, params.stop)
+    alternatives = _Alternatives(stream, params.logprobs)
+    asked = None if params.logprobs is None else min(MAX_LOGPROBS, params.logprobs + SPARE_ALTERNATIVES)
     for attempt in range(max_rewinds + 1):
-        attempt_params = dataclasses.replace(params, max_tokens=stream.tokens_left)
+        # The stream finds the stop strings: one may span a rewind's seam, where no attempt sees it whole.
+        attempt_params = dataclasses.replace(params, max_tokens=stream.tokens_left, stop=(), logprobs=asked)
         attempt_spec = stream.attempt_spec(spec) if spec is not None else None
         step = Step()
         async with aclosing(engine.stream(prompt_ids + stream.resume_ids, attempt_params, attempt_spec,
                                           f"{request_id}-{attempt}")) as deltas:
             async for delta in deltas:
-                step = stream.feed(delta.text, delta.token_ids, delta.finish_reason)
-                if step.release:
-                    yield Chunk(step.release)
+                step = stream.feed(delta.text, delta.token_ids, delta.finish_reason, delta.logprobs)
+                if step.release or step.per_token:
+                    yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
                 if step.action != "continue":
                     break
         if step.action == "continue":  # the engine ended without a finish reason
             step = stream.end()
-            if step.release:
-                yield Chunk(step.release)
+            if step.release or step.per_token:
+                yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
         if step.action == "finish":
             yield Chunk("", step.finish_reason, len(stream.token_ids), stream.rewinds, stream.decoded_tokens,
                         tuple(stream.violations))
             return
     raise AssertionError("the guarded stream rewound more often than it allows")  # pragma: no cover
+
+
+class _Alternatives:
+    """The alternatives beside each released token: those the stream would not release after the
+    answer so far dropped, the client's count kept."""
+
+    def __init__(self, stream: GuardedStream, count: int | None):
+        self.stream, self.count, self.context = stream, count, ""
+
+    def judged(self, positions: tuple[PositionLogprobs, ...]) -> tuple[PositionLogprobs, ...]:
+        kept = []
+        for position in positions:
+            top = [t for t in position.top if self.stream.would_release(self.context, t.token)][:self.count]
+            kept.append(dataclasses.replace(position, top=tuple(top)))
+            self.context += position.sampled.token
+        return tuple(kept)

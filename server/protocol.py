@@ -23,6 +23,8 @@ from server.engine import DecodeParams
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit signed integer, as vLLM's samplers take it
 MAX_STOPS = 4
+MAX_CHOICES = 16
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and vLLM's default --max-logprobs
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -34,7 +36,8 @@ def _whole_number(value: Any) -> Any:
 # The bounds first, then the conversion around them: so the schema names them `minimum` and `maximum`.
 TokenCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
 Seed = Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX), BeforeValidator(_whole_number)]
-OnlyOne = Annotated[int, Field(ge=1, le=1, description="only n=1 is supported"), BeforeValidator(_whole_number)]
+Choices = Annotated[int, Field(ge=1, le=MAX_CHOICES), BeforeValidator(_whole_number)]
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), BeforeValidator(_whole_number)]
 
 
 def _lone_surrogates(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[InitErrorDetails]:
@@ -71,12 +74,13 @@ def _printable(text: str) -> str:
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
 # Fields OpenAI defines that this server does not honour, each with the values that ask for nothing.
 UNSUPPORTED_CHAT = {
-    "logprobs": (None, False), "top_logprobs": (None, 0), "response_format": (None, {"type": "text"}),
+    "response_format": (None, {"type": "text"}),
     "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None, True, False),
     "functions": (None, []), "function_call": (None, "none"), "audio": (None,), "modalities": (None, ["text"]),
     "prediction": (None,), "reasoning_effort": (None,), "verbosity": (None,), "web_search_options": (None,),
 }
-UNSUPPORTED_COMPLETION = {"logprobs": (None,), "best_of": (None, 1), "echo": (None, False), "suffix": (None, "")}
+# best_of: vLLM's own server (this version) no longer has it either.
+UNSUPPORTED_COMPLETION = {"best_of": (None, 1), "echo": (None, False), "suffix": (None, "")}
 LogitBias = Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
 
@@ -98,7 +102,7 @@ class _Request(BaseModel):
     stop: NonEmpty | Annotated[list[NonEmpty], Field(max_length=MAX_STOPS)] | None = Field(
         default=None, validate_default=True)
     seed: Seed | None = None
-    n: OnlyOne = 1
+    n: Choices = 1  # each choice generated and guarded on its own
     stream: bool = False
     stream_options: StreamOptions | None = None
     frequency_penalty: Penalty = 0.0
@@ -163,10 +167,16 @@ class _Request(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    @property
+    def logprobs_count(self) -> int | None:
+        """How many most likely tokens to list beside each token (None: no logprobs)."""
+        raise NotImplementedError
+
     def decode_params(self, max_tokens: int) -> DecodeParams:
         return DecodeParams(max_tokens, self.temperature, self.top_p, tuple(self.stop), self.seed,
                             frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
-                            logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()))
+                            logit_bias=tuple((int(k), v) for k, v in (self.logit_bias or {}).items()),
+                            logprobs=self.logprobs_count)
 
 
 class ContentPart(BaseModel):
@@ -208,6 +218,20 @@ class ChatCompletionRequest(_Request):
     _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_CHAT
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: TokenCount | None = None
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None
+
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> "ChatCompletionRequest":
+        if self.top_logprobs and not self.logprobs:
+            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
+                type=PydanticCustomError("logprobs_needed", "needs `logprobs: true`"), loc=("top_logprobs",),
+                input=self.top_logprobs)])
+        return self
+
+    @property
+    def logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @property
     def token_limit(self) -> int | None:
@@ -222,6 +246,11 @@ class CompletionRequest(_Request):
     _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_COMPLETION
     prompt: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=1)]
     max_tokens: TokenCount | None = 16
+    logprobs: TopLogprobs | None = None
+
+    @property
+    def logprobs_count(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from server.app import assemble_app, build_restrictions, following
 from server.audit import AuditLog
 from server.decisions import classify, record
 from server.engine import EngineError
+from server.errors import bad_request
 from server.live_policy import LivePolicy
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.responses import ERRORS, STREAM, Kind
@@ -126,6 +127,11 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest) -> Response:
     state = _state(request)
+    for field, asked in (("n", body.n > 1), ("logprobs", body.logprobs_count is not None)):
+        if asked:  # the output filter reads the text of one choice; it could not guard more
+            raise bad_request(f"{field}: is not supported at the {state.level} enforcement level (the output "
+                              "filter reads one choice's text); `guard proxy --enforcement full` supports it",
+                              param=field)
     raw = await request.json()  # forwarded as the client wrote it: unknown fields included
     path = "/chat/completions" if kind == "chat" else "/completions"
     conversation = body.conversation()

@@ -13,7 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from server.engine import PositionLogprobs
+
 Kind = Literal["chat", "text"]
+LOWEST_LOGPROB = -9999.0  # -inf, in JSON (as OpenAI and vLLM write it)
 
 
 class ErrorBody(BaseModel):
@@ -38,17 +41,38 @@ class AssistantMessage(BaseModel):
     content: str | None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+
+
+class TextLogprobs(BaseModel):
+    text_offset: list[int]
+    token_logprobs: list[float | None]
+    tokens: list[str]
+    top_logprobs: list[dict[str, float] | None]
+
+
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
 
 
 class TextChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: TextLogprobs | None = None
     finish_reason: str | None
 
 
@@ -78,7 +102,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None
 
 
@@ -130,26 +154,56 @@ def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
                  total_tokens=prompt_tokens + completion_tokens)
 
 
-def whole(kind: Kind, id: str, model: str, text: str, finish_reason: str | None, used: Usage) -> BaseModel:
+def _logprob(value: float) -> float:
+    return max(value, LOWEST_LOGPROB)
+
+
+def _top(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": _logprob(logprob), "bytes": list(token.encode("utf-8", errors="replace"))}
+
+
+def logprobs(kind: Kind, positions: tuple[PositionLogprobs, ...] | None,
+             text_offset: int = 0) -> ChatLogprobs | TextLogprobs | None:
+    """OpenAI's logprobs of `positions` (None: none asked for). A text completion's start at
+    `text_offset` (the length of the answer before them) and list the sampled token first, as vLLM does."""
+    if positions is None:
+        return None
     if kind == "chat":
-        choice = ChatChoice(index=0, message=AssistantMessage(content=text), finish_reason=finish_reason)
-        return ChatCompletion(id=id, created=now(), model=model, choices=[choice], usage=used)
-    return Completion(id=id, created=now(), model=model, choices=[TextChoice(index=0, text=text,
-                                                                             finish_reason=finish_reason)], usage=used)
+        return ChatLogprobs(content=[
+            TokenLogprob(**_top(p.sampled.token, p.sampled.logprob),
+                         top_logprobs=[TopLogprob(**_top(t.token, t.logprob)) for t in p.top]) for p in positions])
+    offsets = []
+    for p in positions:
+        offsets.append(text_offset)
+        text_offset += len(p.sampled.token)
+    return TextLogprobs(
+        text_offset=offsets, tokens=[p.sampled.token for p in positions],
+        token_logprobs=[_logprob(p.sampled.logprob) for p in positions],
+        top_logprobs=[{t.token: _logprob(t.logprob) for t in (p.sampled, *p.top)} for p in positions])
+
+
+def whole(kind: Kind, id: str, model: str, choices: list[tuple[str, str | None, Any]], used: Usage) -> BaseModel:
+    """`choices`: each choice's (text, finish reason, logprobs)."""
+    if kind == "chat":
+        return ChatCompletion(id=id, created=now(), model=model, usage=used, choices=[
+            ChatChoice(index=i, message=AssistantMessage(content=text), logprobs=lp, finish_reason=finish)
+            for i, (text, finish, lp) in enumerate(choices)])
+    return Completion(id=id, created=now(), model=model, usage=used, choices=[
+        TextChoice(index=i, text=text, logprobs=lp, finish_reason=finish) for i, (text, finish, lp) in enumerate(choices)])
 
 
 def chunk(kind: Kind, id: str, model: str, text: str | None, finish_reason: str | None = None,
-          role: bool = False) -> Chunk:
-    """A stream's event with choice 0: `text` (None: none, in a chat's last event), `role`: a chat
+          role: bool = False, index: int = 0, logprobs: Any = None) -> Chunk:
+    """A stream's event for choice `index`: `text` (None: none, in a chat's last event), `role`: a chat
     stream's first event, naming the assistant."""
     if kind == "chat":
         delta = ChatDelta(role="assistant") if role else ChatDelta()
         if text is not None:
             delta.content = text
-        choices: Any = [ChatChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)]
+        choices: Any = [ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)]
         return Chunk(id=id, object="chat.completion.chunk", created=now(), model=model, choices=choices)
     return Chunk(id=id, object="text_completion", created=now(), model=model,
-                 choices=[TextChoice(index=0, text=text or "", logprobs=None, finish_reason=finish_reason)])
+                 choices=[TextChoice(index=index, text=text or "", logprobs=logprobs, finish_reason=finish_reason)])
 
 
 def usage_chunk(kind: Kind, id: str, model: str, used: Usage) -> Chunk:

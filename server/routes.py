@@ -5,6 +5,7 @@ upstream vLLM (server.upstream_engine)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -144,30 +145,84 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
                               param="logit_bias")
     restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
-    chunks = generate_guarded(served.engine, prompt_ids, params, request_id, restriction.detector,
-                              restriction.spec, state.settings.max_rewinds)
+    # Each choice generated and guarded on its own; with a seed, choice i samples with seed + i, as vLLM's do.
+    choices = [generate_guarded(served.engine, prompt_ids, params if i == 0 or params.seed is None else
+                                dataclasses.replace(params, seed=params.seed + i), f"{request_id}-{i}",
+                                restriction.detector, restriction.spec, state.settings.max_rewinds)
+               for i in range(body.n)]
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
 
-    def on_finish(last: Chunk, answer: str) -> None:
-        metrics.observe_tokens(request.app.state.metrics, len(prompt_ids), last.completion_tokens)
-        record(request, state.audit, restriction, request_id, last.finish_reason, last.violations, conversation.asked, answer)
+    def on_finish(index: int, last: Chunk, answer: str) -> None:
+        record(request, state.audit, restriction, request_id if body.n == 1 else f"{request_id}-{index}",
+               last.finish_reason, last.violations, conversation.asked, answer)
+
+    def on_done(completion_tokens: int) -> None:
+        metrics.observe_tokens(request.app.state.metrics, len(prompt_ids), completion_tokens)
     if body.stream:
+        chunks = _merged(choices)
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
-        events = _events(kind, request_id, body.model, len(prompt_ids), first, chunks, body.include_usage, on_finish)
+        events = _events(kind, request_id, body, len(prompt_ids), first, chunks, on_finish, on_done)
         return sse_response(events, headers)
     try:
-        async with asyncio.timeout(state.settings.max_request_seconds), aclosing(chunks):
-            parts = [chunk async for chunk in chunks]
+        async with asyncio.timeout(state.settings.max_request_seconds):
+            answers = await asyncio.gather(*(_whole(choice) for choice in choices))
     except TimeoutError:
         raise OpenAIError(504, "generation timed out", type="server_error") from None
-    text, last = "".join(p.text for p in parts), parts[-1]
-    on_finish(last, text)
-    answer = responses.whole(kind, request_id, body.model, text, last.finish_reason,
-                             responses.usage(len(prompt_ids), last.completion_tokens))
+    results = []
+    for index, parts in enumerate(answers):
+        text, last = "".join(p.text for p in parts), parts[-1]
+        on_finish(index, last, text)
+        positions = tuple(lp for part in parts for lp in part.logprobs) if params.logprobs is not None else None
+        results.append((text, last.finish_reason, responses.logprobs(kind, positions)))
+    completion_tokens = sum(parts[-1].completion_tokens for parts in answers)
+    on_done(completion_tokens)
+    answer = responses.whole(kind, request_id, body.model, results, responses.usage(len(prompt_ids), completion_tokens))
     return JSONResponse(answer.model_dump(), headers=headers)
 
 
-async def _first_chunk(chunks: AsyncIterator[Chunk]) -> Chunk:
+async def _whole(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
+    async with aclosing(chunks):
+        return [chunk async for chunk in chunks]
+
+
+async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
+    """The chunks of several streams as they come, each with the index of its stream. A stream's
+    failure is raised here; closing this closes them all."""
+    if len(streams) == 1:  # no tasks for the common case
+        async with aclosing(streams[0]):
+            async for chunk in streams[0]:
+                yield 0, chunk
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(index: int, stream: AsyncIterator[Chunk]) -> None:
+        try:
+            async with aclosing(stream):
+                async for chunk in stream:
+                    await queue.put((index, chunk))
+        except Exception as exc:  # noqa: BLE001 - handed to the reader
+            await queue.put((index, exc))
+        await queue.put((index, done))
+
+    tasks = [asyncio.create_task(pump(i, stream)) for i, stream in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _first_chunk(chunks: AsyncIterator[tuple[int, Chunk]]) -> tuple[int, Chunk]:
     try:
         return await anext(chunks)
     except BaseException:
@@ -175,22 +230,33 @@ async def _first_chunk(chunks: AsyncIterator[Chunk]) -> Chunk:
         raise
 
 
-async def _events(kind: Kind, request_id: str, model: str, prompt_tokens: int, first: Chunk,
-                  chunks: AsyncIterator[Chunk], include_usage: bool, on_finish) -> AsyncIterator[responses.Chunk]:
+async def _events(kind: Kind, request_id: str, body, prompt_tokens: int, first: tuple[int, Chunk],
+                  chunks: AsyncIterator[tuple[int, Chunk]], on_finish, on_done) -> AsyncIterator[responses.Chunk]:
     """The stream's events, from the first chunk on (server.sse writes them, and ends the stream)."""
+    model, n = body.model, body.n
     async with aclosing(chunks):
         if kind == "chat":
-            yield responses.chunk(kind, request_id, model, "", role=True)
-        chunk, sent = first, []
+            for index in range(n):
+                yield responses.chunk(kind, request_id, model, "", role=True, index=index)
+        sent: list[list[str]] = [[] for _ in range(n)]
+        offsets, completion_tokens, finished = [0] * n, 0, 0
+        (index, chunk) = first
         while True:
-            if chunk.text:
-                sent.append(chunk.text)
-                yield responses.chunk(kind, request_id, model, chunk.text)
+            if chunk.text or chunk.logprobs:
+                logprobs = responses.logprobs(kind, chunk.logprobs, offsets[index]) if chunk.logprobs else None
+                sent[index].append(chunk.text)
+                offsets[index] += sum(len(p.sampled.token) for p in chunk.logprobs)
+                yield responses.chunk(kind, request_id, model, chunk.text, index=index, logprobs=logprobs)
             if chunk.finish_reason is not None:
-                yield responses.chunk(kind, request_id, model, None if kind == "chat" else "", chunk.finish_reason)
-                on_finish(chunk, "".join(sent))
-                if include_usage:
-                    yield responses.usage_chunk(kind, request_id, model,
-                                                responses.usage(prompt_tokens, chunk.completion_tokens))
-                return
-            chunk = await anext(chunks)
+                yield responses.chunk(kind, request_id, model, None if kind == "chat" else "", chunk.finish_reason,
+                                      index=index)
+                on_finish(index, chunk, "".join(sent[index]))
+                completion_tokens += chunk.completion_tokens
+                finished += 1
+                if finished == n:
+                    on_done(completion_tokens)
+                    if body.include_usage:
+                        yield responses.usage_chunk(kind, request_id, model,
+                                                    responses.usage(prompt_tokens, completion_tokens))
+                    return
+            index, chunk = await anext(chunks)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from guard.spec import GuardSpec
-from server.engine import DecodeParams, Delta, EngineError
+from server.engine import DecodeParams, Delta, EngineError, PositionLogprobs, TokenLogprob
 from server.upstream import Upstream, bad_gateway
 
 
@@ -56,6 +56,8 @@ class UpstreamEngine:
             body.update(frequency_penalty=params.frequency_penalty, presence_penalty=params.presence_penalty)
         if params.logit_bias:
             body["logit_bias"] = {str(token): bias for token, bias in params.logit_bias}
+        if params.logprobs is not None:
+            body["logprobs"] = params.logprobs
         if spec is not None:
             body["vllm_xargs"] = spec.to_vllm_xargs()
         async with self.upstream.stream("/completions", body) as events:
@@ -66,4 +68,25 @@ class UpstreamEngine:
                 token_ids = choice.get("token_ids")
                 if token_ids is None:
                     raise bad_gateway("the upstream did not return token ids (is it vLLM?)")
-                yield Delta(list(token_ids), choice.get("text") or "", choice.get("finish_reason"))
+                logprobs = _logprobs(choice.get("logprobs"), len(token_ids), params.logprobs)
+                yield Delta(list(token_ids), choice.get("text") or "", choice.get("finish_reason"), logprobs)
+
+
+def _logprobs(given, tokens: int, count: int | None) -> tuple[PositionLogprobs, ...] | None:
+    """A completions event's `logprobs` (tokens, token_logprobs, top_logprobs: token text -> logprob)
+    as one PositionLogprobs per token. The upstream's logprobs mode decides which distribution they
+    describe: run it with `--logprobs-mode processed_logprobs` for the one the guard sampled from."""
+    if count is None:
+        return None
+    try:
+        positions = tuple(
+            PositionLogprobs(TokenLogprob(token, float(logprob)), tuple(
+                TokenLogprob(text, float(value))
+                for text, value in sorted((top or {}).items(), key=lambda item: -item[1])[:count]))
+            for token, logprob, top in zip(given["tokens"], given["token_logprobs"], given["top_logprobs"],
+                                           strict=True))
+    except (KeyError, TypeError, ValueError):
+        raise bad_gateway("the upstream's logprobs are not in the completions API's shape") from None
+    if len(positions) != tokens:
+        raise bad_gateway(f"the upstream gave logprobs for {len(positions)} of {tokens} tokens")
+    return positions

@@ -120,3 +120,40 @@ def test_several_detectors_read_as_one():
     both = CombinedDetector([LeakDetector(["Albert Einstein"]), NET])
     assert [v.forbidden for v in both.violations("Einstein met Hermione.")] == ["einstein", "hermione"]
     assert both.scan("Einstein met Herm", final=False).undecided_from == len("Einstein met ")
+
+
+@pytest.mark.parametrize("detector", [STRICT, None])
+def test_a_stop_string_ends_the_answer_before_it_and_counts_the_units_that_wrote_it(detector):
+    machine = GuardedStream(detector, stop=["END", "\n\n"])
+    steps = [machine.feed(text, [k, k + 10] if k == 3 else [k]) for k, text in enumerate(["The", " capital", " E", "ND!"])]
+    assert "E" not in steps[2].release  # " E" could begin "END": held back
+    assert (steps[3].release, steps[3].finish_reason) == (" ", "stop")
+    assert "".join(s.release for s in steps) == machine.text == "The capital "
+    assert machine.token_ids == [0, 1, 2, 3]  # " E" and "ND" wrote it; "!" never belonged to the answer
+
+
+def test_released_text_holds_back_only_what_could_begin_a_stop_string():
+    machine = GuardedStream(None, stop=["###"])
+    assert machine.feed("Paris is", [1]).release == "Paris is"
+    assert machine.feed(" #", [2]).release == ""  # on unit boundaries: the whole unit waits
+    assert machine.feed("#", [3]).release == ""
+    assert machine.feed("1", [4]).release == " ##1"
+    assert machine.feed(".", [5], "length").finish_reason == "length"
+
+
+def test_a_stop_string_split_across_a_rewind_still_stops():
+    """Accepted text ending in "EN", a rewind, and a next attempt beginning with "D": one "END"."""
+    machine = GuardedStream(STRICT, max_rewinds=2, stop=["END"])
+    for k, text in enumerate(["Done", " EN", "D", " Row", "ley"]):
+        step = machine.feed(text, [k])
+        if step.action != "continue":
+            break
+    assert step.finish_reason == "stop" and machine.text == "Done "
+
+
+def test_the_stop_string_seam_after_a_rewind():
+    machine = GuardedStream(STRICT, max_rewinds=2, stop=["END"])
+    actions = [machine.feed(text, [k]).action for k, text in enumerate(["By", " EN", " Row", "ley"])]
+    assert actions[-1] == "rewind" and machine.text == "By EN"  # the near-miss rewound; " EN" stays held
+    step = machine.feed("D", [9])  # the next attempt's first token completes "END" across the seam
+    assert step.finish_reason == "stop" and machine.text == "By " and machine.token_ids == [0, 1, 9]

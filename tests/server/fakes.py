@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from server.engine import Delta, EngineStats
+from server.engine import Delta, EngineStats, PositionLogprobs, TokenLogprob
+
+# The alternatives the fake lists beside each word (its logprobs): one a forbidden name.
+ALTERNATIVES = (" Rowling", " the", " a", " of", " in", " and", " to", " is")
 
 
 class FakeEngine:
@@ -30,4 +33,9 @@ class FakeEngine:
         self.loras.append(lora)
         for i, word in enumerate(self.words[: params.max_tokens]):
             last = i == len(self.words) - 1 or i == params.max_tokens - 1
-            yield Delta([i], word, ("stop" if i == len(self.words) - 1 else "length") if last else None)
+            logprobs = None
+            if params.logprobs is not None:
+                top = (word, *(a for a in ALTERNATIVES if a != word))[:params.logprobs]
+                logprobs = (PositionLogprobs(TokenLogprob(word, -0.5), tuple(
+                    TokenLogprob(text, -0.5 - rank) for rank, text in enumerate(top))),)
+            yield Delta([i], word, ("stop" if i == len(self.words) - 1 else "length") if last else None, logprobs)

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
+from server.generation import SPARE_ALTERNATIVES
 from server.settings import Settings
 from tests.server.fakes import FakeEngine
 from tests.server.servers import sse_data
@@ -39,7 +40,8 @@ def test_chat_completion_shape_and_header(client_and_engine):
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "The capital is Paris."}
     assert body["usage"]["completion_tokens"] == 5
     _, params, spec = engine.seen[-1]
-    assert params.stop == ("\n",) and params.seed == 3 and params.temperature == 0
+    # The guarded stream finds stop strings (one may span a rewind's seam): the engine gets none.
+    assert params.stop == () and params.seed == 3 and params.temperature == 0
     assert spec.penalised == () and spec.semantic == () and "jkrowling" in spec.patterns  # the safety net alone
     assert response.headers["x-guard-targets"] == ""
 
@@ -77,6 +79,56 @@ def test_streamed_chat_is_sse_and_ends_with_done(client_and_engine):
     assert events[-1]["usage"]["completion_tokens"] == 5
 
 
+def test_logprobs_list_the_alternatives_the_guard_would_release(client_and_engine):
+    """The engine is asked for spare alternatives; a forbidden name among them is dropped, the count kept."""
+    client, engine = client_and_engine
+    body = chat(client, logprobs=True, top_logprobs=3).json()
+    content = body["choices"][0]["logprobs"]["content"]
+    assert [c["token"] for c in content] == ["The", " capital", " is", " Paris", "."]
+    assert engine.seen[-1][1].logprobs == 3 + SPARE_ALTERNATIVES
+    for position in content:
+        assert [t["token"] for t in position["top_logprobs"]] == [position["token"], " the", " a"]
+        assert position["bytes"] == list(position["token"].encode())
+    assert chat(client).json()["choices"][0]["logprobs"] is None
+
+
+def test_streamed_logprobs_travel_with_their_text(client_and_engine):
+    client, _ = client_and_engine
+    with client.stream("POST", "/v1/chat/completions", json={
+        "model": MODEL, "stream": True, "logprobs": True, "top_logprobs": 1, "messages": HI}) as response:
+        events = [json.loads(d) for d in sse_data(response)[:-1]]
+    pieces = [(e["choices"][0]["delta"].get("content", ""), e["choices"][0]["logprobs"]) for e in events]
+    for text, logprobs in pieces:
+        assert "".join(c["token"] for c in (logprobs or {"content": []})["content"]) == text
+    assert all(" Rowling" not in json.dumps(lp) for _, lp in pieces)
+
+
+def test_text_completion_logprobs_in_the_completions_shape(client_and_engine):
+    client, _ = client_and_engine
+    body = client.post("/v1/completions", json={"model": MODEL, "prompt": "The", "max_tokens": 3,
+                                                "logprobs": 1}).json()
+    logprobs = body["choices"][0]["logprobs"]
+    assert logprobs["tokens"] == ["The", " capital", " is"] and logprobs["text_offset"] == [0, 3, 11]
+    assert logprobs["top_logprobs"][1] == {" capital": -0.5}  # the sampled token first, then the top ones
+
+
+def test_n_choices_are_generated_and_guarded_each_on_its_own(client_and_engine):
+    client, engine = client_and_engine
+    body = chat(client, n=3, seed=7).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert all(c["message"]["content"] == "The capital is Paris." for c in body["choices"])
+    assert sorted(params.seed for _, params, _ in engine.seen[-3:]) == [7, 8, 9]  # as vLLM seeds its choices
+    assert body["usage"]["completion_tokens"] == 15
+    with client.stream("POST", "/v1/chat/completions", json={
+        "model": MODEL, "stream": True, "n": 2, "messages": HI, "stream_options": {"include_usage": True}}) as response:
+        events = [json.loads(d) for d in sse_data(response)[:-1]]
+    texts = {0: "", 1: ""}
+    for event in events[:-1]:
+        texts[event["choices"][0]["index"]] += event["choices"][0]["delta"].get("content") or ""
+    assert texts == {0: "The capital is Paris.", 1: "The capital is Paris."}
+    assert events[-1]["usage"]["completion_tokens"] == 10
+
+
 def test_text_completion(client_and_engine):
     client, _ = client_and_engine
     response = client.post("/v1/completions", json={"model": MODEL, "prompt": "The capital", "max_tokens": 2})
@@ -98,7 +150,12 @@ def test_text_completion(client_and_engine):
          "max_completion_tokens"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": -1}, 400, "temperature"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 400, "top_p"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 17}, 400, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 0}, 400, "n"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}, 400, "top_logprobs"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
+         400, "top_logprobs"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logprobs": 1}, 400, "logprobs"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}, 400, "stop"),
         ({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 100}]}, 400, "messages"),
@@ -119,15 +176,13 @@ HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize("path, field, value", [
-    ("/v1/chat/completions", "logprobs", True),
-    ("/v1/chat/completions", "logprobs", 1),  # not `false`: 1 is no boolean
-    ("/v1/chat/completions", "top_logprobs", 3),
+    ("/v1/chat/completions", "logprobs", 1),  # 1 is no boolean
     ("/v1/chat/completions", "response_format", {"type": "json_object"}),
     ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
     ("/v1/chat/completions", "tool_choice", "required"),
     ("/v1/chat/completions", "modalities", ["text", "audio"]),
     ("/v1/chat/completions", "top_k", 5),  # vLLM's, not OpenAI's
-    ("/v1/completions", "logprobs", 2),
+    ("/v1/completions", "logprobs", True),  # a count, not a boolean
     ("/v1/completions", "echo", True),
     ("/v1/completions", "best_of", 3),
     ("/v1/completions", "suffix", "end"),

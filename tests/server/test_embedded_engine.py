@@ -9,8 +9,9 @@ import dataclasses
 
 from server.embedded_engine import PROCESSOR, EmbeddedEngine
 
-# What guard serve sets on purpose; none of it changes how the model computes a token.
-DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching"}
+# What guard serve sets on purpose; none of it changes how the model computes a token. (logprobs_mode:
+# a client's logprobs describe the distribution a token was sampled from, the guard's biases applied.)
+DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching", "logprobs_mode"}
 
 
 def vllm_serve_args(*argv: str):
