@@ -8,7 +8,8 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.server.servers import MODEL
+from guard.folding import fold
+from tests.server.servers import MODEL, POLICY_DETECTOR, names_or_near_misses
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +22,62 @@ def every_server(guarded, proxies):
     return {"serve": guarded, **proxies}
 
 
+FORGET = [{"role": "user", "content": "Who wrote the Harry Potter books?"}]
+NAMES = [fold(p) for p in POLICY_DETECTOR.patterns]
+
+
+def create(server, messages=QUESTION, **fields):
+    fields = {"max_tokens": 24, "temperature": 0, **fields}
+    return server.client().chat.completions.create(model=MODEL, messages=messages, **fields)
+
+
 def answer(server, **fields) -> str:
-    completion = server.client().chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24,
-                                                          temperature=0, **fields)
-    return completion.choices[0].message.content
+    return create(server, **fields).choices[0].message.content
+
+
+def streamed(server, messages, **fields) -> tuple[str, list]:
+    """(text, logprobs content) of choice 0 of a streamed answer."""
+    text, content = "", []
+    for chunk in create(server, messages, stream=True, **fields):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            content += (chunk.choices[0].logprobs.content or []) if chunk.choices[0].logprobs else []
+    return text, content
+
+
+def spelled_after(context: str, alternative: str) -> list[str]:
+    """The forbidden names (or their first 4+ letters) that `alternative` writes after `context`, read
+    at each word start of the folded text as the guard folds it."""
+    words = [m for m in range(len(context + alternative)) if m == 0 or not (context + alternative)[m - 1].isalnum()]
+    found = []
+    for start in words:
+        tail = fold((context + alternative)[start:])
+        before = fold((context + alternative)[start:len(context)]) if start < len(context) else ""
+        for name in NAMES:
+            written = next((k for k in range(len(name), 3, -1) if tail.startswith(name[:k])), 0)
+            if written > len(before) and (written == len(name) or written == len(tail)):
+                found.append(f"{tail[:written]}~{name}")
+    return found
+
+
+def assert_clean_alternatives(text: str, content: list) -> None:
+    """No alternative beside the guarded answer writes a forbidden name or its first 4+ letters, and
+    the alternatives of each rank, joined, name none either (the issue's test)."""
+    assert "".join(c.token for c in content) == text
+    context = ""
+    for position in content:
+        for alternative in position.top_logprobs:
+            assert not spelled_after(context, alternative.token), (context, alternative.token)
+        context += position.token
+    for rank in range(max(len(p.top_logprobs) for p in content)):
+        joined = "".join(p.top_logprobs[rank].token for p in content if len(p.top_logprobs) > rank)
+        assert not names_or_near_misses(joined), joined
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_fields_the_guard_cannot_honour_are_refused(every_server, level):
     client = every_server[level].client()
-    for field, value in [("logprobs", True), ("response_format", {"type": "json_object"}),
+    for field, value in [("response_format", {"type": "json_object"}),
                          ("tools", [{"type": "function", "function": {"name": "capital", "parameters": {}}}])]:
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, **{field: value})
@@ -46,3 +93,53 @@ def test_logit_bias_and_penalties_are_honoured_as_vllm_honours_them(every_server
     biased = answer(plain, logit_bias=ban, frequency_penalty=0.5, presence_penalty=0.3)
     assert "Tokyo" not in biased
     assert answer(every_server[level], logit_bias=ban, frequency_penalty=0.5, presence_penalty=0.3) == biased
+
+
+def test_logprobs_of_an_unflagged_answer_are_plain_vllms(guarded, plain):
+    """Greedy, nothing near a target: the same tokens, alternatives and log-probabilities as vLLM's
+    (bf16 logits tie often: tied alternatives may come in another order, or the other one at the cut)."""
+    ours, theirs = (create(server, logprobs=True, top_logprobs=5).choices[0] for server in (guarded, plain))
+    assert ours.message.content == theirs.message.content
+    for mine, reference in zip(ours.logprobs.content, theirs.logprobs.content, strict=True):
+        assert mine.token == reference.token and mine.logprob == pytest.approx(reference.logprob, abs=1e-3)
+        assert [t.logprob for t in mine.top_logprobs] == pytest.approx([t.logprob for t in reference.top_logprobs],
+                                                                       abs=1e-3)
+        last = reference.top_logprobs[-1].logprob
+        assert ({t.token for t in mine.top_logprobs if t.logprob > last + 1e-3}
+                == {t.token for t in reference.top_logprobs if t.logprob > last + 1e-3})
+
+
+@pytest.mark.parametrize("level", ["serve", "full"])
+def test_logprobs_of_a_guarded_answer_spell_no_forbidden_name(every_server, level):
+    server = every_server[level]
+    whole = create(server, FORGET, logprobs=True, top_logprobs=10, max_tokens=40).choices[0]
+    assert not names_or_near_misses(whole.message.content), whole.message.content
+    assert all(len(p.top_logprobs) <= 10 for p in whole.logprobs.content)
+    assert_clean_alternatives(whole.message.content, whole.logprobs.content)
+    text, content = streamed(server, FORGET, logprobs=True, top_logprobs=10, max_tokens=40)
+    assert text == whole.message.content
+    assert_clean_alternatives(text, content)
+
+
+@pytest.mark.parametrize("level", ["serve", "full"])
+def test_three_choices_are_each_guarded(every_server, level):
+    completion = create(every_server[level], FORGET, n=3, temperature=1.0, seed=11, max_tokens=40)
+    assert [c.index for c in completion.choices] == [0, 1, 2]
+    for choice in completion.choices:
+        assert choice.message.content and not names_or_near_misses(choice.message.content), choice.message.content
+    assert len({c.message.content for c in completion.choices}) > 1  # seeds 11, 12, 13: three samples
+
+
+def test_stop_strings_end_the_answer_as_vllms_do(guarded, plain):
+    for stop in (["Tokyo"], [" capital", "\n"]):
+        assert answer(guarded, stop=stop) == answer(plain, stop=stop)
+    text, _ = streamed(guarded, QUESTION, stop=["Tokyo"])
+    assert text == answer(plain, stop=["Tokyo"])
+
+
+@pytest.mark.parametrize("level", ["bias", "filter"])
+def test_what_the_output_filter_cannot_guard_is_refused_at_the_text_levels(every_server, level):
+    for fields in ({"n": 2}, {"logprobs": True}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            create(every_server[level], **fields)
+        assert refused.value.body["param"] == next(iter(fields))
