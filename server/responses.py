@@ -189,7 +189,8 @@ def whole(kind: Kind, id: str, model: str, choices: list[tuple[str, str | None, 
             ChatChoice(index=i, message=AssistantMessage(content=text), logprobs=lp, finish_reason=finish)
             for i, (text, finish, lp) in enumerate(choices)])
     return Completion(id=id, created=now(), model=model, usage=used, choices=[
-        TextChoice(index=i, text=text, logprobs=lp, finish_reason=finish) for i, (text, finish, lp) in enumerate(choices)])
+        TextChoice(index=i, text=text, logprobs=lp, finish_reason=finish)
+        for i, (text, finish, lp) in enumerate(choices)])
 
 
 def chunk(kind: Kind, id: str, model: str, text: str | None, finish_reason: str | None = None,
