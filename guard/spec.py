@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stri
                       ValidationInfo, field_validator)
 
 from guard.folding import fold
+from guard.grammar import check_schema
 from guard.policy import MIN_FOLDED_PHRASE
 
 EXTRA_ARGS_KEY = "guard"
@@ -49,6 +50,8 @@ class GuardSpec:
     resume_bans: tuple[int, ...] = ()
     # (token id, penalty <= 0): tokens close in meaning to a forbidden span (guard.semantic).
     semantic: tuple[tuple[int, float], ...] = field(default=())
+    # The JSON schema the answer must follow (JSON text; guard.grammar.ANY_OBJECT for any object), or None.
+    json_schema: str | None = None
 
     @property
     def compile_key(self) -> tuple:
@@ -64,6 +67,7 @@ class GuardSpec:
                 "replay_tokens": self.replay_tokens,
                 "resume_bans": list(self.resume_bans),
                 "semantic": [[token_id, penalty] for token_id, penalty in self.semantic],
+                **({"json_schema": self.json_schema} if self.json_schema is not None else {}),
             }
         }
 
@@ -93,7 +97,7 @@ class GuardSpec:
             raise ValueError(f"{where}: {message.removeprefix('Value error, ')}") from None
         penalised = None if fields.penalised is None else tuple(sorted(set(fields.penalised)))
         return cls(tuple(sorted(set(fields.patterns))), fields.penalty, penalised, fields.replay_tokens,
-                   tuple(sorted(set(fields.resume_bans))), tuple(fields.semantic))
+                   tuple(sorted(set(fields.resume_bans))), tuple(fields.semantic), fields.json_schema)
 
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
@@ -111,6 +115,14 @@ class _SpecFields(BaseModel):
     replay_tokens: TokenId = 0
     resume_bans: list[TokenId] = Field(default=[], max_length=MAX_PATTERNS)
     semantic: list[tuple[TokenId, Annotated[StrictFloat, Field(ge=-100, le=0)]]] = []
+    json_schema: StrictStr | None = None
+
+    @field_validator("json_schema")
+    @classmethod
+    def _compiles(cls, schema: str | None) -> str | None:
+        if schema is not None:
+            check_schema(schema)
+        return schema
 
     @field_validator("patterns")
     @classmethod

@@ -19,11 +19,13 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
+from guard.grammar import Grammars, advance
 from guard.logits_ops import apply_sparse_bias, gather_row_biases
 from guard.matcher import Matcher, MatchState
 from guard.spec import GuardSpec
@@ -46,6 +48,7 @@ class _Row:
     state: MatchState
     output_ids: list[int]  # vLLM's live list of this request's output tokens
     resume_bans: tuple[int, ...] = ()  # banned at the first step only (a rewind's resume position)
+    grammar: Any = None  # the answer's JSON grammar matcher (guard.grammar), if it must be JSON
     seen: int = 0
 
     def catch_up(self) -> None:
@@ -54,6 +57,12 @@ class _Row:
             if token_id < 0:  # placeholder of a token not sampled yet
                 return
             self.state = self.compiled.matcher.advance(self.state, token_id)
+            if self.grammar is not None:
+                try:
+                    advance(self.grammar, [token_id])
+                except ValueError:
+                    self.compiled = None  # off the grammar: end it (the server fails it closed)
+                    return
             self.seen += 1
 
 
@@ -68,6 +77,8 @@ class GuardLogitsProcessor(LogitsProcessor):
         self._compiled: OrderedDict[tuple, _CompiledMatcher] = OrderedDict()
         self.index: TokenIndex | None = None
         self.eos_ids: list[int] = []
+        self._tokenizer, self._vocab_size = None, 0
+        self._grammars: Grammars | None = None  # built at the first request that asks for JSON
         self.step_times = StepHistogram()
         self._update_seconds = 0.0  # this step's update_state, added to its apply
         self._publisher = publish_from_env(self.step_times, str(getattr(vllm_config, "instance_id", "") or "engine"))
@@ -76,7 +87,8 @@ class GuardLogitsProcessor(LogitsProcessor):
 
             config = vllm_config.model_config
             tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision)
-            self.index = TokenIndex.from_tokenizer(tokenizer)
+            self.index, self._tokenizer = TokenIndex.from_tokenizer(tokenizer), tokenizer
+            self._vocab_size = config.get_vocab_size()  # the logits' width, padding included
             self.eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         except Exception:  # noqa: BLE001 - never kill the engine; guarded rows fail closed
             log.exception("guard: cannot index the tokenizer; guarded requests will end at once")
@@ -105,7 +117,12 @@ class GuardLogitsProcessor(LogitsProcessor):
             compiled = self._compile(spec)
             prompt = prompt_ids or []
             replayed = prompt[len(prompt) - spec.replay_tokens :]  # accepted output ending the prompt
-            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, spec.resume_bans)
+            grammar = None
+            if spec.json_schema is not None:
+                if self._grammars is None:
+                    self._grammars = Grammars(self._tokenizer, self._vocab_size)
+                grammar = self._grammars.matcher(spec.json_schema, replayed)
+            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, spec.resume_bans, grammar)
         except Exception:  # noqa: BLE001
             log.exception("guard: cannot compile a spec")
             return _Row(None, MatchState((), True), output_ids)
@@ -138,20 +155,28 @@ class GuardLogitsProcessor(LogitsProcessor):
         return logits
 
     def _apply(self, logits: torch.Tensor) -> torch.Tensor:
-        row_indices, biases = [], []
+        row_indices, biases, grammar_rows = [], [], []
         for index, row in self.rows.items():
+            row.catch_up()
             if row.compiled is None:
                 self._force_end(logits, index)
                 continue
-            row.catch_up()
+            if row.grammar is not None:
+                grammar_rows.append(index)
             row_indices.append(index)
             biases.append(self._bias_tensors(row))
             if row.resume_bans and not row.output_ids:
                 row_indices.append(index)
                 cols = torch.tensor(row.resume_bans, dtype=torch.long, device=self.device)
                 biases.append((cols, torch.full((len(row.resume_bans),), float("-inf"), device=self.device)))
+        if grammar_rows:
+            self._grammars.mask(logits, grammar_rows, [self.rows[i].grammar for i in grammar_rows])
         rows, cols, values = gather_row_biases(row_indices, biases, self.device)
-        return apply_sparse_bias(logits, rows, cols, values)
+        logits = apply_sparse_bias(logits, rows, cols, values)
+        for index in grammar_rows:  # the grammar and the guard together left nothing: end it
+            if not torch.isfinite(logits[index]).any():
+                self._force_end(logits, index)
+        return logits
 
     def _bias_tensors(self, row: _Row) -> tuple[torch.Tensor, torch.Tensor]:
         cache = row.compiled.tensors
@@ -171,6 +196,6 @@ class GuardLogitsProcessor(LogitsProcessor):
         keep = logits[index, self.eos_ids].clone() if self.eos_ids else None
         logits[index] = float("-inf")
         if keep is not None:
-            logits[index, self.eos_ids] = keep
+            logits[index, self.eos_ids] = torch.where(torch.isfinite(keep), keep, 0.0)  # masked too: still the end
         else:
             logits[index, 0] = 0.0

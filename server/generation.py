@@ -21,7 +21,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from guard.guarded_stream import GuardedStream, Step
+from guard.grammar import parses
+from guard.guarded_stream import CONTENT_FILTER, GuardedStream, Step
 from guard.leaks import Detector, Violation
 from guard.spec import GuardSpec
 from server.engine import DecodeParams, Engine, PositionLogprobs
@@ -44,6 +45,8 @@ class Chunk:
 async def generate_guarded(engine: Engine, prompt_ids: list[int], params: DecodeParams, request_id: str,
                            detector: Detector | None, spec: GuardSpec | None, max_rewinds: int) -> AsyncIterator[Chunk]:
     """Yield the answer's text in chunks; the last chunk carries the finish reason."""
+    if params.json_schema is not None:  # the grammar travels in the spec: the guard's processor keeps it
+        spec = dataclasses.replace(spec or GuardSpec(()), json_schema=params.json_schema)
     stream = GuardedStream(detector, max_rewinds, params.max_tokens, params.stop)
     alternatives = _Alternatives(stream, params.logprobs)
     asked = None if params.logprobs is None else min(MAX_LOGPROBS, params.logprobs + SPARE_ALTERNATIVES)
@@ -65,7 +68,10 @@ async def generate_guarded(engine: Engine, prompt_ids: list[int], params: Decode
             if step.release or step.per_token:
                 yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
         if step.action == "finish":
-            yield Chunk("", step.finish_reason, len(stream.token_ids), stream.rewinds, stream.decoded_tokens,
+            finish_reason = step.finish_reason
+            if params.json_schema is not None and finish_reason == "stop" and not params.stop and not parses(stream.text):
+                finish_reason = CONTENT_FILTER  # the grammar and the guard left no way on: ended, not JSON
+            yield Chunk("", finish_reason, len(stream.token_ids), stream.rewinds, stream.decoded_tokens,
                         tuple(stream.violations))
             return
     raise AssertionError("the guarded stream rewound more often than it allows")  # pragma: no cover

@@ -12,6 +12,7 @@ tokenized nor forwarded as UTF-8.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated, Any, ClassVar, Iterator, Literal
 
@@ -19,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guard.conversation import Conversation
+from guard.grammar import ANY_OBJECT, check_schema
 from server.engine import DecodeParams
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit signed integer, as vLLM's samplers take it
@@ -74,7 +76,6 @@ def _printable(text: str) -> str:
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
 # Fields OpenAI defines that this server does not honour, each with the values that ask for nothing.
 UNSUPPORTED_CHAT = {
-    "response_format": (None, {"type": "text"}),
     "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None, True, False),
     "functions": (None, []), "function_call": (None, "none"), "audio": (None,), "modalities": (None, ["text"]),
     "prediction": (None,), "reasoning_effort": (None,), "verbosity": (None,), "web_search_options": (None,),
@@ -179,6 +180,36 @@ class _Request(BaseModel):
                             logprobs=self.logprobs_count)
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None  # the grammar holds the answer to the schema either way
+
+
+class ResponseFormat(BaseModel):
+    """`text`, `json_object` (any JSON object) or `json_schema` (JSON of that schema)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_asked(self) -> "ResponseFormat":
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("`json_schema` is given with, and only with, type `json_schema`")
+        if self.json_schema is not None:
+            check_schema(json.dumps(self.json_schema.schema_))
+        return self
+
+    @property
+    def grammar(self) -> str | None:
+        """The JSON schema the answer must follow (guard.grammar), None for text."""
+        if self.type == "json_object":
+            return ANY_OBJECT
+        return json.dumps(self.json_schema.schema_) if self.json_schema is not None else None
+
+
 class ContentPart(BaseModel):
     """One part of a message's content: text. Other kinds (image_url, input_audio, file) are refused:
     the models served here read text, and the guard cannot read what it would have to judge."""
@@ -220,6 +251,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
     top_logprobs: TopLogprobs | None = None
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> "ChatCompletionRequest":
@@ -232,6 +264,10 @@ class ChatCompletionRequest(_Request):
     @property
     def logprobs_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    def decode_params(self, max_tokens: int) -> DecodeParams:
+        params = super().decode_params(max_tokens)
+        return dataclasses.replace(params, json_schema=self.response_format.grammar) if self.response_format else params
 
     @property
     def token_limit(self) -> int | None:

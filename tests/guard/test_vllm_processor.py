@@ -18,8 +18,9 @@ SPEC = GuardSpec(compile_patterns(HP_PHRASES))
 
 
 @pytest.fixture(scope="module")
-def processor_factory(model_dir):
-    config = SimpleNamespace(model_config=SimpleNamespace(tokenizer=str(model_dir), tokenizer_revision=None))
+def processor_factory(model_dir, tokenizer):
+    config = SimpleNamespace(model_config=SimpleNamespace(tokenizer=str(model_dir), tokenizer_revision=None,
+                                                          get_vocab_size=lambda: len(tokenizer)))
     return lambda: GuardLogitsProcessor(config, torch.device("cpu"), False)
 
 
@@ -118,3 +119,27 @@ def test_times_only_steps_with_guarded_rows(model_dir, tokenizer, tmp_path, monk
     processor._publisher.stop()
     published = step_timing.read(tmp_path / "42.json")
     assert published.count == 1 and 0 < published.sum < 1
+
+
+SCHEMA = '{"type": "object", "properties": {"year": {"type": "integer"}}, "required": ["year"]}'
+
+
+def test_a_json_grammar_masks_what_it_does_not_allow_and_survives_a_rewind(processor_factory, tokenizer):
+    """The grammar follows the accepted output a rewind replays: the next attempt continues the document."""
+    processor = processor_factory()
+    accepted = ids(tokenizer, '{"year": 19')
+    spec = GuardSpec(compile_patterns(HP_PHRASES), replay_tokens=len(accepted), json_schema=SCHEMA)
+    add(processor, (0, SamplingParams(extra_args=spec.to_extra_args()), [1, 2, *accepted], []))
+    logits = processor.apply(torch.zeros(1, len(tokenizer)))[0]
+    allowed = {tokenizer.decode([t]) for t in torch.isfinite(logits).nonzero().flatten().tolist()}
+    assert {"9", "}"} <= allowed and "Rowling" not in allowed and '"' not in allowed
+
+
+def test_a_token_off_the_grammar_ends_the_row(processor_factory, tokenizer):
+    processor = processor_factory()
+    output: list[int] = []
+    add(processor, (0, SamplingParams(extra_args=GuardSpec((), json_schema=SCHEMA).to_extra_args()), [1], output))
+    output.extend(ids(tokenizer, "Hello"))
+    processor.update_state(None)
+    logits = processor.apply(torch.zeros(1, len(tokenizer)))[0]
+    assert torch.isfinite(logits).nonzero().flatten().tolist() == [tokenizer.eos_token_id]

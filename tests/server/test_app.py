@@ -129,6 +129,15 @@ def test_n_choices_are_generated_and_guarded_each_on_its_own(client_and_engine):
     assert events[-1]["usage"]["completion_tokens"] == 10
 
 
+def test_a_json_format_travels_in_the_spec_and_an_answer_that_is_no_json_fails_closed(client_and_engine):
+    client, engine = client_and_engine
+    body = chat(client, response_format={"type": "json_object"}).json()
+    _, params, spec = engine.seen[-1]
+    assert spec.json_schema == params.json_schema == '{"type": "object"}'  # the guard's processor keeps the grammar
+    # The scripted engine ignores the grammar, as a guard that left no way on would end it: not JSON.
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+
+
 def test_text_completion(client_and_engine):
     client, _ = client_and_engine
     response = client.post("/v1/completions", json={"model": MODEL, "prompt": "The capital", "max_tokens": 2})
@@ -156,6 +165,8 @@ def test_text_completion(client_and_engine):
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21},
          400, "top_logprobs"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "logprobs": 1}, 400, "logprobs"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "yaml"}}, 400,
+         "response_format.type"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stop": ["a"] * 5}, 400, "stop"),
         ({"model": MODEL, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "word " * 100}]}, 400, "messages"),
@@ -177,7 +188,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.mark.parametrize("path, field, value", [
     ("/v1/chat/completions", "logprobs", 1),  # 1 is no boolean
-    ("/v1/chat/completions", "response_format", {"type": "json_object"}),
+    ("/v1/chat/completions", "response_format", {"type": "json_schema"}),  # no schema
+    ("/v1/chat/completions", "response_format", {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "objekt"}}}),  # no schema the grammar can hold
     ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
     ("/v1/chat/completions", "tool_choice", "required"),
     ("/v1/chat/completions", "modalities", ["text", "audio"]),

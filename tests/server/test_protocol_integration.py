@@ -5,6 +5,8 @@ Before test_proxy_integration.py, whose last test kills the plain reference (a r
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 
@@ -77,8 +79,7 @@ def assert_clean_alternatives(text: str, content: list) -> None:
 @pytest.mark.parametrize("level", LEVELS)
 def test_fields_the_guard_cannot_honour_are_refused(every_server, level):
     client = every_server[level].client()
-    for field, value in [("response_format", {"type": "json_object"}),
-                         ("tools", [{"type": "function", "function": {"name": "capital", "parameters": {}}}])]:
+    for field, value in [("tools", [{"type": "function", "function": {"name": "capital", "parameters": {}}}])]:
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, **{field: value})
         assert refused.value.body["param"] == field, refused.value.body
@@ -143,3 +144,37 @@ def test_what_the_output_filter_cannot_guard_is_refused_at_the_text_levels(every
         with pytest.raises(openai.BadRequestError) as refused:
             create(every_server[level], **fields)
         assert refused.value.body["param"] == next(iter(fields))
+
+
+def json_format(name: str, **properties) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": {
+        "type": "object", "properties": {key: {"type": kind} for key, kind in properties.items()},
+        "required": list(properties)}}}
+
+
+def test_json_of_an_unflagged_answer_is_plain_vllms(guarded, plain):
+    for response_format in ({"type": "json_object"}, json_format("capital", city=("string"), country="string")):
+        ours, theirs = (create(server, response_format=response_format, max_tokens=48).choices[0]
+                        for server in (guarded, plain))
+        assert (ours.message.content, ours.finish_reason) == (theirs.message.content, theirs.finish_reason)
+        if ours.finish_reason == "stop":
+            assert isinstance(json.loads(ours.message.content), dict)
+
+
+@pytest.mark.parametrize("level", ["serve", "full"])
+def test_json_about_a_target_follows_the_schema_and_leaks_nothing(every_server, level):
+    """Rewinds and all: the grammar resumes with the accepted output, so the document goes on."""
+    response_format = json_format("books", author="string", school="string")
+    whole = create(every_server[level], FORGET, response_format=response_format, max_tokens=80).choices[0]
+    text, _ = streamed(every_server[level], FORGET, response_format=response_format, max_tokens=80)
+    for answer_text in (whole.message.content, text):
+        assert not names_or_near_misses(answer_text), answer_text
+    assert text == whole.message.content and whole.finish_reason == "stop", whole
+    document = json.loads(whole.message.content)
+    assert isinstance(document["author"], str) and isinstance(document["school"], str)
+
+
+def test_a_schema_the_grammar_cannot_hold_is_refused(guarded):
+    with pytest.raises(openai.BadRequestError) as refused:
+        create(guarded, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objekt"}}})
+    assert refused.value.body["param"] == "response_format" and "objekt" in refused.value.body["message"]
