@@ -163,9 +163,11 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
         events = _events(kind, request_id, body, len(prompt_ids), first, chunks, on_finish, on_done)
         return sse_response(events, headers)
+    answers: list[list[Chunk]] = [[] for _ in choices]
     try:
-        async with asyncio.timeout(state.settings.max_request_seconds):
-            answers = await asyncio.gather(*(_whole(choice) for choice in choices))
+        async with asyncio.timeout(state.settings.max_request_seconds), aclosing(_merged(choices)) as chunks:
+            async for index, chunk in chunks:
+                answers[index].append(chunk)
     except TimeoutError:
         raise OpenAIError(504, "generation timed out", type="server_error") from None
     results = []
@@ -180,19 +182,9 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
     return JSONResponse(answer.model_dump(), headers=headers)
 
 
-async def _whole(chunks: AsyncIterator[Chunk]) -> list[Chunk]:
-    async with aclosing(chunks):
-        return [chunk async for chunk in chunks]
-
-
 async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
     """The chunks of several streams as they come, each with the index of its stream. A stream's
-    failure is raised here; closing this closes them all."""
-    if len(streams) == 1:  # no tasks for the common case
-        async with aclosing(streams[0]):
-            async for chunk in streams[0]:
-                yield 0, chunk
-        return
+    failure is raised here; closing this (or that failure) closes them all."""
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
 

@@ -18,11 +18,12 @@ REQUIRED = ("forget_quality", "model_utility", "forget_rouge_l", "retain_rouge_l
 def start_tiny_bench(folder: Path) -> subprocess.Popen:
     """`guard bench --suite tiny`, writing into folder/out, at the lowest CPU priority: tests/conftest.py
     starts it when the session starts, so that it runs on the CPU time the other tests leave idle
-    (waiting on their servers), and its tests run last."""
+    (waiting on their servers), and its tests run last. In the tests' session (a process group of its
+    own, for the kill): a new session is a new scheduler autogroup, where nice counts for nothing."""
     (folder / "out").mkdir(parents=True, exist_ok=True)
     with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "guard.cli", "bench", "--suite", "tiny", "--out",
-                                    str(folder / "out")], stdout=stdout, stderr=stderr, start_new_session=True,
+                                    str(folder / "out")], stdout=stdout, stderr=stderr, process_group=0,
                                    preexec_fn=lambda: os.nice(19))
     process.folder = folder
     return process
