@@ -29,33 +29,9 @@ def pytest_configure(config):
         default_model_dir().symlink_to(prepared, target_is_directory=True)
 
 
-def pytest_collection_modifyitems(config, items):
-    """The tiny bench (tests/benchmarks/test_runner.py) needs minutes of CPU: where its tests are
-    selected and the bundled model is prepared, it starts now, in the background at the lowest
-    priority, and its tests go last, by when it is (mostly) done."""
-    import tempfile
-    from pathlib import Path
-
-    from guard.models import default_model_dir
-
-    uses_bench = [item for item in items if "tiny_bench" in getattr(item, "fixturenames", ())]
-    if not uses_bench or not (default_model_dir() / "config.json").exists():
-        return
-    items[:] = [item for item in items if item not in uses_bench] + uses_bench
-    from tests.benchmarks.test_runner import start_tiny_bench
-
-    folder = Path(tempfile.mkdtemp(prefix="tiny-bench-", dir=config._test_caches[0]))
-    config.tiny_bench_process = start_tiny_bench(folder)
-
-
 def pytest_unconfigure(config):
     import os
     import shutil
-
-    bench = getattr(config, "tiny_bench_process", None)
-    if bench is not None and bench.poll() is None:  # the session ended before its tests ran
-        os.killpg(bench.pid, 9)
-        bench.wait()
 
     folder, previous = config._test_caches
     for key, value in previous.items():

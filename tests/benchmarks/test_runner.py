@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,31 +13,17 @@ pytestmark = pytest.mark.integration
 REQUIRED = ("forget_quality", "model_utility", "forget_rouge_l", "retain_rouge_l", "leak_rate")
 
 
-def start_tiny_bench(folder: Path) -> subprocess.Popen:
-    """`guard bench --suite tiny`, writing into folder/out, at the lowest CPU priority: tests/conftest.py
-    starts it when the session starts, so that it runs on the CPU time the other tests leave idle
-    (waiting on their servers), and its tests run last. In the tests' session (a process group of its
-    own, for the kill): a new session is a new scheduler autogroup, where nice counts for nothing."""
-    (folder / "out").mkdir(parents=True, exist_ok=True)
-    with open(folder / "stdout.txt", "w") as stdout, open(folder / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "guard.cli", "bench", "--suite", "tiny", "--out",
-                                    str(folder / "out")], stdout=stdout, stderr=stderr, process_group=0,
-                                   preexec_fn=lambda: os.nice(19))
-    process.folder = folder
-    return process
-
-
 @pytest.fixture(scope="module")
-def tiny_bench(request, tmp_path_factory, model_dir):
-    process = getattr(request.config, "tiny_bench_process", None)
-    process = process or start_tiny_bench(tmp_path_factory.mktemp("bench"))
-    returncode, out = process.wait(timeout=1500), process.folder / "out"
-    assert returncode == 0, (process.folder / "stderr.txt").read_text()[-3000:]
-    return out, json.loads((out / "results.json").read_text()), (process.folder / "stdout.txt").read_text()
+def bench(tmp_path_factory, model_dir):
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run([sys.executable, "-m", "guard.cli", "bench", "--suite", "tiny", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text()), done.stdout
 
 
-def test_every_method_has_every_metric(tiny_bench):
-    _, results, stdout = tiny_bench
+def test_every_method_has_every_metric(bench):
+    _, results, stdout = bench
     assert results["suite"] == "tiny" and "suite tiny: 4 methods" in stdout
     assert set(results["methods"]) == {"base", "guard", "flat", "ga"}
     for name, row in results["methods"].items():
@@ -50,8 +34,8 @@ def test_every_method_has_every_metric(tiny_bench):
     assert results["provenance"]["versions"]["vllm"] and results["costs"]["flat"]["seconds"] > 0
 
 
-def test_the_target_knows_the_forget_set_and_the_guard_takes_it_away(tiny_bench):
-    methods = tiny_bench[1]["methods"]
+def test_the_target_knows_the_forget_set_and_the_guard_takes_it_away(bench):
+    methods = bench[1]["methods"]
     assert methods["base"]["leak_rate"] >= 0.75  # the fine-tuned target states its forget facts ...
     assert methods["guard"]["leak_rate"] <= 0.25  # ... the guard withholds them ...
     assert methods["guard"]["retain_rouge_l"] >= 0.8  # ... and keeps the retain facts
@@ -60,8 +44,8 @@ def test_the_target_knows_the_forget_set_and_the_guard_takes_it_away(tiny_bench)
     assert methods["guard"]["forget_unflagged"] == 0.0 and methods["guard"]["retain_flagged"] <= 0.05
 
 
-def test_report_and_plots_are_written(tiny_bench):
-    out, results, _ = tiny_bench
+def test_report_and_plots_are_written(bench):
+    out, results, _ = bench
     report = (out / "report.md").read_text()
     assert all(f"| {name} |" in report for name in results["methods"])
     for plot in ("forget_vs_utility.png", "leak_rate.png", "throughput.png"):
