@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
+from functools import lru_cache
 
 import torch
 
@@ -21,6 +22,7 @@ ANY_OBJECT = '{"type": "object"}'  # response_format json_object, as vLLM compil
 _CACHE = 32
 
 
+@lru_cache(maxsize=256)  # a request's spec is checked in the API process and the worker, at every attempt
 def check_schema(schema: str) -> None:
     """ValueError (its message names what is wrong) unless `schema` is a JSON schema xgrammar compiles."""
     import xgrammar

@@ -59,14 +59,14 @@ async def generate_guarded(engine: Engine, prompt_ids: list[int], params: Decode
                                           f"{request_id}-{attempt}")) as deltas:
             async for delta in deltas:
                 step = stream.feed(delta.text, delta.token_ids, delta.finish_reason, delta.logprobs)
-                if step.release or step.per_token:
-                    yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
                 if step.action != "continue":
                     break
+                if step.release or step.per_token:
+                    yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
         if step.action == "continue":  # the engine ended without a finish reason
             step = stream.end()
-            if step.release or step.per_token:
-                yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
+        if step.release or step.per_token:  # what the attempt's last step released
+            yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
         if step.action == "finish":
             finish_reason = step.finish_reason
             if params.json_schema is not None and finish_reason == "stop" and not params.stop and not parses(stream.text):
