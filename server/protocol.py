@@ -22,11 +22,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from guard.conversation import Conversation
 from guard.grammar import ANY_OBJECT, check_schema
 from server.engine import DecodeParams
+from server.tool_calls import named_grammar, required_grammar
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit signed integer, as vLLM's samplers take it
 MAX_STOPS = 4
 MAX_CHOICES = 16
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and vLLM's default --max-logprobs
+MAX_TOOLS = 128  # OpenAI's limit
 NonEmpty = Annotated[str, Field(min_length=1)]
 
 
@@ -76,7 +78,6 @@ def _printable(text: str) -> str:
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
 # Fields OpenAI defines that this server does not honour, each with the values that ask for nothing.
 UNSUPPORTED_CHAT = {
-    "tools": (None, []), "tool_choice": (None, "none"), "parallel_tool_calls": (None, True, False),
     "functions": (None, []), "function_call": (None, "none"), "audio": (None,), "modalities": (None, ["text"]),
     "prediction": (None,), "reasoning_effort": (None,), "verbosity": (None,), "web_search_options": (None,),
 }
@@ -210,6 +211,62 @@ class ResponseFormat(BaseModel):
         return json.dumps(self.json_schema.schema_) if self.json_schema is not None else None
 
 
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def _refused(model: str, field: tuple[str | int, ...], message: str, value: Any, kind: str = "value_error"):
+    """A 400 naming `field` (a dotted path), raised from a model's own validator."""
+    return ValidationError.from_exception_data(model, [InitErrorDetails(
+        type=PydanticCustomError(kind, message), loc=field, input=value)])
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema of the arguments (an object)
+    strict: bool | None = None  # the grammar holds the arguments to the schema either way
+
+    @field_validator("parameters")
+    @classmethod
+    def _a_schema(cls, parameters: dict[str, Any] | None) -> dict[str, Any] | None:
+        if parameters:
+            check_schema(named_grammar(parameters))
+        return parameters
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ChosenFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: FunctionName
+
+
+class NamedToolChoice(BaseModel):
+    """`{"type": "function", "function": {"name": ...}}`: the answer is a call of that function."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+class FunctionCallMade(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCallMade(BaseModel):
+    """A tool call an earlier assistant turn made (OpenAI's shape), shown to the model's chat template."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    id: str
+    type: Literal["function"]
+    function: FunctionCallMade
+
+
 class ContentPart(BaseModel):
     """One part of a message's content: text. Other kinds (image_url, input_audio, file) are refused:
     the models served here read text, and the guard cannot read what it would have to judge."""
@@ -230,6 +287,9 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallMade] | None = None  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
     @field_validator("content", mode="before")
     @classmethod
@@ -244,6 +304,31 @@ class ChatMessage(BaseModel):
             return "".join(part.text or "" for part in self.content)
         return self.content or ""
 
+    def said(self) -> str:
+        """What the turn says, as the guard reads it: its text, and the calls it made with their arguments."""
+        calls = [f"{call.function.name}({call.function.arguments})" for call in self.tool_calls or []]
+        return "\n".join([self.text(), *calls]) if calls else self.text()
+
+    def for_template(self) -> dict[str, Any]:
+        """The turn as chat templates read it: a call's arguments as an object where they are JSON, as vLLM gives them."""
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": call.id, "type": "function", "function": {
+                "name": call.function.name, "arguments": _json_or_text(call.function.arguments)}}
+                for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
+        return message
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
 
 class ChatCompletionRequest(_Request):
     _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_CHAT
@@ -252,22 +337,70 @@ class ChatCompletionRequest(_Request):
     logprobs: bool | None = None
     top_logprobs: TopLogprobs | None = None
     response_format: ResponseFormat | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> "ChatCompletionRequest":
         if self.top_logprobs and not self.logprobs:
-            raise ValidationError.from_exception_data(type(self).__name__, [InitErrorDetails(
-                type=PydanticCustomError("logprobs_needed", "needs `logprobs: true`"), loc=("top_logprobs",),
-                input=self.top_logprobs)])
+            raise _refused(type(self).__name__, ("top_logprobs",), "needs `logprobs: true`", self.top_logprobs,
+                           "logprobs_needed")
         return self
+
+    @model_validator(mode="after")
+    def _tool_choice_possible(self) -> "ChatCompletionRequest":
+        """A tool call is forced (`required`, or a named function) or not asked for (`none`). `auto`, the
+        default where tools are given, would need the model's own tool-call format read: refused."""
+        name, choice = type(self).__name__, self.tool_choice
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) < len(names):
+            raise _refused(name, ("tools",), "holds two functions of one name", names)
+        if not self.tools:
+            if choice not in (None, "none"):
+                raise _refused(name, ("tool_choice",), "needs `tools`", _printable(str(choice)))
+            return self
+        if choice in (None, "auto"):
+            raise _refused(name, ("tool_choice",), "`auto` (the default where `tools` are given) is not supported: "
+                           "this server does not read a model's own tool-call format; give `required`, a named "
+                           "function, or `none`", choice)
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise _refused(name, ("tool_choice", "function", "name"), "names no function of `tools`",
+                           choice.function.name)
+        if choice != "none" and self.response_format is not None and self.response_format.type != "text":
+            raise _refused(name, ("response_format",), "cannot be combined with a forced tool call: the answer is "
+                           "the call's arguments", self.response_format.type)
+        return self
+
+    @property
+    def forced_function(self) -> str | None:
+        """The function a named tool choice forces (None: none, or `required`)."""
+        return self.tool_choice.function.name if isinstance(self.tool_choice, NamedToolChoice) else None
+
+    @property
+    def calls_tools(self) -> bool:
+        """The answer is tool calls: `required`, or a named function."""
+        return bool(self.tools) and self.tool_choice not in (None, "none", "auto")
+
+    @property
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The tools as the chat template reads them (vLLM shows them to the template whatever the choice)."""
+        return [tool.model_dump(exclude_none=True) for tool in self.tools] if self.tools else None
+
+    def _grammar(self) -> str | None:
+        if self.calls_tools:
+            functions = {tool.function.name: tool.function.parameters for tool in self.tools or []}
+            if (forced := self.forced_function) is not None:
+                return named_grammar(functions[forced])
+            return required_grammar(list(functions.items()), self.parallel_tool_calls)
+        return self.response_format.grammar if self.response_format else None
 
     @property
     def logprobs_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
     def decode_params(self, max_tokens: int) -> DecodeParams:
-        params = super().decode_params(max_tokens)
-        return dataclasses.replace(params, json_schema=self.response_format.grammar) if self.response_format else params
+        return dataclasses.replace(super().decode_params(max_tokens), json_schema=self._grammar())
 
     @property
     def token_limit(self) -> int | None:
@@ -275,7 +408,7 @@ class ChatCompletionRequest(_Request):
 
     def conversation(self) -> Conversation:
         """The messages as the guard reads them ("developer" is the newer name of "system")."""
-        return Conversation.of((m.role if m.role != "developer" else "system", m.text()) for m in self.messages)
+        return Conversation.of((m.role if m.role != "developer" else "system", m.said()) for m in self.messages)
 
 
 class CompletionRequest(_Request):

@@ -127,7 +127,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest) -> Response:
     state = _state(request)
-    for field, asked in (("n", body.n > 1), ("logprobs", body.logprobs_count is not None)):
+    for field, asked in (("n", body.n > 1), ("logprobs", body.logprobs_count is not None),
+                         ("tool_choice", kind == "chat" and body.calls_tools)):
         if asked:  # the output filter reads the text of one choice; it could not guard more
             raise bad_request(f"{field}: is not supported at the {state.level} enforcement level (the output "
                               "filter reads one choice's text); `guard proxy --enforcement full` supports it",

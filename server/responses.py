@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.engine import PositionLogprobs
 
@@ -36,9 +36,29 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class FunctionCall(BaseModel):
+    name: str | None = None  # a streamed call's later deltas carry only more arguments
+    arguments: str
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ToolCallDelta(BaseModel):
+    """A streamed call's first delta names it (id, type, function name); later ones add arguments."""
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[ToolCall] | None = Field(default=None, exclude_if=lambda calls: calls is None)  # an answer of calls
 
 
 class TopLogprob(BaseModel):
@@ -97,6 +117,7 @@ class Completion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):
@@ -182,11 +203,14 @@ def logprobs(kind: Kind, positions: tuple[PositionLogprobs, ...] | None,
         top_logprobs=[{t.token: _logprob(t.logprob) for t in (p.sampled, *p.top)} for p in positions])
 
 
-def whole(kind: Kind, id: str, model: str, choices: list[tuple[str, str | None, Any]], used: Usage) -> BaseModel:
-    """`choices`: each choice's (text, finish reason, logprobs)."""
+def whole(kind: Kind, id: str, model: str, choices: list[tuple[str, str | None, Any]], used: Usage,
+          tool_calls: list[list[ToolCall]] | None = None) -> BaseModel:
+    """`choices`: each choice's (text, finish reason, logprobs); `tool_calls`: each chat choice's calls,
+    where the answer is tool calls (its text is theirs, not content)."""
     if kind == "chat":
         return ChatCompletion(id=id, created=now(), model=model, usage=used, choices=[
-            ChatChoice(index=i, message=AssistantMessage(content=text), logprobs=lp, finish_reason=finish)
+            ChatChoice(index=i, message=AssistantMessage(content=text) if tool_calls is None else
+                       AssistantMessage(content=None, tool_calls=tool_calls[i]), logprobs=lp, finish_reason=finish)
             for i, (text, finish, lp) in enumerate(choices)])
     return Completion(id=id, created=now(), model=model, usage=used, choices=[
         TextChoice(index=i, text=text, logprobs=lp, finish_reason=finish)
@@ -194,13 +218,16 @@ def whole(kind: Kind, id: str, model: str, choices: list[tuple[str, str | None, 
 
 
 def chunk(kind: Kind, id: str, model: str, text: str | None, finish_reason: str | None = None,
-          role: bool = False, index: int = 0, logprobs: Any = None) -> Chunk:
+          role: bool = False, index: int = 0, logprobs: Any = None,
+          tool_calls: list[ToolCallDelta] | None = None) -> Chunk:
     """A stream's event for choice `index`: `text` (None: none, in a chat's last event), `role`: a chat
-    stream's first event, naming the assistant."""
+    stream's first event, naming the assistant; `tool_calls`: a chat's tool-call deltas."""
     if kind == "chat":
         delta = ChatDelta(role="assistant") if role else ChatDelta()
         if text is not None:
             delta.content = text
+        if tool_calls:
+            delta.tool_calls = tool_calls
         choices: Any = [ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish_reason)]
         return Chunk(id=id, object="chat.completion.chunk", created=now(), model=model, choices=choices)
     return Chunk(id=id, object="text_completion", created=now(), model=model,

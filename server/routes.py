@@ -27,6 +27,7 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.responses import ERRORS, STREAM, Kind
 from server.settings import GuardSettings
 from server.sse import sse_response
+from server.tool_calls import ToolCallReader
 
 router = APIRouter()
 TARGETS_HEADER = "x-guard-targets"
@@ -92,13 +93,11 @@ COMPLETION_RESPONSES = {**ERRORS, 200: {"content": STREAM}}
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
     served = _served(state, body)
-    conversation = body.conversation()
-    messages = [{"role": role, "content": text} for role, text in conversation.turns]
     try:
-        prompt_ids = render_chat(served.engine.tokenizer, messages)
+        prompt_ids = render_chat(served.engine.tokenizer, [m.for_template() for m in body.messages], body.template_tools)
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
         raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
-    return await _complete(request, state, served, body, prompt_ids, conversation, "chat")
+    return await _complete(request, state, served, body, prompt_ids, body.conversation(), "chat")
 
 
 @router.post("/v1/completions", response_model=responses.Completion, responses=COMPLETION_RESPONSES)
@@ -151,6 +150,8 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
                                 restriction.detector, restriction.spec, state.settings.max_rewinds)
                for i in range(body.n)]
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
+    # A forced tool call: each choice's answer (JSON, guarded as any text) is read into its calls.
+    readers = [ToolCallReader(body.forced_function) for _ in choices] if kind == "chat" and body.calls_tools else None
 
     def on_finish(index: int, last: Chunk, answer: str) -> None:
         record(request, state.audit, restriction, request_id if body.n == 1 else f"{request_id}-{index}",
@@ -161,7 +162,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
     if body.stream:
         chunks = _merged(choices)
         first = await _first_chunk(chunks)  # errors before the first byte become proper HTTP errors
-        events = _events(kind, request_id, body, len(prompt_ids), first, chunks, on_finish, on_done)
+        events = _events(kind, request_id, body, len(prompt_ids), first, chunks, on_finish, on_done, readers)
         return sse_response(events, headers)
     answers: list[list[Chunk]] = [[] for _ in choices]
     try:
@@ -175,11 +176,18 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         text, last = "".join(p.text for p in parts), parts[-1]
         on_finish(index, last, text)
         positions = tuple(lp for part in parts for lp in part.logprobs) if params.logprobs is not None else None
-        results.append((text, last.finish_reason, responses.logprobs(kind, positions)))
+        results.append((text, _finish_reason(last, readers and readers[index]), responses.logprobs(kind, positions)))
     completion_tokens = sum(parts[-1].completion_tokens for parts in answers)
     on_done(completion_tokens)
-    answer = responses.whole(kind, request_id, body.model, results, responses.usage(len(prompt_ids), completion_tokens))
+    calls = [reader.whole(text) for reader, (text, _, _) in zip(readers, results)] if readers else None
+    answer = responses.whole(kind, request_id, body.model, results, responses.usage(len(prompt_ids), completion_tokens),
+                             calls)
     return JSONResponse(answer.model_dump(), headers=headers)
+
+
+def _finish_reason(last: Chunk, reader: ToolCallReader | None) -> str | None:
+    """The choice's finish reason; a forced tool call that ended well gives OpenAI's for tool calls."""
+    return reader.finish_reason_when_stopped if reader and last.finish_reason == "stop" else last.finish_reason
 
 
 async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
@@ -223,8 +231,10 @@ async def _first_chunk(chunks: AsyncIterator[tuple[int, Chunk]]) -> tuple[int, C
 
 
 async def _events(kind: Kind, request_id: str, body, prompt_tokens: int, first: tuple[int, Chunk],
-                  chunks: AsyncIterator[tuple[int, Chunk]], on_finish, on_done) -> AsyncIterator[responses.Chunk]:
-    """The stream's events, from the first chunk on (server.sse writes them, and ends the stream)."""
+                  chunks: AsyncIterator[tuple[int, Chunk]], on_finish, on_done,
+                  readers: list[ToolCallReader] | None) -> AsyncIterator[responses.Chunk]:
+    """The stream's events, from the first chunk on (server.sse writes them, and ends the stream);
+    `readers`: each choice's tool-call reader, where the answers are tool calls."""
     model, n = body.model, body.n
     async with aclosing(chunks):
         if kind == "chat":
@@ -238,10 +248,14 @@ async def _events(kind: Kind, request_id: str, body, prompt_tokens: int, first: 
                 logprobs = responses.logprobs(kind, chunk.logprobs, offsets[index]) if chunk.logprobs else None
                 sent[index].append(chunk.text)
                 offsets[index] += sum(len(p.sampled.token) for p in chunk.logprobs)
-                yield responses.chunk(kind, request_id, model, chunk.text, index=index, logprobs=logprobs)
+                if readers is None:
+                    yield responses.chunk(kind, request_id, model, chunk.text, index=index, logprobs=logprobs)
+                elif (calls := readers[index].feed(chunk.text)) or logprobs:
+                    yield responses.chunk(kind, request_id, model, None, index=index, logprobs=logprobs,
+                                          tool_calls=calls)
             if chunk.finish_reason is not None:
-                yield responses.chunk(kind, request_id, model, None if kind == "chat" else "", chunk.finish_reason,
-                                      index=index)
+                yield responses.chunk(kind, request_id, model, None if kind == "chat" else "",
+                                      _finish_reason(chunk, readers and readers[index]), index=index)
                 on_finish(index, chunk, "".join(sent[index]))
                 completion_tokens += chunk.completion_tokens
                 finished += 1

@@ -29,7 +29,9 @@ def servers(tmp_path_factory, model_dir):
     started = [guarded]
     try:
         logs = guarded.log.parent
-        started.append(vllm_serve("vllm-plain", logs, model_dir))
+        # vLLM's JSON tool-call path (not its model-specific structural tags): the one the guard's matches.
+        started.append(vllm_serve("vllm-plain", logs, model_dir, "--enable-auto-tool-choice", "--tool-call-parser",
+                                  "hermes", env={"VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}))
         started.append(vllm_serve("vllm-plugin", logs, model_dir, "--logits-processors", PROCESSOR))
         guarded.wait_ready()
         yield tuple(started)

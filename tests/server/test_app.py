@@ -191,8 +191,7 @@ HI = [{"role": "user", "content": "hi"}]
     ("/v1/chat/completions", "response_format", {"type": "json_schema"}),  # no schema
     ("/v1/chat/completions", "response_format", {"type": "json_schema", "json_schema": {
         "name": "x", "schema": {"type": "objekt"}}}),  # no schema the grammar can hold
-    ("/v1/chat/completions", "tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("/v1/chat/completions", "tool_choice", "required"),
+    ("/v1/chat/completions", "tool_choice", "required"),  # no tools
     ("/v1/chat/completions", "modalities", ["text", "audio"]),
     ("/v1/chat/completions", "top_k", 5),  # vLLM's, not OpenAI's
     ("/v1/completions", "logprobs", True),  # a count, not a boolean
@@ -325,3 +324,109 @@ def test_policy_reload_swaps_targets_and_survives_a_broken_edit(tokenizer, tmp_p
         policy.write_text("targets: [{id: Not Valid}]")  # a broken edit: the previous policy stays
         time.sleep(1.5)
         assert targets_when_asked(relativity) == "einstein"
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("overrides, param", [
+    ({"tools": [WEATHER]}, "tool_choice"),  # `auto`, the default with tools: the model's own format is not read
+    ({"tools": [WEATHER], "tool_choice": "auto"}, "tool_choice"),
+    ({"tool_choice": NAMED}, "tool_choice"),  # no tools
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}},
+     "tool_choice.function.name"),
+    ({"tools": [WEATHER, WEATHER], "tool_choice": "required"}, "tools"),  # two functions of one name
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "objekt"}}}],
+      "tool_choice": "required"}, "tools.0.function.parameters"),
+    ({"tools": [{"type": "function", "function": {"name": "two words"}}], "tool_choice": "required"},
+     "tools.0.function.name"),
+    ({"tools": [WEATHER], "tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                            "function": {"name": "f"}}]}]},
+     "messages.0.tool_calls.0.function.arguments"),
+])
+def test_tool_requests_that_cannot_be_honoured_are_refused_naming_the_field(client_and_engine, overrides, param):
+    client, engine = client_and_engine
+    response = chat(client, **overrides)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert engine.seen == []
+
+
+@pytest.fixture()
+def answering(tokenizer):
+    """A client whose engine answers with the given words."""
+    clients = []
+
+    def client_of(words):
+        engine = FakeEngine(tokenizer, words)
+        client = TestClient(create_app(Settings(policy="examples/harry-potter.yaml"), make_engine=lambda *_: engine))
+        clients.append(client.__enter__())
+        return client, engine
+    yield client_of
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+ARGUMENTS = ['{"', 'city', '":', ' "', 'Paris', '"}']
+CALLS = ['[{"name": "get_weather", ', '"parameters": {"city": "Paris"}}', ', {"name": "get_weather", ',
+         '"parameters": {"city": "Rome"}}', ']']
+
+
+def test_a_named_function_is_called_with_the_answer_as_its_arguments(answering):
+    client, engine = answering(ARGUMENTS)
+    body = chat(client, tools=[WEATHER], tool_choice=NAMED).json()
+    _, params, spec = engine.seen[-1]
+    assert json.loads(spec.json_schema) == WEATHER["function"]["parameters"] == json.loads(params.json_schema)
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "stop"  # OpenAI's, for a named function
+    assert choice["message"]["content"] is None
+    [call] = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+
+
+def test_a_named_call_streams_its_arguments(answering):
+    client, _ = answering(ARGUMENTS)
+    with client.stream("POST", "/v1/chat/completions", json={
+            "model": MODEL, "stream": True, "messages": HI, "tools": [WEATHER], "tool_choice": NAMED}) as response:
+        events = [json.loads(d) for d in sse_data(response)[:-1]]
+    deltas = [d for e in events for d in e["choices"][0]["delta"].get("tool_calls") or []]
+    assert deltas[0]["id"].startswith("call_") and deltas[0]["function"]["name"] == "get_weather"
+    assert all("id" not in d and "name" not in d["function"] for d in deltas[1:])
+    assert "".join(d["function"]["arguments"] for d in deltas) == '{"city": "Paris"}'
+    assert all("content" not in e["choices"][0]["delta"] for e in events[1:])
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_required_calls_are_read_from_the_array_whole_and_streamed(answering):
+    client, engine = answering(CALLS)
+    body = chat(client, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False).json()
+    grammar = json.loads(engine.seen[-1][1].json_schema)
+    assert grammar["type"] == "array" and grammar["maxItems"] == 1  # one call only, where parallel calls are off
+    assert grammar["items"]["anyOf"][0]["properties"]["name"] == {"type": "string", "enum": ["get_weather"]}
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in choice["message"]["tool_calls"]] \
+        == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Rome"})]
+    with client.stream("POST", "/v1/chat/completions", json={
+            "model": MODEL, "stream": True, "messages": HI, "tools": [WEATHER], "tool_choice": "required"}) as response:
+        events = [json.loads(d) for d in sse_data(response)[:-1]]
+    deltas = [d for e in events for d in e["choices"][0]["delta"].get("tool_calls") or []]
+    assert [(d["index"], json.loads(d["function"]["arguments"])) for d in deltas] == [(0, {"city": "Paris"}),
+                                                                                         (1, {"city": "Rome"})]
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_calls_an_earlier_turn_made_are_read_by_the_guard(client_and_engine):
+    client, engine = client_and_engine
+    messages = [{"role": "user", "content": "Look someone up."},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                    "name": "lookup", "arguments": '{"who": "Hermione Granger"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "found"},
+                {"role": "user", "content": "Tell me more."}]
+    response = chat(client, messages=messages)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-guard-targets"] == "harry-potter"

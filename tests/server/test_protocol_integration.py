@@ -76,13 +76,16 @@ def assert_clean_alternatives(text: str, content: list) -> None:
         assert not names_or_near_misses(joined), joined
 
 
+CAPITAL = {"type": "function", "function": {"name": "capital", "parameters": {}}}
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_fields_the_guard_cannot_honour_are_refused(every_server, level):
+    """`tool_choice: auto` (the default with tools) would need the model's own tool-call format read."""
     client = every_server[level].client()
-    for field, value in [("tools", [{"type": "function", "function": {"name": "capital", "parameters": {}}}])]:
-        with pytest.raises(openai.BadRequestError) as refused:
-            client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, **{field: value})
-        assert refused.value.body["param"] == field, refused.value.body
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, tools=[CAPITAL])
+    assert refused.value.body["param"] == "tool_choice", refused.value.body
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -140,10 +143,11 @@ def test_stop_strings_end_the_answer_as_vllms_do(guarded, plain):
 
 @pytest.mark.parametrize("level", ["bias", "filter"])
 def test_what_the_output_filter_cannot_guard_is_refused_at_the_text_levels(every_server, level):
-    for fields in ({"n": 2}, {"logprobs": True}):
+    for param, fields in (("n", {"n": 2}), ("logprobs", {"logprobs": True}),
+                          ("tool_choice", {"tools": [CAPITAL], "tool_choice": "required"})):
         with pytest.raises(openai.BadRequestError) as refused:
             create(every_server[level], **fields)
-        assert refused.value.body["param"] == next(iter(fields))
+        assert refused.value.body["param"] == param
 
 
 def json_format(name: str, **properties) -> dict:
@@ -194,3 +198,63 @@ def test_json_goes_on_after_a_rewind(guarded, tokenizer):
     compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer)))
     matcher = xgrammar.GrammarMatcher(compiler.compile_json_schema(json.dumps(schema), any_whitespace=True))
     assert all(matcher.accept_token(t) for t in tokenizer.encode(text, add_special_tokens=False)), text
+
+
+def _function(name: str, **properties) -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": {
+        "type": "object", "properties": {key: {"type": "string"} for key in properties}, "required": list(properties)}}}
+
+
+LOOKUP = _function("lookup_author", book="string", author="string")
+WEATHER = _function("get_weather", city="string")
+# A named function; one call of any (with more allowed, this small model goes on calling to the token limit).
+TOOL_CHOICES = [{"tool_choice": {"type": "function", "function": {"name": "lookup_author"}}},
+                {"tool_choice": "required", "parallel_tool_calls": False}]
+
+
+def calls(choice) -> list[tuple[str, dict]]:
+    """A choice's tool calls: (name, arguments) each, the arguments parsed (they must be JSON)."""
+    return [(call.function.name, json.loads(call.function.arguments)) for call in choice.message.tool_calls or []]
+
+
+def streamed_calls(server, messages, **fields) -> tuple[list[tuple[str, dict]], str | None]:
+    """The tool calls of a streamed answer, put together from their deltas as a client does; its finish reason."""
+    names, arguments, finish_reason = {}, {}, None
+    for chunk in create(server, messages, stream=True, **fields):
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            names[delta.index] = names.get(delta.index) or delta.function.name
+            arguments[delta.index] = arguments.get(delta.index, "") + (delta.function.arguments or "")
+        finish_reason = (chunk.choices[0].finish_reason if chunk.choices else None) or finish_reason
+    return [(names[i], json.loads(arguments[i])) for i in sorted(names)], finish_reason
+
+
+@pytest.mark.parametrize("choice", TOOL_CHOICES)
+def test_tool_calls_of_an_unflagged_request_are_plain_vllms(guarded, plain, choice):
+    """Against vLLM's JSON tool-call path: the same calls, arguments and finish reason, whole and streamed."""
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    fields = dict(tools=[WEATHER, LOOKUP], max_tokens=100, **choice)
+    ours, theirs = (create(server, question, **fields).choices[0] for server in (guarded, plain))
+    assert ours.finish_reason == theirs.finish_reason == _finish_reason(choice), (ours, theirs)
+    assert calls(ours) == calls(theirs) and calls(ours), (ours, theirs)
+    assert ours.message.tool_calls[0].function.arguments == theirs.message.tool_calls[0].function.arguments
+    assert streamed_calls(guarded, question, **fields) == (calls(ours), ours.finish_reason)
+
+
+def _finish_reason(choice: dict) -> str:
+    return "stop" if isinstance(choice["tool_choice"], dict) else "tool_calls"  # OpenAI's: `stop` for a named one
+
+
+@pytest.mark.parametrize("level", ["serve", "full"])
+@pytest.mark.parametrize("choice", TOOL_CHOICES)
+def test_a_tool_call_about_a_target_parses_and_leaks_nothing(every_server, plain, level, choice):
+    """The guard reads the arguments as any text: plain vLLM fills a named call's `author` with the
+    author's name here."""
+    question = [{"role": "user", "content": "Who wrote the Harry Potter books? Use the tool."}]
+    fields = dict(tools=[LOOKUP], max_tokens=80, **choice)
+    if level == "serve" and _finish_reason(choice) == "stop":
+        assert names_or_near_misses(json.dumps(calls(create(plain, question, **fields).choices[0])))
+    whole = create(every_server[level], question, **fields).choices[0]
+    assert whole.finish_reason == _finish_reason(choice), whole
+    assert calls(whole) and all(name == "lookup_author" for name, _ in calls(whole))
+    assert not names_or_near_misses(json.dumps(calls(whole))), calls(whole)
+    assert streamed_calls(every_server[level], question, **fields) == (calls(whole), whole.finish_reason)
