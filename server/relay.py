@@ -9,7 +9,10 @@ gives text, not tokens, so a violation cannot be rewound and is cut before (`con
   before the violation and a finish event of ours;
 - whole: the upstream's own reply, judged whole; cut, its text ends before the violation (with
   `--retry-on-leak` at the bias level, the question is first asked again with every entry at -100).
-Only a policy with nothing to enforce on a request leaves it untouched.
+Logprobs pass the same filter: an alternative the machine would not release after the answer so far
+is dropped (the upstream is asked for a few spare ones, so the client keeps its count), and a cut
+answer ends with the last whole token they list. Only a policy with nothing to enforce on a request
+leaves it untouched.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from server.audit import AuditLog
 from server.decisions import classify, record
 from server.engine import EngineError
 from server.errors import bad_request
+from server.generation import MAX_LOGPROBS, SPARE_ALTERNATIVES
 from server.live_policy import LivePolicy
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.responses import ERRORS, STREAM, Kind
@@ -127,8 +131,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest) -> Response:
     state = _state(request)
-    for field, asked in (("n", body.n > 1), ("logprobs", body.logprobs_count is not None),
-                         ("tool_choice", kind == "chat" and body.calls_tools)):
+    for field, asked in (("n", body.n > 1), ("tool_choice", kind == "chat" and body.calls_tools)):
         if asked:  # the output filter reads the text of one choice; it could not guard more
             raise bad_request(f"{field}: is not supported at the {state.level} enforcement level (the output "
                               "filter reads one choice's text); `guard proxy --enforcement full` supports it",
@@ -138,7 +141,7 @@ async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | Com
     conversation = body.conversation()
     restriction = classify(request, state.restrictions, conversation)
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
-    answer = _Answer(state, kind, restriction, request, conversation.asked)
+    answer = _Answer(state, kind, restriction, request, conversation.asked, body.logprobs_count)
     if body.stream:
         return await _stream_response(state.upstream, path, answer.upstream_body(raw), answer.events, headers)
     return JSONResponse(await answer.whole(path, raw), headers=headers)
@@ -173,11 +176,17 @@ async def _stream_response(upstream: Upstream, path: str, body: dict,
 class _Answer:
     """One relayed request's answer, through the output filter (when its restriction has a detector)."""
 
-    def __init__(self, state: RelayState, kind: Kind, restriction: Restriction, request: Request, prompt: str):
+    def __init__(self, state: RelayState, kind: Kind, restriction: Restriction, request: Request, prompt: str,
+                 logprobs: int | None):
         self.state, self.kind, self.restriction, self.request, self.prompt = state, kind, restriction, request, prompt
+        self.logprobs = logprobs  # the alternatives the client asked for beside each token (None: no logprobs)
         self.id = responses.new_id("proxy")  # the audit log's request id
 
     def upstream_body(self, raw: dict, strongest: bool = False) -> dict:
+        if self.logprobs is not None and self.restriction.detector is not None:
+            # A few spare alternatives, to stand in for those the filter drops.
+            raw = {**raw, ("top_logprobs" if self.kind == "chat" else "logprobs"): min(
+                MAX_LOGPROBS, self.logprobs + SPARE_ALTERNATIVES)}
         if self.state.biases is None or self.restriction.spec is None:
             return raw
         guard_bias = self.state.biases.for_spec(self.restriction.spec, strongest)
@@ -195,7 +204,7 @@ class _Answer:
         """The client's stream."""
         if self.restriction.detector is None:
             return events
-        return filtered_events(self.kind, self.restriction.detector, events, self._finished)
+        return filtered_events(self.kind, self.restriction.detector, events, self._finished, self.logprobs)
 
     async def whole(self, path: str, raw: dict) -> dict:
         """A whole answer, judged whole; cut by the filter, it is asked once more fully biased if so configured."""
@@ -218,21 +227,30 @@ class _Answer:
         if text is not None and not isinstance(text, str):
             raise bad_gateway("the reply's text is not a string")
         machine = GuardedStream(self.restriction.detector)
-        if machine.feed(text or "", None, choice.get("finish_reason") or "stop").finish_reason != CONTENT_FILTER:
-            return reply, machine
-        if self.kind == "chat":
-            choice = {**choice, "message": {**choice["message"], "content": machine.text}}
-        else:
-            choice = {**choice, "text": machine.text}
-        return {**reply, "choices": [{**choice, "finish_reason": CONTENT_FILTER}, *reply["choices"][1:]]}, machine
+        cut = machine.feed(text or "", None, choice.get("finish_reason") or "stop").finish_reason == CONTENT_FILTER
+        kept = machine.text
+        if choice.get("logprobs"):  # cut, the answer ends with the last whole token its logprobs list
+            alternatives = _Alternatives(self.kind, machine, self.logprobs)
+            choice = {**choice, "logprobs": alternatives.judged(choice["logprobs"], len(kept) if cut else None)}
+            kept = alternatives.context
+        if cut:
+            if self.kind == "chat":
+                choice = {**choice, "message": {**choice["message"], "content": kept}}
+            else:
+                choice = {**choice, "text": kept}
+            choice = {**choice, "finish_reason": CONTENT_FILTER}
+        return {**reply, "choices": [choice, *reply["choices"][1:]]}, machine
 
 
 async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],
-                          on_finish: Callable[[GuardedStream, str | None], None]) -> AsyncIterator[Any]:
+                          on_finish: Callable[[GuardedStream, str | None], None],
+                          logprobs: int | None = None) -> AsyncIterator[Any]:
     """An upstream's stream through the output filter: its own events, each once the state machine
-    has released its text; cut, the text before the violation and a finish event of ours.
-    `on_finish(machine, finish_reason)` once the client has the whole answer."""
+    has released its text (its logprobs' alternatives judged, `logprobs` of them kept); cut, the text
+    before the violation and a finish event of ours. `on_finish(machine, finish_reason)` once the
+    client has the whole answer."""
     machine = GuardedStream(detector)
+    alternatives = _Alternatives(kind, machine, logprobs)
     held: deque[tuple[dict, int, int]] = deque()  # events not sent yet, with the text offsets of each
     head: dict = {}
     async for event in events:
@@ -245,7 +263,7 @@ async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],
         if step.finish_reason == CONTENT_FILTER:
             break
         while held and held[0][2] <= machine.sent:
-            yield held.popleft()[0]
+            yield alternatives.judged_event(held.popleft()[0])
         if step.action == "finish":
             on_finish(machine, finish_reason)
             async for rest in events:  # the usage event, if the client asked for one
@@ -255,16 +273,72 @@ async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],
         step = machine.end()  # [DONE] without a finish reason
         if step.finish_reason != CONTENT_FILTER:
             for event, _, _ in held:
-                yield event
+                yield alternatives.judged_event(event)
             on_finish(machine, step.finish_reason)
             return
     while held and held[0][2] <= len(machine.text):  # cut: what was wholly before the violation ...
-        yield held.popleft()[0]
+        yield alternatives.judged_event(held.popleft()[0])
     identity = {k: head[k] for k in ("id", "object", "created", "model") if k in head}
     if held and machine.text[held[0][1]:]:  # ... the rest of the text before it, and the end
-        yield {**_ours(kind, machine.text[held[0][1]:], None), **identity}
+        rest, logprobs = machine.text[held[0][1]:], held[0][0]["choices"][0].get("logprobs")
+        if logprobs:  # only the whole tokens its logprobs list
+            before = len(alternatives.context)
+            logprobs = alternatives.judged(logprobs, len(machine.text))
+            rest = alternatives.context[before:]
+        if rest:
+            event = {**_ours(kind, rest, None), **identity}
+            if logprobs:
+                event["choices"][0]["logprobs"] = logprobs
+            yield event
     yield {**_ours(kind, None, CONTENT_FILTER), **identity}
     on_finish(machine, CONTENT_FILTER)
+
+
+class _Alternatives:
+    """The alternatives beside each token of an upstream's reply (OpenAI's logprobs shapes): those the
+    machine would not release after the answer so far dropped, the client's `count` kept. Tokens past
+    `upto` (the end of a cut answer's text) go with the text they wrote."""
+
+    def __init__(self, kind: Kind, machine: GuardedStream, count: int | None):
+        self.kind, self.machine, self.count, self.context = kind, machine, count, ""
+
+    def judged_event(self, event: dict) -> dict:
+        choices = event.get("choices") or []
+        if not choices or not choices[0].get("logprobs"):
+            return event
+        return {**event, "choices": [{**choices[0], "logprobs": self.judged(choices[0]["logprobs"])}, *choices[1:]]}
+
+    def judged(self, logprobs: dict, upto: int | None = None) -> dict:
+        try:
+            return self._chat(logprobs, upto) if self.kind == "chat" else self._text(logprobs, upto)
+        except (KeyError, TypeError, AttributeError):
+            raise bad_gateway("the reply's logprobs are not OpenAI's shape") from None
+
+    def _released(self, token: str, upto: int | None) -> bool:
+        return upto is None or len(self.context) + len(token) <= upto
+
+    def _chat(self, logprobs: dict, upto: int | None) -> dict:
+        kept = []
+        for position in logprobs["content"] or []:
+            if not self._released(position["token"], upto):
+                break
+            top = [t for t in position.get("top_logprobs") or [] if self.machine.would_release(self.context, t["token"])]
+            kept.append({**position, "top_logprobs": top[:self.count]})
+            self.context += position["token"]
+        return {**logprobs, "content": kept}
+
+    def _text(self, logprobs: dict, upto: int | None) -> dict:
+        tokens, tops = logprobs["tokens"], []
+        for token, top in zip(tokens, logprobs["top_logprobs"]):
+            if not self._released(token, upto):
+                break
+            alternatives = [(t, lp) for t, lp in (top or {}).items()
+                            if t != token and self.machine.would_release(self.context, t)]
+            tops.append({**{t: lp for t, lp in top.items() if t == token}, **dict(alternatives[:self.count])}
+                        if top else top)
+            self.context += token
+        return {**logprobs, **{key: logprobs[key][:len(tops)] for key in ("tokens", "token_logprobs", "text_offset")},
+                "top_logprobs": tops}
 
 
 def _ours(kind: Kind, text: str | None, finish_reason: str | None) -> dict:

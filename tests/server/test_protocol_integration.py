@@ -113,8 +113,9 @@ def test_logprobs_of_an_unflagged_answer_are_plain_vllms(guarded, plain):
                 == {t.token for t in reference.top_logprobs if t.logprob > last + 1e-3})
 
 
-@pytest.mark.parametrize("level", ["serve", "full"])
+@pytest.mark.parametrize("level", LEVELS)
 def test_logprobs_of_a_guarded_answer_spell_no_forbidden_name(every_server, level):
+    """At the bias and filter levels, the upstream's own alternatives through the output filter."""
     server = every_server[level]
     whole = create(server, FORGET, logprobs=True, top_logprobs=10, max_tokens=40).choices[0]
     assert not names_or_near_misses(whole.message.content), whole.message.content
@@ -143,8 +144,7 @@ def test_stop_strings_end_the_answer_as_vllms_do(guarded, plain):
 
 @pytest.mark.parametrize("level", ["bias", "filter"])
 def test_what_the_output_filter_cannot_guard_is_refused_at_the_text_levels(every_server, level):
-    for param, fields in (("n", {"n": 2}), ("logprobs", {"logprobs": True}),
-                          ("tool_choice", {"tools": [CAPITAL], "tool_choice": "required"})):
+    for param, fields in (("n", {"n": 2}), ("tool_choice", {"tools": [CAPITAL], "tool_choice": "required"})):
         with pytest.raises(openai.BadRequestError) as refused:
             create(every_server[level], **fields)
         assert refused.value.body["param"] == param

@@ -22,7 +22,19 @@ def events_of(pieces: list[str], finish: str | None = "stop") -> list[dict]:
     return events + [{**head, "choices": [], "usage": {"completion_tokens": len(pieces)}}]
 
 
-def run(events: list[dict], detector=DETECTOR) -> tuple[list[dict], list[tuple[str, str]]]:
+def with_logprobs(events: list[dict], alternatives: dict[str, list[str]]) -> list[dict]:
+    """The events with chat logprobs: each piece one token, beside it the alternatives given for it."""
+    for event in events:
+        choice = (event["choices"] or [{}])[0]
+        token = choice.get("delta", {}).get("content")
+        if token:
+            choice["logprobs"] = {"content": [{"token": token, "logprob": -0.1, "bytes": None, "top_logprobs": [
+                {"token": t, "logprob": -1.0 - rank, "bytes": None}
+                for rank, t in enumerate(alternatives.get(token, []))]}]}
+    return events
+
+
+def run(events: list[dict], detector=DETECTOR, logprobs: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     finished = []
 
     async def source():
@@ -31,7 +43,8 @@ def run(events: list[dict], detector=DETECTOR) -> tuple[list[dict], list[tuple[s
 
     async def collect():
         return [e async for e in filtered_events("chat", detector, source(),
-                                                 lambda machine, reason: finished.append((machine.text, reason)))]
+                                                 lambda machine, reason: finished.append((machine.text, reason)),
+                                                 logprobs)]
     return asyncio.run(collect()), finished
 
 
@@ -83,3 +96,25 @@ def test_a_stream_without_a_finish_reason_is_judged_whole_at_its_end():
     assert text_of(out) == "Paris is lovely" and finished == [("Paris is lovely", "stop")]
     out, _ = run(events_of(["His enemy is", " Voldermor"], finish=None))
     assert text_of(out) == "His enemy is " and out[-1]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def alternatives_of(events: list[dict]) -> list[list[str]]:
+    return [[t["token"] for t in p["top_logprobs"]] for e in events if e["choices"] and e["choices"][0].get("logprobs")
+            for p in e["choices"][0]["logprobs"]["content"]]
+
+
+def test_alternatives_that_would_leak_are_dropped_and_the_count_kept():
+    """After "The books are by", " Rowling" and " Rowl" (its beginning) would leak; " Smith" would not."""
+    events = with_logprobs(events_of(["The books are by", " Smith", "."]), {
+        " Smith": [" Rowling", " Rowl", " Smith", " Jones", " Brown"], "The books are by": ["The", "A"]})
+    out, _ = run(events, logprobs=2)
+    assert text_of(out) == "The books are by Smith."
+    assert alternatives_of(out) == [["The", "A"], [" Smith", " Jones"], []]
+
+
+def test_a_cut_answer_ends_with_the_last_whole_token_its_logprobs_list():
+    """Cut inside the token " J.K. Rowling": its " " goes with it, so the tokens still spell the text."""
+    out, _ = run(with_logprobs(events_of(["The author is", " J.K. Rowling", " herself"]), {}), logprobs=0)
+    assert text_of(out) == "The author is"
+    assert [p["token"] for e in out if e["choices"] and e["choices"][0].get("logprobs")
+            for p in e["choices"][0]["logprobs"]["content"]] == ["The author is"]
