@@ -87,8 +87,12 @@ LogitBias = Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
 
 
-class StreamOptions(BaseModel):
+class _Strict(BaseModel):
+    """A part of a request whose fields are all known and strictly typed."""
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class StreamOptions(_Strict):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None  # ignored by design: no padding is added to the events
 
@@ -181,17 +185,15 @@ class _Request(BaseModel):
                             logprobs=self.logprobs_count)
 
 
-class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class JsonSchemaFormat(_Strict):
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     schema_: dict[str, Any] = Field(alias="schema")
     strict: bool | None = None  # the grammar holds the answer to the schema either way
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(_Strict):
     """`text`, `json_object` (any JSON object) or `json_schema` (JSON of that schema)."""
-    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -220,8 +222,7 @@ def _refused(model: str, field: tuple[str | int, ...], message: str, value: Any,
         type=PydanticCustomError(kind, message), loc=field, input=value)])
 
 
-class FunctionDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class FunctionDefinition(_Strict):
     name: FunctionName
     description: str | None = None
     parameters: dict[str, Any] | None = None  # a JSON schema of the arguments (an object)
@@ -235,33 +236,28 @@ class FunctionDefinition(BaseModel):
         return parameters
 
 
-class Tool(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class Tool(_Strict):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class ChosenFunction(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ChosenFunction(_Strict):
     name: FunctionName
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(_Strict):
     """`{"type": "function", "function": {"name": ...}}`: the answer is a call of that function."""
-    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["function"]
     function: ChosenFunction
 
 
-class FunctionCallMade(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class FunctionCallMade(_Strict):
     name: str
     arguments: str  # JSON text, as the model wrote it
 
 
-class ToolCallMade(BaseModel):
+class ToolCallMade(_Strict):
     """A tool call an earlier assistant turn made (OpenAI's shape), shown to the model's chat template."""
-    model_config = ConfigDict(extra="forbid", strict=True)
     id: str
     type: Literal["function"]
     function: FunctionCallMade
