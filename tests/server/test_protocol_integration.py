@@ -135,6 +135,13 @@ def test_three_choices_are_each_guarded(every_server, level):
     assert len({c.message.content for c in completion.choices}) > 1  # seeds 11, 12, 13: three samples
 
 
+def test_choices_of_an_unflagged_request_are_plain_vllms(guarded, plain):
+    """Sampled with a seed, choice by choice: vLLM seeds choice i with seed + i, and so does the guard."""
+    ours, theirs = (create(server, n=3, temperature=1.0, seed=5, max_tokens=16) for server in (guarded, plain))
+    assert [c.message.content for c in ours.choices] == [c.message.content for c in theirs.choices]
+    assert len({c.message.content for c in ours.choices}) > 1
+
+
 def test_stop_strings_end_the_answer_as_vllms_do(guarded, plain):
     for stop in (["Tokyo"], [" capital", "\n"]):
         assert answer(guarded, stop=stop) == answer(plain, stop=stop)
