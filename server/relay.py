@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections import deque
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -131,11 +131,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest) -> Response:
     state = _state(request)
-    for field, asked in (("n", body.n > 1), ("tool_choice", kind == "chat" and body.calls_tools)):
-        if asked:  # the output filter reads the text of one choice; it could not guard more
-            raise bad_request(f"{field}: is not supported at the {state.level} enforcement level (the output "
-                              "filter reads one choice's text); `guard proxy --enforcement full` supports it",
-                              param=field)
+    if kind == "chat" and body.calls_tools:
+        raise bad_request(f"tool_choice: a forced tool call is not supported at the {state.level} enforcement level "
+                          "(the output filter reads text, not tool calls); `guard proxy --enforcement full` "
+                          "supports it", param="tool_choice")
     raw = await request.json()  # forwarded as the client wrote it: unknown fields included
     path = "/chat/completions" if kind == "chat" else "/completions"
     conversation = body.conversation()
@@ -196,9 +195,9 @@ class _Answer:
         return {**raw, "logit_bias": {**client_bias, **{t: min(v, client_bias.get(t, 0.0))
                                                          for t, v in guard_bias.items()}}}
 
-    def _finished(self, machine: GuardedStream, finish_reason: str | None) -> None:
-        record(self.request, self.state.audit, self.restriction, self.id, finish_reason, tuple(machine.violations),
-               self.prompt, machine.text)
+    def _finished(self, index: int, machine: GuardedStream, finish_reason: str | None, several: bool) -> None:
+        record(self.request, self.state.audit, self.restriction, f"{self.id}-{index}" if several else self.id,
+               finish_reason, tuple(machine.violations), self.prompt, machine.text)
 
     def events(self, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """The client's stream."""
@@ -208,21 +207,25 @@ class _Answer:
 
     async def whole(self, path: str, raw: dict) -> dict:
         """A whole answer, judged whole; cut by the filter, it is asked once more fully biased if so configured."""
-        reply, machine = await self._judged(path, raw, strongest=False)
-        if (machine is not None and machine.violations and self.state.settings.retry_on_leak
+        reply, machines = await self._judged(path, raw, strongest=False)
+        if (any(m.violations for m in machines) and self.state.settings.retry_on_leak
                 and self.state.biases is not None and self.restriction.spec is not None):
-            reply, machine = await self._judged(path, raw, strongest=True)
-        if machine is not None:
-            self._finished(machine, _choice0(reply)["finish_reason"])
+            reply, machines = await self._judged(path, raw, strongest=True)
+        for index, machine in enumerate(machines):
+            self._finished(index, machine, reply["choices"][index]["finish_reason"], len(machines) > 1)
         return reply
 
-    async def _judged(self, path: str, raw: dict, strongest: bool) -> tuple[dict, GuardedStream | None]:
-        """The upstream's reply, cut before a violation; and the machine that judged it (None: nothing to guard)."""
+    async def _judged(self, path: str, raw: dict, strongest: bool) -> tuple[dict, list[GuardedStream]]:
+        """The upstream's reply, each choice cut before a violation; and the machines that judged them
+        (none: nothing to guard)."""
         reply = await self.state.upstream.post(path, self.upstream_body(raw, strongest),
                                                self.state.settings.max_request_seconds)
         if self.restriction.detector is None:
-            return reply, None
-        choice = _choice0(reply)
+            return reply, []
+        judged = [self._judged_choice(choice) for choice in _choices(reply)]
+        return {**reply, "choices": [choice for choice, _ in judged]}, [machine for _, machine in judged]
+
+    def _judged_choice(self, choice: dict) -> tuple[dict, GuardedStream]:
         text = (choice.get("message") or {}).get("content") if self.kind == "chat" else choice.get("text")
         if text is not None and not isinstance(text, str):
             raise bad_gateway("the reply's text is not a string")
@@ -239,59 +242,99 @@ class _Answer:
             else:
                 choice = {**choice, "text": kept}
             choice = {**choice, "finish_reason": CONTENT_FILTER}
-        return {**reply, "choices": [choice, *reply["choices"][1:]]}, machine
+        return choice, machine
+
+
+@dataclass
+class _FilteredChoice:
+    """One choice of a stream through the output filter: its machine, and its events not sent yet."""
+    machine: GuardedStream
+    alternatives: "_Alternatives"
+    held: deque[tuple[dict, int, int]] = field(default_factory=deque)  # each with the text offsets it spans
+    done: bool = False
+
+    def released(self) -> Iterator[dict]:
+        while self.held and self.held[0][2] <= self.machine.sent:
+            yield self.alternatives.judged_event(self.held.popleft()[0])
+
+    def cut(self, kind: Kind, index: int, identity: dict) -> Iterator[dict]:
+        """Cut: the events wholly before the violation, the rest of the text before it, and the end."""
+        text = self.machine.text
+        while self.held and self.held[0][2] <= len(text):
+            yield self.alternatives.judged_event(self.held.popleft()[0])
+        if self.held and text[self.held[0][1]:]:
+            rest, logprobs = text[self.held[0][1]:], self.held[0][0]["choices"][0].get("logprobs")
+            if logprobs:  # only the whole tokens its logprobs list
+                before = len(self.alternatives.context)
+                logprobs = self.alternatives.judged(logprobs, len(text))
+                rest = self.alternatives.context[before:]
+            if rest:
+                event = {**_ours(kind, rest, None, index), **identity}
+                if logprobs:
+                    event["choices"][0]["logprobs"] = logprobs
+                yield event
+        yield {**_ours(kind, None, CONTENT_FILTER, index), **identity}
 
 
 async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],
-                          on_finish: Callable[[GuardedStream, str | None], None],
+                          on_finish: Callable[[int, GuardedStream, str | None, bool], None],
                           logprobs: int | None = None) -> AsyncIterator[Any]:
-    """An upstream's stream through the output filter: its own events, each once the state machine
-    has released its text (its logprobs' alternatives judged, `logprobs` of them kept); cut, the text
-    before the violation and a finish event of ours. `on_finish(machine, finish_reason)` once the
-    client has the whole answer."""
-    machine = GuardedStream(detector)
-    alternatives = _Alternatives(kind, machine, logprobs)
-    held: deque[tuple[dict, int, int]] = deque()  # events not sent yet, with the text offsets of each
+    """An upstream's stream through the output filter, each choice on its own: its own events, each
+    once the state machine has released its text (its logprobs' alternatives judged, `logprobs` of
+    them kept); cut, the text before the violation and a finish event of ours, the upstream's rest
+    of that choice and its usage event dropped. `on_finish(index, machine, finish_reason, several)` once the client
+    has a choice's whole answer (`several`: the stream has more than one)."""
+    choices: dict[int, _FilteredChoice] = {}
+    trailing: list[dict] = []  # events of no choice (usage), sent once every choice is done
     head: dict = {}
+
+    def finished(index: int, finish_reason: str | None) -> None:
+        choices[index].done = True
+        on_finish(index, choices[index].machine, finish_reason, len(choices) > 1)
+
     async for event in events:
         if not isinstance(event, dict):
             raise bad_gateway("a streamed event is not an object")
         head = head or event
-        text, finish_reason = _piece(kind, event)
-        held.append((event, len(machine.text), len(machine.text) + len(text)))
-        step = machine.feed(text, None, finish_reason)
+        index, text, finish_reason = _piece(kind, event)
+        if index is None:
+            trailing.append(event)
+            continue
+        if index not in choices:
+            machine = GuardedStream(detector)
+            choices[index] = _FilteredChoice(machine, _Alternatives(kind, machine, logprobs))
+        choice = choices[index]
+        if choice.done:  # cut: the upstream's rest of it is not sent
+            continue
+        choice.held.append((event, len(choice.machine.text), len(choice.machine.text) + len(text)))
+        step = choice.machine.feed(text, None, finish_reason)
         if step.finish_reason == CONTENT_FILTER:
-            break
-        while held and held[0][2] <= machine.sent:
-            yield alternatives.judged_event(held.popleft()[0])
+            for out in choice.cut(kind, index, _identity(head)):
+                yield out
+            finished(index, CONTENT_FILTER)
+            continue
+        for out in choice.released():
+            yield out
         if step.action == "finish":
-            on_finish(machine, finish_reason)
-            async for rest in events:  # the usage event, if the client asked for one
-                yield rest
-            return
-    else:
-        step = machine.end()  # [DONE] without a finish reason
-        if step.finish_reason != CONTENT_FILTER:
-            for event, _, _ in held:
-                yield alternatives.judged_event(event)
-            on_finish(machine, step.finish_reason)
-            return
-    while held and held[0][2] <= len(machine.text):  # cut: what was wholly before the violation ...
-        yield alternatives.judged_event(held.popleft()[0])
-    identity = {k: head[k] for k in ("id", "object", "created", "model") if k in head}
-    if held and machine.text[held[0][1]:]:  # ... the rest of the text before it, and the end
-        rest, logprobs = machine.text[held[0][1]:], held[0][0]["choices"][0].get("logprobs")
-        if logprobs:  # only the whole tokens its logprobs list
-            before = len(alternatives.context)
-            logprobs = alternatives.judged(logprobs, len(machine.text))
-            rest = alternatives.context[before:]
-        if rest:
-            event = {**_ours(kind, rest, None), **identity}
-            if logprobs:
-                event["choices"][0]["logprobs"] = logprobs
+            finished(index, finish_reason)
+    for index, choice in choices.items():  # [DONE] without a finish reason: judged whole at the end
+        if not choice.done:
+            step = choice.machine.end()
+            if step.finish_reason == CONTENT_FILTER:
+                for out in choice.cut(kind, index, _identity(head)):
+                    yield out
+            else:
+                for event, _, _ in choice.held:
+                    yield choice.alternatives.judged_event(event)
+            finished(index, step.finish_reason)
+    if not any(choice.machine.violations for choice in choices.values()):
+        for event in trailing:  # the usage event, if the client asked for one (cut, it counts what was not sent)
             yield event
-    yield {**_ours(kind, None, CONTENT_FILTER), **identity}
-    on_finish(machine, CONTENT_FILTER)
+
+
+def _identity(head: dict) -> dict:
+    """The upstream stream's id, object, creation time and model, for an event of ours."""
+    return {k: head[k] for k in ("id", "object", "created", "model") if k in head}
 
 
 class _Alternatives:
@@ -341,30 +384,32 @@ class _Alternatives:
                 "top_logprobs": tops}
 
 
-def _ours(kind: Kind, text: str | None, finish_reason: str | None) -> dict:
+def _ours(kind: Kind, text: str | None, finish_reason: str | None, index: int) -> dict:
     """An event of ours, for a stream whose id, object, creation time and model are the upstream's."""
-    return responses.chunk(kind, "", "", text, finish_reason).model_dump(exclude_unset=True)
+    return responses.chunk(kind, "", "", text, finish_reason, index=index).model_dump(exclude_unset=True)
 
 
-def _choice0(reply: Any) -> dict:
-    try:
-        choice = reply["choices"][0]
-    except (KeyError, IndexError, TypeError):
-        raise bad_gateway("the reply has no choices") from None
-    if not isinstance(choice, dict):
+def _choices(reply: Any) -> list[dict]:
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise bad_gateway("the reply has no choices")
+    if not all(isinstance(choice, dict) for choice in choices):
         raise bad_gateway("the reply's choice is not an object")
-    return choice
+    return choices
 
 
-def _piece(kind: Kind, event: dict) -> tuple[str, str | None]:
-    """The text an upstream event adds to choice 0, and its finish reason (usage-only events: none)."""
+def _piece(kind: Kind, event: dict) -> tuple[int | None, str, str | None]:
+    """The choice an upstream event is of (None: none, a usage event), the text it adds, and its finish reason."""
     choices = event.get("choices") or []
     if not choices:
-        return "", None
+        return None, "", None
     choice = choices[0]
     if not isinstance(choice, dict):
         raise bad_gateway("a streamed choice is not an object")
+    index = choice.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or len(choices) > 1:
+        raise bad_gateway("a streamed event is not of one choice, with an integer index")
     text = (choice.get("delta") or {}).get("content") if kind == "chat" else choice.get("text")
     if text is not None and not isinstance(text, str):
         raise bad_gateway("a streamed text is not a string")
-    return text or "", choice.get("finish_reason")
+    return index, text or "", choice.get("finish_reason")

@@ -43,7 +43,7 @@ def run(events: list[dict], detector=DETECTOR, logprobs: int | None = None) -> t
 
     async def collect():
         return [e async for e in filtered_events("chat", detector, source(),
-                                                 lambda machine, reason: finished.append((machine.text, reason)),
+                                                 lambda _, machine, reason, __: finished.append((machine.text, reason)),
                                                  logprobs)]
     return asyncio.run(collect()), finished
 
@@ -118,3 +118,24 @@ def test_a_cut_answer_ends_with_the_last_whole_token_its_logprobs_list():
     assert text_of(out) == "The author is"
     assert [p["token"] for e in out if e["choices"] and e["choices"][0].get("logprobs")
             for p in e["choices"][0]["logprobs"]["content"]] == ["The author is"]
+
+
+def test_each_choice_is_filtered_on_its_own():
+    """Two choices interleaved, as vLLM streams them: the leaking one is cut (the upstream's rest of it
+    dropped, and the usage, which counts it), the other goes out whole."""
+    clean, leaking = events_of(["Paris", " is", " lovely"]), events_of(["By ", "J.K. Row", "ling", " herself"])
+    for event in leaking:
+        for choice in event["choices"]:
+            choice["index"] = 1
+    usage = clean.pop()
+    leaking.pop()
+    events = [event for pair in zip(clean, leaking) for event in pair] + leaking[len(clean):] + [usage]
+    out, finished = run(events)
+    texts = {0: "", 1: ""}
+    for event in out[:-1]:
+        texts[event["choices"][0]["index"]] += event["choices"][0]["delta"].get("content") or ""
+    assert texts == {0: "Paris is lovely", 1: "By "}
+    finishes = [(e["choices"][0]["index"], e["choices"][0]["finish_reason"]) for e in out
+                if e["choices"] and e["choices"][0]["finish_reason"]]
+    assert sorted(finishes) == [(0, "stop"), (1, "content_filter")]
+    assert "usage" not in out[-1] and sorted(finished) == [("By ", "content_filter"), ("Paris is lovely", "stop")]
