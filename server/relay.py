@@ -5,11 +5,13 @@ The request goes on as the client wrote it (unknown fields included), plus, at t
 passes the guarded-text state machine (guard.guarded_stream) as the output filter: the upstream
 gives text, not tokens, so a violation cannot be rewound and is cut before (`content_filter`).
 - streamed: the upstream's own events go out as they are, each once the machine has released its
-  text (nothing undecided is sent, nothing sent is taken back); a cut ends the stream with the text
+  text (nothing undecided is sent, nothing sent is taken back); a cut ends the choice with the text
   before the violation and a finish event of ours;
 - whole: the upstream's own reply, judged whole; cut, its text ends before the violation (with
   `--retry-on-leak` at the bias level, the question is first asked again with every entry at -100).
-Logprobs pass the same filter: an alternative the machine would not release after the answer so far
+Each choice of several is filtered on its own, and a cut one ends alone. The arguments of the
+upstream's tool calls are read as text after the content: a leak in them drops the choice's calls
+(whole), or ends the stream of them before the fragment that holds it. Logprobs pass the same filter: an alternative the machine would not release after the answer so far
 is dropped (the upstream is asked for a few spare ones, so the client keeps its count), and a cut
 answer ends with the last whole token they list. Only a policy with nothing to enforce on a request
 leaves it untouched.
@@ -32,7 +34,6 @@ from server.app import assemble_app, build_restrictions, following
 from server.audit import AuditLog
 from server.decisions import classify, record
 from server.engine import EngineError
-from server.errors import bad_request
 from server.generation import MAX_LOGPROBS, SPARE_ALTERNATIVES
 from server.live_policy import LivePolicy
 from server.protocol import ChatCompletionRequest, CompletionRequest
@@ -131,10 +132,6 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | CompletionRequest) -> Response:
     state = _state(request)
-    if kind == "chat" and body.calls_tools:
-        raise bad_request(f"tool_choice: a forced tool call is not supported at the {state.level} enforcement level "
-                          "(the output filter reads text, not tool calls); `guard proxy --enforcement full` "
-                          "supports it", param="tool_choice")
     raw = await request.json()  # forwarded as the client wrote it: unknown fields included
     path = "/chat/completions" if kind == "chat" else "/completions"
     conversation = body.conversation()
@@ -229,16 +226,20 @@ class _Answer:
         text = (choice.get("message") or {}).get("content") if self.kind == "chat" else choice.get("text")
         if text is not None and not isinstance(text, str):
             raise bad_gateway("the reply's text is not a string")
+        calls = _arguments((choice.get("message") or {}).get("tool_calls")) if self.kind == "chat" else ""
         machine = GuardedStream(self.restriction.detector)
-        cut = machine.feed(text or "", None, choice.get("finish_reason") or "stop").finish_reason == CONTENT_FILTER
-        kept = machine.text
+        finish_reason = None if calls else choice.get("finish_reason") or "stop"
+        cut = machine.feed(text or "", None, finish_reason).finish_reason == CONTENT_FILTER
+        if calls and not cut:  # the calls' arguments are read after the text: a leak in them drops every call
+            cut = machine.feed(calls, None, choice.get("finish_reason") or "stop").finish_reason == CONTENT_FILTER
+        kept = machine.text[:len(text or "")]
         if choice.get("logprobs"):  # cut, the answer ends with the last whole token its logprobs list
             alternatives = _Alternatives(self.kind, machine, self.logprobs)
             choice = {**choice, "logprobs": alternatives.judged(choice["logprobs"], len(kept) if cut else None)}
             kept = alternatives.context
         if cut:
             if self.kind == "chat":
-                choice = {**choice, "message": {**choice["message"], "content": kept}}
+                choice = {**choice, "message": {**choice["message"], "content": kept, "tool_calls": []}}
             else:
                 choice = {**choice, "text": kept}
             choice = {**choice, "finish_reason": CONTENT_FILTER}
@@ -262,7 +263,7 @@ class _FilteredChoice:
         text = self.machine.text
         while self.held and self.held[0][2] <= len(text):
             yield self.alternatives.judged_event(self.held.popleft()[0])
-        if self.held and text[self.held[0][1]:]:
+        if self.held and text[self.held[0][1]:] and not self.held[0][0]["choices"][0].get("delta", {}).get("tool_calls"):
             rest, logprobs = text[self.held[0][1]:], self.held[0][0]["choices"][0].get("logprobs")
             if logprobs:  # only the whole tokens its logprobs list
                 before = len(self.alternatives.context)
@@ -409,7 +410,22 @@ def _piece(kind: Kind, event: dict) -> tuple[int | None, str, str | None]:
     index = choice.get("index", 0)
     if not isinstance(index, int) or isinstance(index, bool) or len(choices) > 1:
         raise bad_gateway("a streamed event is not of one choice, with an integer index")
-    text = (choice.get("delta") or {}).get("content") if kind == "chat" else choice.get("text")
+    delta = choice.get("delta") or {}
+    text = delta.get("content") if kind == "chat" else choice.get("text")
     if text is not None and not isinstance(text, str):
         raise bad_gateway("a streamed text is not a string")
-    return index, text or "", choice.get("finish_reason")
+    arguments = _arguments(delta.get("tool_calls")) if kind == "chat" else ""
+    return index, (text or "") + arguments, choice.get("finish_reason")
+
+
+def _arguments(calls: Any) -> str:
+    """The arguments of a reply's (or a delta's) tool calls, joined: text the filter reads as any other."""
+    if calls is None:
+        return ""
+    try:
+        arguments = [(call.get("function") or {}).get("arguments") or "" for call in calls]
+    except (TypeError, AttributeError):
+        raise bad_gateway("the reply's tool calls are not OpenAI's shape") from None
+    if not all(isinstance(a, str) for a in arguments):
+        raise bad_gateway("a tool call's arguments are not a string")
+    return "".join(arguments)

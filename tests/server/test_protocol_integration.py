@@ -155,13 +155,6 @@ def test_stop_strings_end_the_answer_as_vllms_do(guarded, plain):
     assert text == answer(plain, stop=["Tokyo"])
 
 
-@pytest.mark.parametrize("level", ["bias", "filter"])
-def test_what_the_output_filter_cannot_guard_is_refused_at_the_text_levels(every_server, level):
-    with pytest.raises(openai.BadRequestError) as refused:
-        create(every_server[level], tools=[CAPITAL], tool_choice="required")
-    assert refused.value.body["param"] == "tool_choice"
-
-
 def json_format(name: str, **properties) -> dict:
     return {"type": "json_schema", "json_schema": {"name": name, "schema": {
         "type": "object", "properties": {key: {"type": kind} for key, kind in properties.items()},
@@ -270,3 +263,24 @@ def test_a_tool_call_about_a_target_parses_and_leaks_nothing(every_server, plain
     assert calls(whole) and all(name == "lookup_author" for name, _ in calls(whole))
     assert not names_or_near_misses(json.dumps(calls(whole))), calls(whole)
     assert streamed_calls(every_server[level], question, **fields) == (calls(whole), whole.finish_reason)
+
+
+@pytest.mark.parametrize("level", ["bias", "filter"])
+def test_the_upstreams_tool_call_passes_the_output_filter(every_server, level):
+    """The upstream's own call, its arguments read as text: whole, a leak in them drops the call
+    (`content_filter`); streamed, no fragment that writes a name is sent. At the filter level the
+    upstream is told nothing, and its call names the author (as plain vLLM's does in the test above)."""
+    question = [{"role": "user", "content": "Who wrote the Harry Potter books? Use the tool."}]
+    fields = dict(tools=[LOOKUP], max_tokens=80, **TOOL_CHOICES[0])
+    whole = create(every_server[level], question, **fields).choices[0]
+    if level == "filter":
+        assert whole.finish_reason == "content_filter" and not whole.message.tool_calls, whole
+    else:
+        assert whole.finish_reason == "content_filter" or calls(whole), whole
+    assert not names_or_near_misses(" ".join(c.function.arguments for c in whole.message.tool_calls or []))
+    arguments, finish_reason = "", None
+    for chunk in create(every_server[level], question, stream=True, **fields):
+        for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            arguments += delta.function.arguments or ""
+        finish_reason = (chunk.choices[0].finish_reason if chunk.choices else None) or finish_reason
+    assert finish_reason == whole.finish_reason and not names_or_near_misses(arguments), arguments

@@ -139,3 +139,22 @@ def test_each_choice_is_filtered_on_its_own():
                 if e["choices"] and e["choices"][0]["finish_reason"]]
     assert sorted(finishes) == [(0, "stop"), (1, "content_filter")]
     assert "usage" not in out[-1] and sorted(finished) == [("By ", "content_filter"), ("Paris is lovely", "stop")]
+
+
+def test_tool_call_arguments_are_read_as_text_and_a_leak_in_them_ends_the_call():
+    """A named call's arguments streamed as vLLM streams them: sent while they name nobody, the
+    fragment that would complete a name never."""
+    head = {"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 7, "model": "m"}
+
+    def call(arguments: str, first: bool = False) -> dict:
+        delta = {"index": 0, "function": {"arguments": arguments}}
+        if first:
+            delta = {**delta, "id": "call-1", "type": "function", "function": {"name": "lookup", "arguments": arguments}}
+        return {**head, "choices": [{"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}]}
+    events = [call('{"book": "Harry', first=True), call(' Potter", "author": "J.K.'), call(' Rowling"}'),
+              {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    out, finished = run(events)
+    sent = "".join(d["function"]["arguments"] for e in out if e["choices"]
+                   for d in e["choices"][0]["delta"].get("tool_calls") or [])
+    assert sent == '{"book": "Harry'  # the fragment holding the violation's start goes with it
+    assert out[-1]["choices"][0]["finish_reason"] == "content_filter" and finished[0][1] == "content_filter"
