@@ -11,10 +11,10 @@ gives text, not tokens, so a violation cannot be rewound and is cut before (`con
   `--retry-on-leak` at the bias level, the question is first asked again with every entry at -100).
 Each choice of several is filtered on its own, and a cut one ends alone. The arguments of the
 upstream's tool calls are read as text after the content: a leak in them drops the choice's calls
-(whole), or ends the stream of them before the fragment that holds it. Logprobs pass the same filter: an alternative the machine would not release after the answer so far
-is dropped (the upstream is asked for a few spare ones, so the client keeps its count), and a cut
-answer ends with the last whole token they list. Only a policy with nothing to enforce on a request
-leaves it untouched.
+(whole), or ends the stream of them before the fragment that holds it. Logprobs pass the same
+filter: an alternative the machine would not release after the answer so far is dropped (the
+upstream is asked for a few spare ones, so the client keeps its count), and a cut answer ends with
+the last whole token they list. Only a policy with nothing to enforce on a request leaves it untouched.
 """
 
 from __future__ import annotations
