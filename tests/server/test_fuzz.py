@@ -43,6 +43,9 @@ ADMIN_KEY = "fuzz-admin-key"
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}  # an admin key opens every route
 GENERATION = r"^/v1/(chat/)?completions$"
 NOT_IN_THE_SCHEMA = [checks.positive_data_acceptance]  # see the module docstring
+# Schemathesis reads 20 events of a stream by default and cuts it there; a stream of 16 choices has
+# more (each choice's role, words and finish), and the check needs it whole, to its [DONE].
+MAX_STREAM_EVENTS = 1000
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
 
@@ -76,7 +79,7 @@ def started(tokenizer, classifier: bool):
         env.delenv("GUARD_API_KEYS", raising=False)
         engine = FakeEngine(tokenizer, ["The", " capital", " is", " Paris", "."])
         app = create_app(guard_settings(classifier), make_engine=lambda *_: engine)
-    with asgi.get_client(app) as client:
+    with asgi.get_client(app, max_stream_events=MAX_STREAM_EVENTS) as client:
         yield app, client
 
 
