@@ -21,7 +21,8 @@ def _start_guarded(tmp_path_factory) -> Server:
 
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory, model_dir):
-    """The guarded server; the reference: a plain `vllm serve` of the same model with vLLM's defaults,
+    """The guarded server; the reference: a plain `vllm serve` of the same model with vLLM's defaults
+    (its JSON tool-call path on: it changes no answer without tools),
     what the guard must match wherever no target is touched, and the upstream of the bias and filter
     proxies (a fault test kills it; see `plain`); and the plugin `vllm serve` (the guard's logits
     processor), the full proxy's upstream. Only the guarded server is waited for here."""

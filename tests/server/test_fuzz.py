@@ -69,6 +69,7 @@ def served_schema() -> dict:
 
 
 schema = schemathesis.openapi.from_dict(served_schema())
+schema.config.max_stream_events = MAX_STREAM_EVENTS
 
 
 @contextmanager
