@@ -50,6 +50,11 @@ def _call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
+def _function_call(call: dict[str, Any]) -> FunctionCall:
+    """One call of a `required` answer's array, its arguments written as vLLM writes them."""
+    return FunctionCall(name=call["name"], arguments=json.dumps(call["parameters"], ensure_ascii=False))
+
+
 @dataclass
 class ToolCallReader:
     """Reads one choice's answer into tool calls: `function`, the named function whose arguments the
@@ -73,8 +78,7 @@ class ToolCallReader:
             calls = json.loads(text)
         except ValueError:
             return []
-        return [ToolCall(id=_call_id(), function=FunctionCall(
-            name=call["name"], arguments=json.dumps(call["parameters"], ensure_ascii=False))) for call in calls]
+        return [ToolCall(id=_call_id(), function=_function_call(call)) for call in calls]
 
     def feed(self, text: str) -> list[ToolCallDelta]:
         """A streamed answer's next released text, as tool-call deltas. A named function's arguments
@@ -89,8 +93,7 @@ class ToolCallReader:
         self._text += text
         deltas = []
         while (call := self._next_call()) is not None:
-            deltas.append(ToolCallDelta(index=self._calls, id=_call_id(), type="function", function=FunctionCall(
-                name=call["name"], arguments=json.dumps(call["parameters"], ensure_ascii=False))))
+            deltas.append(ToolCallDelta(index=self._calls, id=_call_id(), type="function", function=_function_call(call)))
             self._calls += 1
         return deltas
 
