@@ -29,13 +29,16 @@ def _guard_options(command: argparse.ArgumentParser, rewinds_help: str) -> None:
                          help="completion tokens asked for per minute per API key (0: no limit)")
     command.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
     command.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
+    command.add_argument("--tool-call-parser", metavar="NAME",
+                         help="vLLM's parser of the model's tool-call format (as `vllm serve --tool-call-parser`; "
+                              "e.g. hermes): needed for `tool_choice: auto`, the default where tools are given")
 
 
 def _guard_settings(args: argparse.Namespace) -> dict:
     return dict(policy=args.policy, state_dir=args.state_dir, host=args.host, port=args.port, penalty=args.penalty,
                 max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
                 target_fpr=args.target_fpr, rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm,
-                audit_log=args.audit_log, audit_text=args.audit_text)
+                audit_log=args.audit_log, audit_text=args.audit_text, tool_call_parser=args.tool_call_parser)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -165,6 +165,7 @@ class EmbeddedEngine:
             presence_penalty=params.presence_penalty,
             logit_bias=dict(params.logit_bias) or None,
             logprobs=params.logprobs,
+            skip_special_tokens=params.skip_special_tokens,
             output_kind=RequestOutputKind.DELTA,
             extra_args=spec.to_extra_args() if spec is not None else None,
         )

@@ -30,6 +30,7 @@ class DecodeParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # the client's (token id, bias); the guard's blocks still win
     logprobs: int | None = None  # with each token, the log-probabilities of this many most likely ones (None: none)
     json_schema: str | None = None  # the answer must be JSON of this schema (guard.grammar; it travels in the spec)
+    skip_special_tokens: bool = True  # False: special tokens are written in the text (a tool-call format's markers)
 
 
 @dataclass(frozen=True)

@@ -346,8 +346,8 @@ class ChatCompletionRequest(_Request):
 
     @model_validator(mode="after")
     def _tool_choice_possible(self) -> "ChatCompletionRequest":
-        """A tool call is forced (`required`, or a named function) or not asked for (`none`). `auto`, the
-        default where tools are given, would need the model's own tool-call format read: refused."""
+        """The tools' names are distinct, a named choice names one of them, and a forced call is the whole
+        answer. (`auto`, the default where tools are given, needs the server's tool-call parser: routes.)"""
         name, choice = type(self).__name__, self.tool_choice
         names = [tool.function.name for tool in self.tools or []]
         if len(set(names)) < len(names):
@@ -356,14 +356,10 @@ class ChatCompletionRequest(_Request):
             if choice not in (None, "none"):
                 raise _refused(name, ("tool_choice",), "needs `tools`", _printable(str(choice)))
             return self
-        if choice in (None, "auto"):
-            raise _refused(name, ("tool_choice",), "`auto` (the default where `tools` are given) is not supported: "
-                           "this server does not read a model's own tool-call format; give `required`, a named "
-                           "function, or `none`", choice)
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
             raise _refused(name, ("tool_choice", "function", "name"), "names no function of `tools`",
                            choice.function.name)
-        if choice != "none" and self.response_format is not None and self.response_format.type != "text":
+        if self.calls_tools and self.response_format is not None and self.response_format.type != "text":
             raise _refused(name, ("response_format",), "cannot be combined with a forced tool call: the answer is "
                            "the call's arguments", self.response_format.type)
         return self
@@ -377,6 +373,11 @@ class ChatCompletionRequest(_Request):
     def calls_tools(self) -> bool:
         """The answer is tool calls: `required`, or a named function."""
         return bool(self.tools) and self.tool_choice not in (None, "none", "auto")
+
+    @property
+    def model_calls_tools(self) -> bool:
+        """`auto`: the model may call the tools, in its own format."""
+        return bool(self.tools) and self.tool_choice in (None, "auto")
 
     @property
     def template_tools(self) -> list[dict[str, Any]] | None:

@@ -204,13 +204,14 @@ def logprobs(kind: Kind, positions: tuple[PositionLogprobs, ...] | None,
 
 
 def whole(kind: Kind, id: str, model: str, choices: list[tuple[str, str | None, Any]], used: Usage,
-          tool_calls: list[list[ToolCall]] | None = None) -> BaseModel:
-    """`choices`: each choice's (text, finish reason, logprobs); `tool_calls`: each chat choice's calls,
-    where the answer is tool calls (its text is theirs, not content)."""
+          readings: list[tuple[str | None, list[ToolCall]]] | None = None) -> BaseModel:
+    """`choices`: each choice's (text, finish reason, logprobs); `readings`: each chat choice's text read
+    as (content, tool calls), where tools may be called."""
     if kind == "chat":
         return ChatCompletion(id=id, created=now(), model=model, usage=used, choices=[
-            ChatChoice(index=i, message=AssistantMessage(content=text) if tool_calls is None else
-                       AssistantMessage(content=None, tool_calls=tool_calls[i]), logprobs=lp, finish_reason=finish)
+            ChatChoice(index=i, message=AssistantMessage(content=text) if readings is None else
+                       AssistantMessage(content=readings[i][0], tool_calls=readings[i][1]), logprobs=lp,
+                       finish_reason=finish)
             for i, (text, finish, lp) in enumerate(choices)])
     return Completion(id=id, created=now(), model=model, usage=used, choices=[
         TextChoice(index=i, text=text, logprobs=lp, finish_reason=finish)

@@ -27,7 +27,7 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.responses import ERRORS, STREAM, Kind
 from server.settings import GuardSettings
 from server.sse import sse_response
-from server.tool_calls import ToolCallReader
+from server.tool_calls import ModelFormatReader, ToolCallReader
 
 router = APIRouter()
 TARGETS_HEADER = "x-guard-targets"
@@ -93,6 +93,10 @@ COMPLETION_RESPONSES = {**ERRORS, 200: {"content": STREAM}}
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     state = _state(request)
     served = _served(state, body)
+    if body.model_calls_tools and state.settings.tool_call_parser is None:
+        raise bad_request("tool_choice: `auto` (the default where `tools` are given) needs the server started with "
+                          "--tool-call-parser, to read the model's own tool-call format; give `required`, a named "
+                          "function, or `none`", param="tool_choice")
     try:
         prompt_ids = render_chat(served.engine.tokenizer, [m.for_template() for m in body.messages], body.template_tools)
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
@@ -137,6 +141,9 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
                           f"context length of {limit}", param=field_name, code="context_length_exceeded")
     params = body.decode_params(max_tokens)
+    readers = _tool_call_readers(state, served, body, kind)
+    if readers and not readers[0].skip_special_tokens:
+        params = dataclasses.replace(params, skip_special_tokens=False)
     if params.logit_bias:  # only then: the vocabulary's size is not free to ask for
         highest, vocabulary = max(token for token, _ in params.logit_bias), len(served.engine.tokenizer)
         if highest >= vocabulary:
@@ -150,8 +157,6 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
                                 restriction.detector, restriction.spec, state.settings.max_rewinds)
                for i in range(body.n)]
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
-    # A forced tool call: each choice's answer (JSON, guarded as any text) is read into its calls.
-    readers = [ToolCallReader(body.forced_function) for _ in choices] if kind == "chat" and body.calls_tools else None
 
     def on_finish(index: int, last: Chunk, answer: str) -> None:
         record(request, state.audit, restriction, request_id if body.n == 1 else f"{request_id}-{index}",
@@ -176,18 +181,31 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         text, last = "".join(p.text for p in parts), parts[-1]
         on_finish(index, last, text)
         positions = tuple(lp for part in parts for lp in part.logprobs) if params.logprobs is not None else None
-        results.append((text, _finish_reason(last, readers and readers[index]), responses.logprobs(kind, positions)))
+        results.append((text, last.finish_reason, responses.logprobs(kind, positions)))
     completion_tokens = sum(parts[-1].completion_tokens for parts in answers)
     on_done(completion_tokens)
-    calls = [reader.whole(text) for reader, (text, _, _) in zip(readers, results)] if readers else None
+    readings = [reader.whole(text) for reader, (text, _, _) in zip(readers, results)] if readers else None
+    if readings:  # a finish reason of tool calls, where the answer made any
+        results = [(text, readers[i].finish_reason(finish), lp) for i, (text, finish, lp) in enumerate(results)]
     answer = responses.whole(kind, request_id, body.model, results, responses.usage(len(prompt_ids), completion_tokens),
-                             calls)
+                             readings)
     return JSONResponse(answer.model_dump(), headers=headers)
 
 
-def _finish_reason(last: Chunk, reader: ToolCallReader | None) -> str | None:
-    """The choice's finish reason; a forced tool call that ended well gives OpenAI's for tool calls."""
-    return reader.finish_reason_when_stopped if reader and last.finish_reason == "stop" else last.finish_reason
+Reader = ToolCallReader | ModelFormatReader
+
+
+def _tool_call_readers(state: ServerState, served: ServedModel, body, kind: Kind) -> list[Reader] | None:
+    """Each choice's reader of its answer (generated and guarded as any text) into tool calls: a forced
+    call's JSON, or, with `auto`, the model's own format; None where no tool may be called."""
+    if kind != "chat" or not body.tools:
+        return None
+    if body.calls_tools:
+        return [ToolCallReader(body.forced_function) for _ in range(body.n)]
+    if body.model_calls_tools:
+        return [ModelFormatReader(state.settings.tool_call_parser, served.engine.tokenizer, body.template_tools,
+                                  body.parallel_tool_calls) for _ in range(body.n)]
+    return None
 
 
 async def _merged(streams: list[AsyncIterator[Chunk]]) -> AsyncIterator[tuple[int, Chunk]]:
@@ -232,7 +250,7 @@ async def _first_chunk(chunks: AsyncIterator[tuple[int, Chunk]]) -> tuple[int, C
 
 async def _events(kind: Kind, request_id: str, body, prompt_tokens: int, first: tuple[int, Chunk],
                   chunks: AsyncIterator[tuple[int, Chunk]], on_finish, on_done,
-                  readers: list[ToolCallReader] | None) -> AsyncIterator[responses.Chunk]:
+                  readers: list[Reader] | None) -> AsyncIterator[responses.Chunk]:
     """The stream's events, from the first chunk on (server.sse writes them, and ends the stream);
     `readers`: each choice's tool-call reader, where the answers are tool calls."""
     model, n = body.model, body.n
@@ -250,12 +268,17 @@ async def _events(kind: Kind, request_id: str, body, prompt_tokens: int, first: 
                 offsets[index] += sum(len(p.sampled.token) for p in chunk.logprobs)
                 if readers is None:
                     yield responses.chunk(kind, request_id, model, chunk.text, index=index, logprobs=logprobs)
-                elif (calls := readers[index].feed(chunk.text)) or logprobs:
-                    yield responses.chunk(kind, request_id, model, None, index=index, logprobs=logprobs,
-                                          tool_calls=calls)
+                elif (read := readers[index].feed(chunk.text)).content or read.calls or logprobs:
+                    yield responses.chunk(kind, request_id, model, read.content, index=index, logprobs=logprobs,
+                                          tool_calls=read.calls)
             if chunk.finish_reason is not None:
-                yield responses.chunk(kind, request_id, model, None if kind == "chat" else "",
-                                      _finish_reason(chunk, readers and readers[index]), index=index)
+                finish_reason = chunk.finish_reason
+                if readers is not None:
+                    if (read := readers[index].finish()).content:
+                        yield responses.chunk(kind, request_id, model, read.content, index=index)
+                    finish_reason = readers[index].finish_reason(finish_reason)
+                yield responses.chunk(kind, request_id, model, None if kind == "chat" else "", finish_reason,
+                                      index=index)
                 on_finish(index, chunk, "".join(sent[index]))
                 completion_tokens += chunk.completion_tokens
                 finished += 1

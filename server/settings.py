@@ -27,6 +27,17 @@ class GuardSettings(BaseModel):
     rate_limit_tpm: int = Field(default=0, ge=0)  # completion tokens asked for, per minute per API key; 0: no limit
     audit_log: Path | None = None  # JSON lines, one per restricted request; None: no audit log
     audit_text: bool = False  # include prompt and answer text in the audit records
+    tool_call_parser: str | None = None  # vLLM's parser of the model's tool-call format; None: `auto` is refused
+
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_parser(cls, name: str | None) -> str | None:
+        if name is not None:
+            from vllm.tool_parsers import ToolParserManager
+
+            if name not in (known := ToolParserManager.list_registered()):
+                raise ValueError(f"{name!r} is not one of vLLM's tool-call parsers: {', '.join(sorted(known))}")
+        return name
 
 
 class Settings(GuardSettings):

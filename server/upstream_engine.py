@@ -45,7 +45,7 @@ class UpstreamEngine:
                      request_id: str) -> AsyncIterator[Delta]:
         body = {"model": self.model, "prompt": prompt_ids, "max_tokens": params.max_tokens,
                 "temperature": params.temperature, "top_p": params.top_p, "stream": True,
-                "return_token_ids": True, "skip_special_tokens": True, "request_id": request_id}
+                "return_token_ids": True, "skip_special_tokens": params.skip_special_tokens, "request_id": request_id}
         if params.stop:
             body["stop"] = list(params.stop)
         if params.seed is not None:

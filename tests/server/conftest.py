@@ -12,10 +12,11 @@ FILTER_KEY, FILTER_ADMIN_KEY = "unused", "admin-key"  # the filter proxy runs wi
 
 
 def _start_guarded(tmp_path_factory) -> Server:
-    """The guarded server runs as in production: keys, a state dir, an audit log."""
+    """The guarded server runs as in production: keys, a state dir, an audit log; it reads the Hermes
+    tool-call format, as the plain reference does."""
     logs = tmp_path_factory.mktemp("servers")
-    return Server("guarded", logs, "--policy", POLICY, EAGER, "--state-dir", str(logs / "state"),
-                  "--audit-log", str(logs / "audit.jsonl"),
+    return Server("guarded", logs, "--policy", POLICY, EAGER, "--tool-call-parser", "hermes",
+                  "--state-dir", str(logs / "state"), "--audit-log", str(logs / "audit.jsonl"),
                   env={"GUARD_API_KEYS": USER_KEY, "GUARD_ADMIN_KEYS": ADMIN_KEY}, key=USER_KEY)
 
 
@@ -66,7 +67,8 @@ def proxies(tmp_path_factory, model_dir, servers):
         started["filter"] = guard_proxy("proxy-filter", logs, upstream, "--enforcement", "filter",
                                         env={"GUARD_API_KEYS": FILTER_KEY, "GUARD_ADMIN_KEYS": FILTER_ADMIN_KEY})
         # The full proxy probes its upstream at start-up (for a bounded time): start it once the plugin is up.
-        started["full"] = guard_proxy("proxy-full", logs, servers[2].ensure_running(), "--tokenizer", model_dir)
+        started["full"] = guard_proxy("proxy-full", logs, servers[2].ensure_running(), "--tokenizer", model_dir,
+                                      "--tool-call-parser", "hermes")
         for proxy in started.values():
             proxy.wait_ready()
         yield started

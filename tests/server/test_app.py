@@ -332,8 +332,8 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 
 @pytest.mark.parametrize("overrides, param", [
-    ({"tools": [WEATHER]}, "tool_choice"),  # `auto`, the default with tools: the model's own format is not read
-    ({"tools": [WEATHER], "tool_choice": "auto"}, "tool_choice"),
+    ({"tools": [WEATHER]}, "tool_choice"),  # `auto`, the default with tools: no --tool-call-parser to read the model's
+    ({"tools": [WEATHER], "tool_choice": "auto"}, "tool_choice"),  # own format with
     ({"tool_choice": NAMED}, "tool_choice"),  # no tools
     ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}},
      "tool_choice.function.name"),
@@ -360,9 +360,10 @@ def answering(tokenizer):
     """A client whose engine answers with the given words."""
     clients = []
 
-    def client_of(words):
+    def client_of(words, **settings):
         engine = FakeEngine(tokenizer, words)
-        client = TestClient(create_app(Settings(policy="examples/harry-potter.yaml"), make_engine=lambda *_: engine))
+        client = TestClient(create_app(Settings(policy="examples/harry-potter.yaml", **settings),
+                                       make_engine=lambda *_: engine))
         clients.append(client.__enter__())
         return client, engine
     yield client_of
@@ -430,3 +431,65 @@ def test_calls_an_earlier_turn_made_are_read_by_the_guard(client_and_engine):
     response = chat(client, messages=messages)
     assert response.status_code == 200, response.text
     assert response.headers["x-guard-targets"] == "harry-potter"
+
+
+HERMES_CALL = ["Let", " me", " check", ".", " <tool_call>", '{"name": "get_weather", ', '"arguments": ',
+               '{"city": "Paris"}}', "</tool_call>"]
+
+
+def streamed_chat(client, **fields) -> list[dict]:
+    with client.stream("POST", "/v1/chat/completions", json={"model": MODEL, "stream": True, **fields}) as response:
+        return [json.loads(d) for d in sse_data(response)[:-1]]
+
+
+def test_auto_reads_the_models_own_format_with_vllms_parser_whole_and_streamed(answering):
+    client, engine = answering(HERMES_CALL, tool_call_parser="hermes")
+    choice = chat(client, tools=[WEATHER]).json()["choices"][0]
+    assert engine.seen[-1][1].json_schema is None  # `auto`: the model answers freely
+    assert engine.seen[-1][1].skip_special_tokens is False  # the parser's own adjustment: markers stay in the text
+    assert choice["message"]["content"] == "Let me check. "
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert choice["finish_reason"] == "tool_calls"
+    events = streamed_chat(client, messages=HI, tools=[WEATHER], tool_choice="auto")
+    deltas = [e["choices"][0]["delta"] for e in events]
+    assert "".join(d.get("content") or "" for d in deltas) == "Let me check. "
+    calls = [c for d in deltas for c in d.get("tool_calls") or []]
+    assert [c["function"].get("name") for c in calls if c.get("id")] == ["get_weather"]
+    assert "".join(c["function"]["arguments"] for c in calls) == '{"city": "Paris"}'
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_auto_without_a_call_is_content_whole_and_streamed(answering):
+    """A parser holds back what could begin a call's marker; where none comes, the stream still ends with it."""
+    client, _ = answering(["Use", " the", " <tool"], tool_call_parser="hermes")
+    whole = chat(client, tools=[WEATHER]).json()["choices"][0]
+    assert (whole["message"]["content"], whole["message"]["tool_calls"], whole["finish_reason"]) == \
+        ("Use the <tool", [], "stop")
+    events = streamed_chat(client, messages=HI, tools=[WEATHER])
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == "Use the <tool"
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_auto_keeps_one_call_where_parallel_calls_are_off(answering):
+    client, _ = answering([*HERMES_CALL, *HERMES_CALL[4:]], tool_call_parser="hermes")
+    assert len(chat(client, tools=[WEATHER]).json()["choices"][0]["message"]["tool_calls"]) == 2
+    assert len(chat(client, tools=[WEATHER], parallel_tool_calls=False).json()["choices"][0]["message"]["tool_calls"]) == 1
+    events = streamed_chat(client, messages=HI, tools=[WEATHER], parallel_tool_calls=False)
+    assert {c["index"] for e in events for c in e["choices"][0]["delta"].get("tool_calls") or []} == {0}
+
+
+AUTHOR = {"type": "function", "function": {"name": "lookup_author", "parameters": {
+    "type": "object", "properties": {"author": {"type": "string"}}}}}
+LEAKING_CALL = ["<tool_call>", '{"name": "lookup_author", ', '"arguments": {"author": "J.K.', " Rowling", '"}}',
+                "</tool_call>"]
+
+
+def test_an_auto_call_is_guarded_as_any_text(answering):
+    """The model's markup and arguments are text the guard reads: a forbidden name in them never goes out."""
+    client, _ = answering(LEAKING_CALL, tool_call_parser="hermes")
+    asked = [{"role": "user", "content": "Who wrote the Harry Potter books?"}]
+    whole = chat(client, messages=asked, tools=[AUTHOR]).json()["choices"][0]
+    assert "Rowling" not in json.dumps(whole) and whole["finish_reason"] == "content_filter"
+    events = streamed_chat(client, messages=asked, tools=[AUTHOR])
+    assert "Rowling" not in json.dumps(events) and events[-1]["choices"][0]["finish_reason"] == "content_filter"

@@ -76,18 +76,6 @@ def assert_clean_alternatives(text: str, content: list) -> None:
         assert not names_or_near_misses(joined), joined
 
 
-CAPITAL = {"type": "function", "function": {"name": "capital", "parameters": {}}}
-
-
-@pytest.mark.parametrize("level", LEVELS)
-def test_fields_the_guard_cannot_honour_are_refused(every_server, level):
-    """`tool_choice: auto` (the default with tools) would need the model's own tool-call format read."""
-    client = every_server[level].client()
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=8, tools=[CAPITAL])
-    assert refused.value.body["param"] == "tool_choice", refused.value.body
-
-
 @pytest.mark.parametrize("level", LEVELS)
 def test_logit_bias_and_penalties_are_honoured_as_vllm_honours_them(every_server, plain, tokenizer, level):
     """Banning the answer's first word changes the answer, exactly as on plain vLLM with the same bias."""
@@ -284,3 +272,71 @@ def test_the_upstreams_tool_call_passes_the_output_filter(every_server, level):
             arguments += delta.function.arguments or ""
         finish_reason = (chunk.choices[0].finish_reason if chunk.choices else None) or finish_reason
     assert finish_reason == whole.finish_reason and not names_or_near_misses(arguments), arguments
+
+
+AUTHOR = _function("lookup_author", author="string")
+
+
+def _shown(question: str, call: dict) -> list[dict]:
+    return [{"role": "user", "content": question},
+            {"role": "assistant", "content": f"<tool_call>{json.dumps(call)}</tool_call>"}]
+
+
+# Earlier turns that show this small model the Hermes format (its chat template never shows it the tools).
+SHOWN_CALLS = (_shown("What is the weather in Rome?", {"name": "get_weather", "arguments": {"city": "Rome"}})
+               + _shown("Who wrote Pride and Prejudice? Look up its author.",
+                        {"name": "lookup_author", "arguments": {"author": "Jane Austen"}})
+               + _shown("Who wrote The Hobbit? Look up its author.",
+                        {"name": "lookup_author", "arguments": {"author": "J.R.R. Tolkien"}}))
+AUTO = dict(tools=[WEATHER, AUTHOR], max_tokens=60)  # `tool_choice` left out: `auto`, the default with tools
+
+
+def raw_calls(choice) -> list[tuple[str, str]]:
+    """A choice's tool calls: (name, arguments as sent) each."""
+    return [(call.function.name, call.function.arguments) for call in choice.message.tool_calls or []]
+
+
+def streamed_answer(server, messages, **fields) -> tuple[str, list[tuple[str, str]], str | None]:
+    """(content, calls as raw_calls gives them, finish reason) of a streamed answer, put together as a
+    client does (a call cut by the output filter may leave arguments that do not parse)."""
+    content, names, arguments, finish_reason = "", {}, {}, None
+    for chunk in create(server, messages, stream=True, **fields):
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        for call in delta.tool_calls or []:
+            names[call.index] = names.get(call.index) or call.function.name
+            arguments[call.index] = arguments.get(call.index, "") + (call.function.arguments or "")
+        finish_reason = chunk.choices[0].finish_reason or finish_reason
+    return content, [(names[i], arguments[i]) for i in sorted(names)], finish_reason
+
+
+@pytest.mark.parametrize("level", ["serve", "full"])
+def test_auto_tool_calls_of_an_unflagged_request_are_plain_vllms(every_server, plain, level):
+    """`auto` read by vLLM's Hermes parser (--tool-call-parser hermes, as the reference runs): the model
+    calls a tool in its own format, and the call, content and finish reason are vLLM's, whole and streamed."""
+    question = SHOWN_CALLS + [{"role": "user", "content": "What is the weather in Paris?"}]
+    ours, theirs = (create(server, question, **AUTO).choices[0] for server in (every_server[level], plain))
+    assert calls(theirs) and theirs.finish_reason == "tool_calls", theirs  # the model did call a tool
+    assert (ours.message.content, raw_calls(ours), ours.finish_reason) == \
+        (theirs.message.content, raw_calls(theirs), theirs.finish_reason)
+    assert streamed_answer(every_server[level], question, **AUTO) == (ours.message.content or "", raw_calls(ours),
+                                                                     ours.finish_reason)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_an_auto_tool_call_about_a_target_leaks_nothing(every_server, plain, level):
+    """Plain vLLM calls `lookup_author` with the author's name here. The guard reads the model's markup
+    and arguments as any text (serve, full, bias); at the bias and filter levels the upstream's parsed
+    call passes the output filter."""
+    question = SHOWN_CALLS + [{"role": "user", "content": "Who wrote Harry Potter? Look up its author."}]
+    if level == "serve":
+        assert names_or_near_misses(json.dumps(calls(create(plain, question, **AUTO).choices[0])))
+    whole = create(every_server[level], question, **AUTO).choices[0]
+    assert not names_or_near_misses(f"{whole.message.content} {raw_calls(whole)}"), whole
+    content, made, _ = streamed_answer(every_server[level], question, **AUTO)
+    assert not names_or_near_misses(f"{content} {made}"), (content, made)
+    if level in ("serve", "full"):  # (the bias and filter levels cut a stream where its leak begins)
+        assert all(isinstance(json.loads(arguments), dict) for _, arguments in made), made
+
