@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from guard.policy import PolicyError, describe_validation_error
+from guard.policy import PolicyError
 
 
 def _guard_options(command: argparse.ArgumentParser, rewinds_help: str) -> None:
@@ -39,6 +40,22 @@ def _guard_settings(args: argparse.Namespace) -> dict:
                 max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
                 target_fpr=args.target_fpr, rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm,
                 audit_log=args.audit_log, audit_text=args.audit_text, tool_call_parser=args.tool_call_parser)
+
+
+def _option_error(exc: ValidationError) -> ValueError:
+    """The settings' complaints, each naming the option as typed (`--max-rewinds: ...`), the user's
+    own words in the message left as they were."""
+    def option(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:
+            problems.append(f"{option(str(error['loc'][0]))}: {message}")
+        else:  # a whole-model check names its field first ("retain: ...")
+            problems.append(re.sub(r"^(\w+):", lambda named: option(named[1]) + ":", message))
+    return ValueError("; ".join(problems))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,7 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
             kv_cache_gib=args.kv_cache_gib, enforce_eager=args.enforce_eager, variants=variants, **_guard_settings(args),
         )
     except ValidationError as exc:
-        raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
+        raise _option_error(exc) from None
     from guard.models import resolve_model
 
     resolve_model(settings.model)  # prepare the bundled model (once) before the server starts
@@ -162,7 +179,7 @@ def _proxy(args: argparse.Namespace) -> int:
             retry_on_leak=args.retry_on_leak, upstream_timeout=args.upstream_timeout, **_guard_settings(args),
         )
     except ValidationError as exc:
-        raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
+        raise _option_error(exc) from None
     app = create_proxy_app(settings)  # a bad policy, or an upstream that cannot give the level, stops here
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0
@@ -181,7 +198,7 @@ def _unlearn(args: argparse.Namespace) -> int:
             retain_weight=args.retain_weight, precision=args.precision, seed=args.seed, overwrite=args.overwrite,
         )
     except ValidationError as exc:
-        raise ValueError("--" + describe_validation_error(exc).replace("_", "-")) from None
+        raise _option_error(exc) from None
     load_items(config.forget, "forget")  # bad data stops here, before the model loads
     if config.retain:
         load_items(config.retain, "retain")

@@ -32,6 +32,16 @@ def test_unknown_method_and_divergence(capsys, forget, tmp_path):
     assert not out.exists()
 
 
+def test_messages_quote_the_users_words_as_typed(capsys, forget, tmp_path):
+    """Option names get their dashes; what the user typed does not (`grad_diff` stays `grad_diff`)."""
+    out = str(tmp_path / "v")
+    assert "--method: unknown 'grad_diff'" in unlearn(capsys, "--method", "grad_diff", "--forget", str(forget),
+                                                      "--out", out)
+    message = unlearn(capsys, "--method", "ga", "--forget", str(forget), "--out", out, "--batch-size", "0",
+                      "--max-length", "0")
+    assert "--batch-size: " in message and "; --max-length: " in message, message
+
+
 def test_bad_numbers_and_missing_retain(capsys, forget, tmp_path):
     out = str(tmp_path / "v")
     assert "--lr" in unlearn(capsys, "--method", "ga", "--forget", str(forget), "--out", out, "--lr", "-1")
@@ -60,6 +70,7 @@ def test_missing_forget_file(capsys, tmp_path):
     (["--upstream", "localhost:8000"], "--upstream"),
     (["--upstream", "http://h/v1", "--enforcement", "strict"], "--enforcement"),
     (["--upstream", "http://h/v1", "--upstream-timeout", "0"], "--upstream-timeout"),
+    (["--upstream", "http://h/v1", "--tool-call-parser", "hermes_2"], "--tool-call-parser: 'hermes_2' is not"),
     (["--upstream", "http://h/v1", "--policy", "no/such/policy.yaml"], "no/such/policy.yaml"),
 ])
 def test_proxy_bad_options_stop_before_anything_starts(capsys, args, named):
