@@ -1,5 +1,5 @@
 # make serve: install, prepare the bundled model, serve with the example Harry Potter policy.
-# make test:  install, prepare the bundled model, run the whole test suite (unit + integration).
+# make test:  install, prepare the bundled model, check the import layers, run the whole test suite.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml
 serve: setup
 	$(BIN)/guard serve --policy examples/harry-potter.yaml $(ARGS)
 
+# lint-imports: the layers contract in pyproject.toml (the core, guard/, imports nothing above it).
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(ARGS)
 
 unit: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not integration" $(ARGS)
 
 bench: setup

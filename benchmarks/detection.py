@@ -32,14 +32,13 @@ from tqdm import tqdm
 from guard.chat import render_chat
 from guard.conversation import Conversation
 from guard.folding import fold
-from guard.models import model_provenance, resolve_model
+from runtime.models import model_provenance, resolve_model
+from runtime.restrictions import GuardOptions, build_restrictions
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
-from server.app import build_restrictions
 from server.embedded_engine import EmbeddedEngine
 from server.engine import DecodeParams
 from server.generation import generate_guarded
-from server.settings import Settings
 
 PROBES = Path(__file__).parent / "data" / "detection_probes.yaml"
 
@@ -78,8 +77,7 @@ async def first_token_ms(engine, restrictions, question: str, guarded: bool) -> 
 async def evaluate(args) -> dict:
     probes = yaml.safe_load(PROBES.read_text())
     policy = load_policy(args.policy)
-    settings = Settings(policy=args.policy)
-    restrictions = build_restrictions(settings, policy, resolve_model(None))
+    restrictions = build_restrictions(GuardOptions(), policy, resolve_model(None))
     engine = EmbeddedEngine(resolve_model(None), max_model_len=2048, kv_cache_gib=2, enforce_eager=True)
     await engine.start()
     rows = []
@@ -132,7 +130,7 @@ async def evaluate(args) -> dict:
                               "fpr_near_domain": report.fpr_near_domain, "fpr_keep": report.fpr_keep,
                               "fnr": report.fnr},
         "rows": rows,
-        "provenance": {"model": model_provenance(resolve_model(None)), "encoder": settings.encoder},
+        "provenance": {"model": model_provenance(resolve_model(None)), "encoder": GuardOptions().encoder},
     }
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from guard.models import model_provenance, resolve_model
+from runtime.models import model_provenance, resolve_model
 
 MODEL = "smollm2-135m-instruct"
 POLICY = "examples/harry-potter.yaml"
@@ -129,7 +129,7 @@ def main() -> None:
     vllm = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,  # = `vllm serve`
             "--max-model-len", "2048", "--served-model-name", MODEL]  # vLLM's default: compiled
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_V2_MODEL_RUNNER": "0", "VLLM_USE_AOT_COMPILE": "0"}  # cached
-    proxy = [sys.executable, "-m", "guard.cli", "proxy", "--policy", POLICY, "--tokenizer", model_dir, "--upstream"]
+    proxy = [sys.executable, "-m", "cli.main", "proxy", "--policy", POLICY, "--tokenizer", model_dir, "--upstream"]
     logs = Path(tempfile.mkdtemp(prefix="proxy-latency-"))
     levels = {}
     for level, extra in (("bias", []), ("full", ["--logits-processors", PROCESSOR])):

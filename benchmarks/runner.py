@@ -238,9 +238,8 @@ def score_all(forget: list[QA], retain: list[QA], target: Path, reference: Path 
 # -- the whole run ---------------------------------------------------------------------------------
 def run(suite: Suite, out: Path, progress: bool = True) -> dict:
     from benchmarks.report import write_report
-    from guard.models import guard_home, model_provenance, resolve_model
-    from server.app import build_restrictions
-    from server.settings import Settings
+    from runtime.models import guard_home, model_provenance, resolve_model
+    from runtime.restrictions import GuardOptions, build_restrictions
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -260,7 +259,7 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
         costs[method.name] = {"seconds": seconds, "kind": "training (LoRA)"}
 
     guard_started = time.perf_counter()
-    restrictions = build_restrictions(Settings(model=str(target)), data.policy(), str(target))
+    restrictions = build_restrictions(GuardOptions(), data.policy(), str(target))
     costs[GUARD] = {"seconds": round(time.perf_counter() - guard_started, 1),
                     "kind": "classifier training + span index (cached classifiers load in seconds)"}
 

@@ -19,7 +19,7 @@ from typing import Callable
 from benchmarks.finetune import TINY
 from benchmarks.items import BenchData
 
-DEFAULT_MODEL = "default"  # the bundled model, resolved by guard.models
+DEFAULT_MODEL = "default"  # the bundled model, resolved by runtime.models
 
 
 @dataclass(frozen=True)

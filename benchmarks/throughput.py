@@ -31,14 +31,13 @@ from tqdm import tqdm
 
 from guard.chat import render_chat
 from guard.conversation import Conversation
-from guard.models import model_provenance, resolve_model
+from runtime.models import model_provenance, resolve_model
+from runtime.restrictions import GuardOptions, build_restrictions
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
-from server.app import build_restrictions
 from server.embedded_engine import EmbeddedEngine
 from server.engine import DecodeParams
 from server.generation import generate_guarded
-from server.settings import Settings
 
 QUESTIONS = [
     "Who wrote the Harry Potter books?", "Who are Harry Potter's best friends?",
@@ -99,7 +98,7 @@ async def server_run(engine, prompts, tokens, restrictions, max_rewinds, seconds
 
 async def measure(args) -> dict:
     model_path = resolve_model(args.model)
-    restrictions = build_restrictions(Settings(model=args.model), load_policy(args.policy), model_path)
+    restrictions = build_restrictions(GuardOptions(), load_policy(args.policy), model_path)
     questions = (QUESTIONS * (args.batch // len(QUESTIONS) + 1))[: args.batch]
     served = [restrictions.for_conversation(Conversation.of_prompt(q)) for q in questions]  # as the server decides, once
     net = restrictions.safety_net.spec

@@ -12,9 +12,10 @@ from typing import Callable
 
 from fastapi import APIRouter, FastAPI
 
-from guard.models import guard_home, is_default_model, resolve_model
 from guard.policy import Policy, load_policy
 from guard.restriction import Restrictions
+from runtime.models import is_default_model, resolve_model
+from runtime.restrictions import build_restrictions
 from server import forget, metrics
 from server.audit import AuditLog
 from server.auth import install_auth
@@ -37,32 +38,6 @@ def served_name(settings: Settings) -> str:
     if is_default_model(settings.model):
         return "smollm2-135m-instruct"
     return Path(settings.model).name if Path(settings.model).exists() else settings.model
-
-
-def build_restrictions(settings, policy: Policy, tokenizer_path: str | None, version: int = 0) -> Restrictions:
-    """Train (or load the cached) prompt classifier for `policy` and compile its restrictions.
-    `settings`: a Settings or ProxySettings. `tokenizer_path`: the generating model's tokenizer, for
-    the semantic matching (None: no semantic matching; the proxy's filter level). `version`: the
-    policy's version in the policy store."""
-    if not settings.classifier or not policy.targets:
-        return Restrictions(policy, settings.penalty, version=version)
-    from classifiers.classifier import train
-
-    classifier = train(policy, encoder_name=settings.encoder, target_fpr=settings.target_fpr,
-                       cache_dir=guard_home() / "classifiers")
-    semantic = None
-    if tokenizer_path is not None:
-        from transformers import AutoTokenizer
-
-        from guard.semantic import SemanticIndex
-
-        semantic = SemanticIndex(AutoTokenizer.from_pretrained(tokenizer_path), classifier.encoder.embed,
-                                 settings.encoder, guard_home() / "semantic")
-    r = classifier.report
-    log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
-             "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
-             r.examples, r.seconds)
-    return Restrictions(policy, settings.penalty, classifier, semantic, version)
 
 
 def open_live_policy(settings) -> LivePolicy:

@@ -30,7 +30,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from guard.guarded_stream import CONTENT_FILTER, GuardedStream
 from guard.restriction import Restriction, Restrictions
 from server import metrics, responses
-from server.app import assemble_app, build_restrictions, following
+from runtime.restrictions import build_restrictions
+from server.app import assemble_app, following
 from server.audit import AuditLog
 from server.decisions import classify, record
 from server.engine import EngineError

@@ -5,24 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from runtime.restrictions import GuardOptions
 
 
-class GuardSettings(BaseModel):
-    """What `guard serve` and `guard proxy` share: where they listen and how they guard."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class GuardSettings(GuardOptions):
+    """What `guard serve` and `guard proxy` share: where they listen and how they guard (the guard's
+    own options: runtime.restrictions.GuardOptions)."""
 
     policy: Path | None = None  # seeds an empty policy store; edits of it while serving are new versions
     state_dir: Path | None = None  # the policy store (SQLite); None: in memory, run-time changes are lost
     reload_seconds: float = Field(default=1.0, ge=0)  # how often the store and the policy file are checked
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    penalty: float = Field(default=8.0, ge=0, le=100)  # adaptive penalty strength (logits)
     max_rewinds: int = Field(default=6, ge=0, le=32)  # rephrasings per request before truncating
     max_request_seconds: float = Field(default=300.0, gt=0)
-    classifier: bool = True  # False: every target restricts every request
-    encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
-    target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
     rate_limit_rpm: int = Field(default=0, ge=0)  # requests per minute per API key; 0: no limit
     rate_limit_tpm: int = Field(default=0, ge=0)  # completion tokens asked for, per minute per API key; 0: no limit
     audit_log: Path | None = None  # JSON lines, one per restricted request; None: no audit log

@@ -16,7 +16,7 @@ def pytest_configure(config):
     import os
     import tempfile
 
-    from guard.models import default_model_dir
+    from runtime.models import default_model_dir
 
     prepared = default_model_dir()
     folder = tempfile.mkdtemp(prefix="guard-test-caches-")
@@ -44,7 +44,7 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def model_dir():
-    from guard.models import prepare_default_model
+    from runtime.models import prepare_default_model
 
     return prepare_default_model(progress=False)
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from guard.models import model_provenance
+from runtime.models import model_provenance
 from unlearning.data import file_sha256
 
 CARD_JSON = "unlearn-card.json"

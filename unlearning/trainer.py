@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from guard.models import resolve_model
+from runtime.models import resolve_model
 from unlearning import card
 from unlearning.config import UnlearnConfig
 from unlearning.data import Encoded, collate, encode, load_items, with_template_answers

@@ -16,7 +16,7 @@ REQUIRED = ("forget_quality", "model_utility", "forget_rouge_l", "retain_rouge_l
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, model_dir):
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "guard.cli", "bench", "--suite", "tiny", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--suite", "tiny", "--out", str(out)],
                           capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text()), done.stdout

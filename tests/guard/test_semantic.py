@@ -4,7 +4,7 @@ import pytest
 
 from classifiers.encoder import load_encoder
 from guard.matcher import INITIAL_STATE, Matcher
-from guard.models import guard_home
+from runtime.models import guard_home
 from guard.semantic import SemanticIndex
 from guard.spec import GuardSpec
 

@@ -61,7 +61,7 @@ class Server:
         self.log = log_dir / f"{name}.log"
         self.key = key
         self.answers: dict | None = {} if deterministic else None
-        command = command or (sys.executable, "-m", "guard.cli", "serve")
+        command = command or (sys.executable, "-m", "cli.main", "serve")
         self._argv, self._env = [*command, "--port", str(self.port), *args], {**os.environ, **(env or {})}
         self._start()
 
@@ -136,7 +136,7 @@ def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str, env: dict[str
 
 def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[str, str] | None = None) -> Server:
     return Server(name, logs, "--upstream", f"{upstream.url}/v1", "--policy", POLICY, *extra,
-                  command=(sys.executable, "-m", "guard.cli", "proxy"), env=env)
+                  command=(sys.executable, "-m", "cli.main", "proxy"), env=env)
 
 
 def sse_data(response: httpx.Response) -> list[str]:

@@ -21,7 +21,7 @@ UNRELATED = "What is the capital of France?"
 
 
 def guard_unlearn(*args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "guard.cli", "unlearn", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cli.main", "unlearn", *args], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.cli import main
+from cli.main import main
 from tests.conftest import FORGET_QA, write_jsonl
 
 

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "model-path":
-            from guard.models import resolve_model
+            from runtime.models import resolve_model
 
             print(resolve_model(args.model))
             return 0
@@ -158,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise _option_error(exc) from None
-    from guard.models import resolve_model
+    from runtime.models import resolve_model
 
     resolve_model(settings.model)  # prepare the bundled model (once) before the server starts
     app = create_app(settings)  # a bad policy or variant stops here, before any engine starts

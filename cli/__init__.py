@@ -1,0 +1,1 @@
+"""The `guard` command line (cli.main): the application above every other package."""

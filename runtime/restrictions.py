@@ -1,0 +1,53 @@
+"""A policy compiled into the restrictions requests are classified by: the prompt classifier trained
+(or loaded from its cache) for the policy's targets, the semantic index of the generating model's
+vocabulary, and the core's Restrictions over both. `guard serve`, `guard proxy` and the benchmarks
+all build theirs here, from the same options."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from guard.policy import Policy
+from guard.restriction import Restrictions
+from runtime.models import guard_home
+
+log = logging.getLogger("guard.runtime")
+
+
+class GuardOptions(BaseModel):
+    """How a policy is enforced: the options serve, proxy and the benchmarks share (server.settings
+    extends them)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    penalty: float = Field(default=8.0, ge=0, le=100)  # adaptive penalty strength (logits)
+    classifier: bool = True  # False: every target restricts every request
+    encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
+    target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
+
+
+def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: str | None,
+                       version: int = 0) -> Restrictions:
+    """Train (or load the cached) prompt classifier for `policy` and compile its restrictions.
+    `tokenizer_path`: the generating model's tokenizer, for the semantic matching (None: no semantic
+    matching; the proxy's filter level). `version`: the policy's version in the policy store."""
+    if not options.classifier or not policy.targets:
+        return Restrictions(policy, options.penalty, version=version)
+    from classifiers.classifier import train
+
+    classifier = train(policy, encoder_name=options.encoder, target_fpr=options.target_fpr,
+                       cache_dir=guard_home() / "classifiers")
+    semantic = None
+    if tokenizer_path is not None:
+        from transformers import AutoTokenizer
+
+        from guard.semantic import SemanticIndex
+
+        semantic = SemanticIndex(AutoTokenizer.from_pretrained(tokenizer_path), classifier.encoder.embed,
+                                 options.encoder, guard_home() / "semantic")
+    r = classifier.report
+    log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
+             "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
+             r.examples, r.seconds)
+    return Restrictions(policy, options.penalty, classifier, semantic, version)
