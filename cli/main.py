@@ -28,6 +28,8 @@ def _guard_options(command: argparse.ArgumentParser, rewinds_help: str) -> None:
     command.add_argument("--rate-limit-rpm", type=int, default=0, help="requests per minute per API key (0: no limit)")
     command.add_argument("--rate-limit-tpm", type=int, default=0,
                          help="completion tokens asked for per minute per API key (0: no limit)")
+    command.add_argument("--max-request-bytes", type=int, default=8 * 2**20,
+                         help="largest request body accepted (larger: 413 before it is parsed); default 8 MiB")
     command.add_argument("--audit-log", help="file for the audit log: a JSON line per restricted request (rotated)")
     command.add_argument("--audit-text", action="store_true", help="include prompt and answer text in the audit log")
     command.add_argument("--tool-call-parser", metavar="NAME",
@@ -39,7 +41,8 @@ def _guard_settings(args: argparse.Namespace) -> dict:
     return dict(policy=args.policy, state_dir=args.state_dir, host=args.host, port=args.port, penalty=args.penalty,
                 max_rewinds=args.max_rewinds, classifier=not args.no_classifier, encoder=args.encoder,
                 target_fpr=args.target_fpr, rate_limit_rpm=args.rate_limit_rpm, rate_limit_tpm=args.rate_limit_tpm,
-                audit_log=args.audit_log, audit_text=args.audit_text, tool_call_parser=args.tool_call_parser)
+                audit_log=args.audit_log, audit_text=args.audit_text, tool_call_parser=args.tool_call_parser,
+                max_request_bytes=args.max_request_bytes)
 
 
 def _option_error(exc: ValidationError) -> ValueError:

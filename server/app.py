@@ -19,6 +19,7 @@ from runtime.restrictions import build_restrictions
 from server import forget, metrics
 from server.audit import AuditLog
 from server.auth import install_auth
+from server.body_limit import BodyLimit
 from server.embedded_engine import EmbeddedEngine, LoraView
 from server.engine import Engine
 from server.errors import install_error_handlers
@@ -167,6 +168,7 @@ def assemble_app(title: str, lifespan, settings: GuardSettings, routes: APIRoute
     install_error_handlers(app)
     install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
     metrics.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # the last added: the outermost
     app.state.policy = live
     app.include_router(routes)
     app.include_router(forget.router)

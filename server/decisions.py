@@ -7,6 +7,8 @@ audit log; serve, the full proxy and the relay all end their answers here.
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
 
 from guard.conversation import Conversation
@@ -18,11 +20,13 @@ from server.audit import AuditLog
 from server.errors import OpenAIError
 
 
-def classify(request: Request, restrictions: Restrictions, conversation: Conversation) -> Restriction:
+async def classify(request: Request, restrictions: Restrictions, conversation: Conversation) -> Restriction:
+    """The request's restriction, decided off the event loop (the classifier's encoder, name and span
+    retrieval take milliseconds to seconds on a long conversation: other requests go on meanwhile)."""
     app_metrics = request.app.state.metrics
     try:
         with app_metrics.classifier.time():
-            restriction = restrictions.for_conversation(conversation)
+            restriction = await asyncio.to_thread(restrictions.for_conversation, conversation)
     except Exception as exc:
         raise OpenAIError(503, "the guard could not classify this request", type="server_error") from exc
     metrics.observe_restriction(app_metrics, restriction)

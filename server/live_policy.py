@@ -68,9 +68,10 @@ class LivePolicy:
         """Enforce the store's newest version if it is not yet enforced."""
         async with self._rebuilding:
             try:
-                if self.store.version() == self.enforced_version:
+                # Off the event loop: the store's lock may be held by a slow admin write.
+                if await asyncio.to_thread(self.store.version) == self.enforced_version:
                     return
-                current = self.store.current()
+                current = await asyncio.to_thread(self.store.current)
                 started = time.monotonic()
                 restrictions = await asyncio.to_thread(self._build, current.policy, current.version)
             except Exception as exc:  # noqa: BLE001 - whatever broke, the previous version keeps serving

@@ -136,7 +136,7 @@ async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | Com
     raw = await request.json()  # forwarded as the client wrote it: unknown fields included
     path = "/chat/completions" if kind == "chat" else "/completions"
     conversation = body.conversation()
-    restriction = classify(request, state.restrictions, conversation)
+    restriction = await classify(request, state.restrictions, conversation)
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
     answer = _Answer(state, kind, restriction, request, conversation.asked, body.logprobs_count)
     if body.stream:

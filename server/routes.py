@@ -98,7 +98,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
                           "--tool-call-parser, to read the model's own tool-call format; give `required`, a named "
                           "function, or `none`", param="tool_choice")
     try:
-        prompt_ids = render_chat(served.engine.tokenizer, [m.for_template() for m in body.messages], body.template_tools)
+        prompt_ids = await asyncio.to_thread(render_chat, served.engine.tokenizer, [m.for_template() for m in body.messages],
+                                             body.template_tools)  # off the event loop: a long prompt takes seconds
     except Exception as exc:  # a template that rejects the conversation (role order, ...)
         raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
     return await _complete(request, state, served, body, prompt_ids, body.conversation(), "chat")
@@ -110,7 +111,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     served = _served(state, body)
     if not body.prompt:
         raise bad_request("prompt: must not be empty", param="prompt")
-    prompt_ids = served.engine.tokenizer.encode(body.prompt)
+    prompt_ids = await asyncio.to_thread(served.engine.tokenizer.encode, body.prompt)
     return await _complete(request, state, served, body, prompt_ids, body.conversation(), "text")
 
 
@@ -149,7 +150,7 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
         if highest >= vocabulary:
             raise bad_request(f"logit_bias: token id {highest} is outside the model's vocabulary of {vocabulary}",
                               param="logit_bias")
-    restriction = classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
+    restriction = await classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
     # Each choice generated and guarded on its own; with a seed, choice i samples with seed + i, as vLLM's do.
     choices = [generate_guarded(served.engine, prompt_ids, params if i == 0 or params.seed is None else

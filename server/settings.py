@@ -21,6 +21,7 @@ class GuardSettings(GuardOptions):
     port: int = Field(default=8000, ge=1, le=65535)
     max_rewinds: int = Field(default=6, ge=0, le=32)  # rephrasings per request before truncating
     max_request_seconds: float = Field(default=300.0, gt=0)
+    max_request_bytes: int = Field(default=8 * 2**20, ge=1024)  # larger bodies: 413, before they are parsed
     rate_limit_rpm: int = Field(default=0, ge=0)  # requests per minute per API key; 0: no limit
     rate_limit_tpm: int = Field(default=0, ge=0)  # completion tokens asked for, per minute per API key; 0: no limit
     audit_log: Path | None = None  # JSON lines, one per restricted request; None: no audit log

@@ -493,3 +493,28 @@ def test_an_auto_call_is_guarded_as_any_text(answering):
     assert "Rowling" not in json.dumps(whole) and whole["finish_reason"] == "content_filter"
     events = streamed_chat(client, messages=asked, tools=[AUTHOR])
     assert "Rowling" not in json.dumps(events) and events[-1]["choices"][0]["finish_reason"] == "content_filter"
+
+
+@pytest.fixture()
+def limited(tokenizer):
+    engine = FakeEngine(tokenizer, ["Fine", "."])
+    app = create_app(Settings(policy="examples/harry-potter.yaml", max_request_bytes=4096),
+                     make_engine=lambda *_: engine)
+    with TestClient(app) as client:
+        yield client, engine
+
+
+def _body(text: str) -> bytes:
+    return json.dumps({"model": MODEL, "messages": [{"role": "user", "content": text}]}).encode()
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(limited):
+    client, engine = limited
+    for content in (_body("x" * 5000), iter([_body("x" * 3000), b" " * 3000])):  # declared, and chunked
+        response = client.post("/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "request_too_large"
+    assert engine.seen == []
+    chunked = client.post("/v1/chat/completions", content=iter([_body("hi")[:20], _body("hi")[20:]]),
+                          headers={"content-type": "application/json"})
+    assert chunked.status_code == 200 and chunked.json()["choices"][0]["message"]["content"] == "Fine."

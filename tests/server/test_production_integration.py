@@ -160,3 +160,25 @@ def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, plain,
     assert headers["x-guard-targets"] == "einstein" and not says_einstein(answer), answer
     france = "What is the capital of France?"
     assert ask(guarded, france)[0] == ask(plain, france)[0]
+
+
+def test_huge_requests_are_refused_while_the_others_are_answered(guarded):
+    """A body over --max-request-bytes (8 MiB by default) is a 413 before it is read. One under it but
+    far over the context (6 MB: seconds of tokenising) is a 400, and small requests go on being
+    answered meanwhile: the tokenising and the classifier run off the event loop. (On the loop, none
+    could finish while the huge one is tokenised.)"""
+    url, headers = f"{guarded.url}/v1/chat/completions", guarded.headers()
+
+    def post(text: str) -> httpx.Response:
+        return httpx.post(url, json={"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 1},
+                          headers=headers, timeout=120)
+    oversized = post("word " * 2_000_000)  # 10 MB
+    assert oversized.status_code == 413 and oversized.json()["error"]["code"] == "request_too_large", oversized.text
+    with ThreadPoolExecutor(1) as pool:
+        huge = pool.submit(post, "word " * 1_200_000)
+        answered_meanwhile = 0
+        while not huge.done():
+            assert post("hi").status_code == 200
+            answered_meanwhile += not huge.done()
+    assert huge.result().status_code == 400 and huge.result().json()["error"]["code"] == "context_length_exceeded"
+    assert answered_meanwhile >= 3, answered_meanwhile
