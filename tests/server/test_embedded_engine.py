@@ -5,13 +5,16 @@ vLLM's own: the same compilation, dtype, scheduler and cache settings, field for
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+
+import pytest
 
 from server.embedded_engine import PROCESSOR, EmbeddedEngine
 
 # What guard serve sets on purpose; none of it changes how the model computes a token. (logprobs_mode:
 # a client's logprobs describe the distribution a token was sampled from, the guard's biases applied.)
-DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching", "logprobs_mode"}
+DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching", "logprobs_mode", "kv_cache_memory_bytes"}
 
 
 def vllm_serve_args(*argv: str):
@@ -46,3 +49,11 @@ def test_eager_is_vllm_serves_eager(tmp_path):
 def test_the_check_can_fail(tmp_path):
     ours = EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1, enforce_eager=True).engine_args()
     assert "enforce_eager" in differences(ours, vllm_serve_args("--model", str(tmp_path)))
+
+
+def test_an_inherited_kv_cache_size_cannot_silently_override_the_flag(tmp_path, monkeypatch):
+    """vLLM's legacy VLLM_CPU_KVCACHE_SPACE wins over the engine argument: a different one stops the start."""
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
+    with pytest.raises(ValueError, match="VLLM_CPU_KVCACHE_SPACE=3 .* --kv-cache-gib 1"):
+        asyncio.run(EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1).start())
+    assert EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=3).engine_args().kv_cache_memory_bytes == 3 * 2**30
