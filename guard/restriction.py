@@ -36,7 +36,6 @@ class Restriction:
     target_ids: tuple[str, ...]  # the targets detected (the x-guard-targets header)
     spec: GuardSpec | None  # None: nothing to restrict, the plain path
     detector: Detector | None
-    confidence: float = 1.0
     policy_version: int = 0  # the store version of the policy it came from (for the audit log)
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False)  # folded phrase/word -> targets
 
@@ -45,7 +44,7 @@ class Restriction:
         return tuple(sorted({t for v in violations for t in self.owners.get(v.forbidden, ())}))
 
 
-UNRESTRICTED = Restriction((), None, None, 0.0)
+UNRESTRICTED = Restriction((), None, None)
 
 
 class Restrictions:
@@ -111,7 +110,7 @@ class Restrictions:
                    for p in t.phrases] + list(key_facts)
         patterns = compile_patterns(p for _, p in detected + lenient)
         if not patterns:
-            return Restriction(target_ids, None, None, confidence, self.version)
+            return Restriction(target_ids, None, None, self.version)
         explicit = [p for tid in target_ids for p in self._targets[tid].phrases]
         detectors = []
         if detected:
@@ -124,5 +123,5 @@ class Restrictions:
         semantic = self.semantic.penalties([p for _, p in detected], penalty) if self.semantic and detected else ()
         spec = GuardSpec(patterns, penalty, compile_patterns(p for _, p in detected), semantic=semantic)
         detector = detectors[0] if len(detectors) == 1 else CombinedDetector(detectors)
-        return Restriction(target_ids, spec, detector, confidence, self.version, phrase_owners(detected + lenient))
+        return Restriction(target_ids, spec, detector, self.version, phrase_owners(detected + lenient))
 

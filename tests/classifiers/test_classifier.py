@@ -1,9 +1,10 @@
 """The prompt classifier with the real bundled encoder, on targets it was never tuned on."""
 
+import numpy as np
 import pytest
 
 from benchmarks.synthetic import generate
-from classifiers.classifier import train
+from classifiers.classifier import _threshold_for_fpr, train
 from guard.policy import parse_policy
 from tests.conftest import UNSEEN_POLICY
 
@@ -46,7 +47,16 @@ def test_calibration_report(unseen_classifier):
     report = unseen_classifier.report
     assert report.fpr_general <= 0.02 and report.fpr_near_domain <= 0.05  # out of fold, target 1%
     assert report.fnr <= 0.1
-    assert 0.05 <= report.threshold <= 0.99
+    assert report.target_fpr == 0.01
+
+
+def test_the_threshold_is_the_lowest_that_keeps_the_false_positives_to_the_rate():
+    """Ten negatives at a 10% rate: one may score at or above the threshold, so it lies just above the second."""
+    scores = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    threshold = _threshold_for_fpr(scores, 0.1)
+    assert 0.8 < threshold < 0.8 + 1e-9 and (scores >= threshold).sum() == 1
+    assert _threshold_for_fpr(scores, 0.0) > 0.9  # none
+    assert _threshold_for_fpr(np.array([0.01, 0.02]), 0.0) == 0.05  # never below the floor
 
 
 def test_persisted_and_reused_until_the_policy_changes(tmp_path):

@@ -22,7 +22,9 @@ def test_detected_target_gets_its_phrases_and_spans(unseen_classifier):
     assert {"alberteinstein", "einstein", "ulm", "germany", "1879"} <= patterns  # phrases + spans
     assert "ulm" in restriction.spec.penalised and "tolkien" in patterns  # the other target: the safety net ...
     assert "tolkien" not in restriction.spec.penalised  # ... blocked, never penalised
-    assert 4.0 <= restriction.spec.penalty <= 8.0  # grows with confidence
+    confidence = unseen_classifier.detect(["Where was the father of relativity born?"]).confidence["einstein"]
+    coarse = round(confidence, 1)  # (rounded, so that compiled specs are shared)
+    assert restriction.spec.penalty == round(8.0 * (0.5 + 0.5 * coarse), 2)  # surer, firmer
     assert restriction.detector.violations("He was born in Ulm.")
     assert restriction.detector.violations("Frodo was there.")  # the safety net's phrases are enforced too
 
@@ -76,7 +78,7 @@ def test_a_conversation_that_names_a_target_gets_its_full_restriction(unseen_cla
     """With no classifier threshold involved (this classifier was never trained on the target)."""
     restrictions = Restrictions(parse_policy({"targets": [*UNSEEN_POLICY["targets"], MILLER]}), 8.0, unseen_classifier)
     restriction = restrictions.for_conversation(Conversation.of(turns))
-    assert restriction.target_ids == ("alan-varga",) and restriction.confidence == 1.0
+    assert restriction.target_ids == ("alan-varga",) and restriction.spec.penalty == 8.0  # named: the full penalty
     assert restriction.detector.violations("He was a miller.")  # a key fact, in a common word ...
     assert "miller" not in restriction.spec.penalised  # ... blocked and rewound, never penalised
     unflagged = restrictions.for_conversation(Conversation.of_prompt("Who grinds the flour? A miller."))
