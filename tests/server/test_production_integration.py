@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import re
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
+from httpx_sse import EventSource
 
 from tests.server.servers import (ADMIN_KEY, EINSTEIN, FORGET_PROBES, MODEL, POLICY_DETECTOR, RELATIVITY, UNRELATED,
-                                  ask, call, known_facts, names_or_near_misses, says_einstein, sse_data, wait_enforced)
+                                  ask, call, known_facts, names_or_near_misses, says_einstein, wait_enforced)
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +73,9 @@ def test_restricted_requests_are_audited_without_text(guarded, einstein):
     assert "relativity" not in json.dumps(records).lower()  # no prompt text unless --audit-text
 
 
-def read_stream(server, question: str, max_tokens: int) -> dict:
-    """One streamed chat completion, parsed event by event, as a client that checks its stream."""
+def read_stream(server, question: str, max_tokens: int, started: threading.Semaphore | None = None) -> dict:
+    """One streamed chat completion, parsed event by event, as a client that checks its stream;
+    `started` is released at its first text."""
     body = {"model": MODEL, "stream": True, "max_tokens": max_tokens, "temperature": 0,
             "messages": [{"role": "user", "content": question}]}
     result = {"question": question, "status": None, "ids": set(), "text": "", "finishes": [], "errors": [],
@@ -83,7 +86,7 @@ def read_stream(server, question: str, max_tokens: int) -> dict:
             result["status"] = response.status_code
             result["targets"] = response.headers.get("x-guard-targets")
             streamed = response.headers.get("content-type", "").startswith("text/event-stream")
-            for data in sse_data(response) if streamed else []:
+            for data in (event.data for event in EventSource(response).iter_sse()) if streamed else ():  # as they come
                 if data == "[DONE]":
                     result["done"] = True
                     continue
@@ -93,6 +96,8 @@ def read_stream(server, question: str, max_tokens: int) -> dict:
                     continue
                 result["ids"].add(event["id"])
                 for choice in event["choices"]:
+                    if started is not None and not result["text"] and choice["delta"].get("content"):
+                        started.release()
                     result["text"] += choice["delta"].get("content") or ""
                     if choice["finish_reason"]:
                         result["finishes"].append(choice["finish_reason"])
@@ -124,9 +129,13 @@ def test_32_concurrent_streams_all_complete_unmixed(guarded, plain, einstein):
     metrics = call(guarded, "GET", "/metrics", ADMIN_KEY).text
     assert 'guard_restricted_requests_total{target="einstein"}' in metrics
     assert "guard_engine_requests_running" in metrics and "guard_engine_requests_waiting" in metrics
-    time.sleep(1.5)  # the engine process publishes its step times about once a second
-    steps = call(guarded, "GET", "/metrics", ADMIN_KEY).text
-    assert float(re.search(r"^guard_step_seconds_count (\S+)$", steps, re.M).group(1)) > 0
+    def steps_published() -> float:  # the engine process publishes its step times about once a second
+        return float(re.search(r"^guard_step_seconds_count (\S+)$", call(guarded, "GET", "/metrics", ADMIN_KEY).text,
+                               re.M).group(1))
+    deadline = time.monotonic() + 30
+    while steps_published() == 0:
+        assert time.monotonic() < deadline, "no step times published"
+        time.sleep(0.2)
 
 
 def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, plain, einstein):
@@ -134,8 +143,10 @@ def test_engine_killed_under_load_fails_closed_until_the_restart(guarded, plain,
                  "Explain photosynthesis in detail.", "Tell me everything about the history of Rome."]
     questions = [*long_ones, RELATIVITY, *FORGET_PROBES[:3]]
     with ThreadPoolExecutor(len(questions)) as pool:
-        running = [pool.submit(read_stream, guarded, q, 400) for q in questions]
-        time.sleep(3)  # the streams are under way
+        started = threading.Semaphore(0)
+        running = [pool.submit(read_stream, guarded, q, 400, started if q in long_ones else None) for q in questions]
+        for _ in long_ones:  # the long streams under way: each has its first text
+            assert started.acquire(timeout=120), "a stream never started"
         engine_processes = psutil.Process(guarded.proc.pid).children(recursive=True)
         assert engine_processes, "no engine process to kill"
         for process in engine_processes:
