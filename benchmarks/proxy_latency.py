@@ -31,9 +31,9 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from runtime.models import model_provenance, resolve_model
+from runtime.models import DEFAULT_MODEL, model_provenance, resolve_model
 
-MODEL = "smollm2-135m-instruct"
+MODEL = DEFAULT_MODEL  # the name the servers give it
 POLICY = "examples/harry-potter.yaml"
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 CASES = {"unrelated": "Tell me about the history of Paris.", "guarded": "Tell me about the Harry Potter books."}

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from benchmarks.detection import answer, first_token_ms
 from benchmarks.finetune import TINY, Recipe, finetuned
 from benchmarks.items import QA, BenchData
-from benchmarks.suites import DEFAULT_MODEL, Suite, WeightMethod
+from benchmarks.suites import Suite, WeightMethod
 from benchmarks.throughput import engine_run, paired_ratio, server_run
 from guard.conversation import Conversation
 
@@ -238,7 +238,7 @@ def score_all(forget: list[QA], retain: list[QA], target: Path, reference: Path 
 # -- the whole run ---------------------------------------------------------------------------------
 def run(suite: Suite, out: Path, progress: bool = True) -> dict:
     from benchmarks.report import write_report
-    from runtime.models import guard_home, model_provenance, resolve_model
+    from runtime.models import guard_home, is_default_model, model_provenance, resolve_model
     from runtime.restrictions import GuardOptions, build_restrictions
 
     started = time.perf_counter()
@@ -286,7 +286,7 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
 
     results = {
         "suite": suite.name,
-        "model": {"base": model_provenance(tokenizer_path) if suite.base == DEFAULT_MODEL
+        "model": {"base": model_provenance(tokenizer_path) if is_default_model(suite.base)
                   else "a tiny random Llama (2 layers, hidden 128) on the bundled model's tokenizer",
                   "target": str(target)},
         "methods": methods, "guard_overhead": overhead, "costs": costs,

@@ -18,8 +18,7 @@ from typing import Callable
 
 from benchmarks.finetune import TINY
 from benchmarks.items import BenchData
-
-DEFAULT_MODEL = "default"  # the bundled model, resolved by runtime.models
+from runtime.models import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

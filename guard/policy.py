@@ -9,7 +9,6 @@ every answer (`always`, the default) or only on conversations the classifier fla
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -68,11 +67,6 @@ class Policy(BaseModel):
     @property
     def target_ids(self) -> list[str]:
         return [t.id for t in self.targets]
-
-    @property
-    def version(self) -> str:
-        """A content hash: the same policy, the same version, whatever file or process it came from."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
 class PolicyError(ValueError):

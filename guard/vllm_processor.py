@@ -89,9 +89,12 @@ class GuardLogitsProcessor(LogitsProcessor):
             tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision)
             self.index, self._tokenizer = TokenIndex.from_tokenizer(tokenizer), tokenizer
             self._vocab_size = config.get_vocab_size()  # the logits' width, padding included
-            self.eos_ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         except Exception:  # noqa: BLE001 - never kill the engine; guarded rows fail closed
             log.exception("guard: cannot index the tokenizer; guarded requests will end at once")
+        self.eos_ids = _end_ids(vllm_config.model_config, self._tokenizer)
+        if not self.eos_ids:  # a row the guard must stop could only be stopped by its token limit
+            raise ValueError("guard: the model names no end-of-sequence token, so the guard could not end an answer "
+                             "it must stop; give the model's config or tokenizer an eos_token_id")
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -193,9 +196,14 @@ class GuardLogitsProcessor(LogitsProcessor):
         return tensors
 
     def _force_end(self, logits: torch.Tensor, index: int) -> None:
-        keep = logits[index, self.eos_ids].clone() if self.eos_ids else None
+        keep = logits[index, self.eos_ids].clone()
         logits[index] = float("-inf")
-        if keep is not None:
-            logits[index, self.eos_ids] = torch.where(torch.isfinite(keep), keep, 0.0)  # masked too: still the end
-        else:
-            logits[index, 0] = 0.0
+        logits[index, self.eos_ids] = torch.where(torch.isfinite(keep), keep, 0.0)  # masked too: still the end
+
+
+def _end_ids(model_config, tokenizer) -> list[int]:
+    """The model's end-of-sequence token ids: its config's (one or several), else its tokenizer's."""
+    ids = getattr(getattr(model_config, "hf_config", None), "eos_token_id", None)
+    if ids is None and tokenizer is not None:
+        ids = tokenizer.eos_token_id
+    return [ids] if isinstance(ids, int) else list(ids or [])

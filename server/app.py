@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from guard.policy import Policy, load_policy
 from guard.restriction import Restrictions
-from runtime.models import is_default_model, resolve_model
+from runtime.models import DEFAULT_MODEL, is_default_model, resolve_model
 from runtime.restrictions import build_restrictions
 from server import forget, metrics
 from server.audit import AuditLog
@@ -37,7 +37,7 @@ def served_name(settings: Settings) -> str:
     if settings.served_model_name:
         return settings.served_model_name
     if is_default_model(settings.model):
-        return "smollm2-135m-instruct"
+        return DEFAULT_MODEL
     return Path(settings.model).name if Path(settings.model).exists() else settings.model
 
 

@@ -143,3 +143,13 @@ def test_a_token_off_the_grammar_ends_the_row(processor_factory, tokenizer):
     processor.update_state(None)
     logits = processor.apply(torch.zeros(1, len(tokenizer)))[0]
     assert torch.isfinite(logits).nonzero().flatten().tolist() == [tokenizer.eos_token_id]
+
+
+def test_a_model_without_an_end_token_stops_the_engine_start(tmp_path):
+    """A row the guard must stop could only run on to its token limit: refused at start-up instead."""
+    config = SimpleNamespace(model_config=SimpleNamespace(tokenizer=str(tmp_path), tokenizer_revision=None,
+                                                          hf_config=SimpleNamespace(eos_token_id=None)))
+    with pytest.raises(ValueError, match="no end-of-sequence token"):
+        GuardLogitsProcessor(config, torch.device("cpu"), False)
+    config.model_config.hf_config.eos_token_id = [7, 9]  # the config's own, where the tokenizer cannot be read
+    assert GuardLogitsProcessor(config, torch.device("cpu"), False).eos_ids == [7, 9]
