@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearning.losses import DIVERGENCES
-from unlearning.methods import DEFAULT_LR, METHODS
+from unlearning.methods import METHODS
 
 
 class UnlearnConfig(BaseModel):
@@ -46,9 +46,10 @@ class UnlearnConfig(BaseModel):
                 raise ValueError(f"divergence: applies to --method flat only, not {self.method}")
             if self.divergence not in DIVERGENCES:
                 raise ValueError(f"divergence: unknown {self.divergence!r}; known: {', '.join(DIVERGENCES)}")
-        if self.method == "graddiff" and self.retain is None:
-            raise ValueError("retain: --method graddiff needs --retain FILE")
-        if self.method != "graddiff" and self.retain is not None:
+        needs_retain = METHODS[self.method].needs_retain
+        if needs_retain and self.retain is None:
+            raise ValueError(f"retain: --method {self.method} needs --retain FILE")
+        if not needs_retain and self.retain is not None:
             raise ValueError(f"retain: --method {self.method} does not use retain data (graddiff does)")
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out: {self.out} is a file, not a folder")
@@ -60,7 +61,7 @@ class UnlearnConfig(BaseModel):
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return DEFAULT_LR[self.method] * (1.0 if self.lora else 0.1)
+        return METHODS[self.method].default_lr * (1.0 if self.lora else 0.1)
 
     def use_bf16(self, device: str) -> bool:
         """bf16 autocast where the hardware does bf16: a CUDA GPU, or a CPU with AVX512-BF16/AMX.

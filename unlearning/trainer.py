@@ -25,7 +25,7 @@ from unlearning import card
 from unlearning.config import UnlearnConfig
 from unlearning.data import Encoded, collate, encode, load_items, with_template_answers
 from unlearning.losses import answer_token_prob
-from unlearning.methods import build_method
+from unlearning.methods import METHODS
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -53,8 +53,7 @@ def learning_rate_at(step: int, base: float, warmup: int, total: int) -> float:
 def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    method = build_method(config.method, divergence=config.flat_divergence, beta=config.beta,
-                          retain_weight=config.retain_weight)
+    method = METHODS[config.method].from_options(config)
 
     # Data: every file is read and checked before the model is loaded.
     forget_items = load_items(config.forget, "forget")

@@ -1,0 +1,31 @@
+"""The methods registry: one entry per method, each built from a run's settings with the options it reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearning.config import UnlearnConfig
+from unlearning.methods import METHODS, Flat, GradientAscent, GradientDifference, NegativePreference
+
+
+def config(tmp_path, method: str, **fields) -> UnlearnConfig:
+    return UnlearnConfig(method=method, forget=tmp_path / "f.jsonl", out=tmp_path / "out", **fields)
+
+
+@pytest.mark.parametrize("method, fields, built", [
+    ("flat", {}, Flat("kl")),
+    ("flat", {"divergence": "js"}, Flat("js")),
+    ("ga", {}, GradientAscent()),
+    ("graddiff", {"retain": "r.jsonl", "retain_weight": 0.5}, GradientDifference(0.5)),
+    ("npo", {"beta": 0.3}, NegativePreference(0.3)),
+])
+def test_each_method_is_built_with_the_options_it_reads(tmp_path, method, fields, built):
+    run = config(tmp_path, method, **fields)
+    assert METHODS[method].from_options(run) == built
+    assert run.learning_rate == METHODS[method].default_lr  # LoRA: the method's own rate
+    assert config(tmp_path, method, lora=False, **fields).learning_rate == pytest.approx(METHODS[method].default_lr / 10)
+
+
+def test_the_registry_is_keyed_by_the_names_the_cli_takes():
+    assert list(METHODS) == ["flat", "ga", "graddiff", "npo"]
+    assert all(name == method.name for name, method in METHODS.items())
