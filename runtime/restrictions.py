@@ -21,10 +21,11 @@ class GuardOptions(BaseModel):
     extends them)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    penalty: float = Field(default=8.0, ge=0, le=100)  # adaptive penalty strength (logits)
-    classifier: bool = True  # False: every target restricts every request
-    encoder: str = "all-MiniLM-L6-v2"  # sentence-transformers model of the prompt classifier
-    target_fpr: float = Field(default=0.01, gt=0, lt=0.5)  # classifier threshold calibration
+    penalty: float = Field(default=8.0, ge=0, le=100, description="adaptive penalty strength, in logits")
+    classifier: bool = Field(default=True, description="without the prompt classifier, every target restricts "
+                                                       "every request")
+    encoder: str = Field(default="all-MiniLM-L6-v2", description="sentence-transformers model of the classifier")
+    target_fpr: float = Field(default=0.01, gt=0, lt=0.5, description="classifier false-positive rate to calibrate to")
 
 
 def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: str | None,

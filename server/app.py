@@ -18,7 +18,7 @@ from runtime.models import DEFAULT_MODEL, is_default_model, resolve_model
 from runtime.restrictions import build_restrictions
 from server import forget, metrics
 from server.audit import AuditLog
-from server.auth import install_auth
+from server.auth import Keys, install_auth
 from server.body_limit import BodyLimit
 from server.embedded_engine import EmbeddedEngine, LoraView
 from server.engine import Engine
@@ -166,7 +166,7 @@ def assemble_app(title: str, lifespan, settings: GuardSettings, routes: APIRoute
         return app.openapi_schema
     app.openapi = with_stream_schemas
     install_error_handlers(app)
-    install_auth(app, settings.rate_limit_rpm, settings.rate_limit_tpm)
+    install_auth(app, Keys.parse(*settings.keys), settings.rate_limit_rpm, settings.rate_limit_tpm)
     metrics.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # the last added: the outermost
     app.state.policy = live

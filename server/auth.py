@@ -17,7 +17,6 @@ import hmac
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
@@ -47,8 +46,9 @@ class Keys:
     admin: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls) -> "Keys":
-        return cls(parse_keys(os.environ.get("GUARD_API_KEYS")), parse_keys(os.environ.get("GUARD_ADMIN_KEYS")))
+    def parse(cls, user: str | None, admin: str | None) -> "Keys":
+        """From comma-separated lists (GUARD_API_KEYS, GUARD_ADMIN_KEYS: server.settings)."""
+        return cls(parse_keys(user), parse_keys(admin))
 
     @property
     def open(self) -> bool:
@@ -174,9 +174,7 @@ async def _send(send: Send, status: int, message: str, code: str, headers: dict[
     await send({"type": "http.response.body", "body": body})
 
 
-def install_auth(app: FastAPI, requests_per_minute: int = 0, tokens_per_minute: int = 0,
-                 keys: Keys | None = None) -> Keys:
-    keys = keys if keys is not None else Keys.from_env()
+def install_auth(app: FastAPI, keys: Keys, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> Keys:
     if keys.open:
         log.warning("NO API KEYS SET: every route is open to anyone who can reach this server. "
                     "Set GUARD_API_KEYS (users) and GUARD_ADMIN_KEYS (admins).")

@@ -83,7 +83,7 @@ def choose_level(requested: str, plugin: bool, tokenizer: str | None) -> Level:
 async def probe(settings: ProxySettings) -> UpstreamModel:
     """Wait for the upstream, find its model, and choose the enforcement level (RuntimeError if the
     asked-for level cannot be had)."""
-    upstream = Upstream(settings.upstream, settings.upstream_api_key, settings.upstream_timeout)
+    upstream = Upstream(settings.upstream, settings.upstream_key, settings.upstream_timeout)
     try:
         listed = (await wait_for_models(upstream, settings.upstream_wait))["data"][0]
         model = listed["id"]
@@ -111,7 +111,7 @@ def create_proxy_app(settings: ProxySettings, found: UpstreamModel | None = None
         from server.upstream_engine import UpstreamEngine
 
         engine = UpstreamEngine(settings.upstream, found.model, AutoTokenizer.from_pretrained(found.tokenizer),
-                                found.max_model_len, api_key=settings.upstream_api_key,
+                                found.max_model_len, api_key=settings.upstream_key,
                                 timeout=settings.upstream_timeout)
         return Deployment([engine], {found.model: ServedModel(engine, True)}, found.model, found.tokenizer,
                           {"upstream": settings.upstream, "enforcement": "full"})

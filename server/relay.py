@@ -65,7 +65,7 @@ def create_relay_app(settings: ProxySettings, live: LivePolicy, found) -> FastAP
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        upstream = Upstream(settings.upstream, settings.upstream_api_key, settings.upstream_timeout)
+        upstream = Upstream(settings.upstream, settings.upstream_key, settings.upstream_timeout)
         audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
         try:
             await live.start(lambda policy, version: build_restrictions(

@@ -33,7 +33,7 @@ def parse_variant(text: str) -> tuple[str, Path]:
     """`NAME=PATH` from the command line."""
     name, sep, path = text.partition("=")
     if not sep or not name or not path:
-        raise ValueError(f"--variant: expected NAME=PATH, got {text!r}")
+        raise ValueError(f"expected NAME=PATH, got {text!r}")
     return name, Path(path)
 
 

@@ -14,28 +14,31 @@ from unlearning.methods import METHODS
 class UnlearnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str
-    forget: Path
-    out: Path
-    divergence: str | None = None  # FLAT only; default kl
-    retain: Path | None = None  # GradDiff only
-    model: str | None = None  # None: the bundled default model
-    lora: bool = True  # False: full fine-tuning, a whole checkpoint
+    method: str = Field(description="flat, ga, graddiff or npo")
+    forget: Path = Field(description="JSONL of {question, answer} or {text} to forget")
+    out: Path = Field(description="folder for the variant (adapter or checkpoint + card)")
+    divergence: str | None = Field(default=None, description="FLAT's f-divergence: kl (default), js, tv or pearson")
+    retain: Path | None = Field(default=None, description="JSONL of {question, answer} or {text} to keep (graddiff)")
+    model: str | None = Field(default=None, description="base model: bundled default, a Hugging Face id, or a "
+                                                        "local folder")
+    lora: bool = Field(default=True, json_schema_extra={"flag": "--full"},
+                       description="full fine-tuning instead of a LoRA adapter")
     lora_rank: int = Field(default=8, ge=1, le=256)
     lora_alpha: float = Field(default=16.0, gt=0)
-    lr: float | None = Field(default=None, gt=0, le=1)  # None: the method's default
+    lr: float | None = Field(default=None, gt=0, le=1, description="learning rate (default: per method)")
     epochs: float = Field(default=5.0, gt=0)
-    max_steps: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="stop after this many optimizer steps")
     batch_size: int = Field(default=4, ge=1)
-    grad_accum: int = Field(default=1, ge=1)
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
     warmup_steps: int = Field(default=2, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    max_length: int = Field(default=256, ge=16)
-    beta: float = Field(default=0.1, gt=0)  # NPO
-    retain_weight: float = Field(default=1.0, ge=0)  # GradDiff
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # bf16 autocast or none; auto: see use_bf16
+    max_length: int = Field(default=256, ge=16, description="tokens per example")
+    beta: float = Field(default=0.1, gt=0, description="NPO's inverse temperature")
+    retain_weight: float = Field(default=1.0, ge=0, description="GradDiff's weight of the retain loss")
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto", description="auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
     seed: int = 0
-    overwrite: bool = False
+    overwrite: bool = Field(default=False, description="replace a non-empty --out folder")
 
     @model_validator(mode="after")
     def _consistent(self) -> "UnlearnConfig":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cli.main import main
@@ -77,3 +79,35 @@ def test_proxy_bad_options_stop_before_anything_starts(capsys, args, named):
     assert main(["proxy", *args]) == 2
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1 and message.startswith("guard proxy: ") and named in message, message
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--variant", "hp-flat"], "--variant: expected NAME=PATH, got 'hp-flat'"),
+    (["--max-rewinds", "99"], "--max-rewinds: Input should be less than or equal to 32"),
+    (["--port", "http"], "--port: Input should be a valid integer"),
+])
+def test_serve_bad_options_stop_before_anything_starts(capsys, args, named):
+    assert main(["serve", *args]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("guard serve: ") and named in message, message
+
+
+def test_options_come_from_the_settings_models_and_the_environment(monkeypatch):
+    """Every field of a command's settings is an option (secrets aside), and GUARD_<NAME> sets it too."""
+    from cli.flags import build, given
+    from cli.main import _parser
+    from server.settings import ProxySettings, Settings
+
+    parser = _parser()
+    serve = parser.parse_args(["serve", "--max-rewinds", "3", "--no-classifier", "--variant", "a=/x", "--variant", "b=/y"])
+    assert given(serve, Settings) == {"max_rewinds": "3", "classifier": False, "variants": ["a=/x", "b=/y"]}
+    monkeypatch.setenv("GUARD_PENALTY", "2.5")
+    monkeypatch.setenv("GUARD_API_KEYS", "k1,k2")
+    settings = build(Settings, serve)
+    assert (settings.max_rewinds, settings.classifier, settings.penalty, settings.keys[0]) == (3, False, 2.5, "k1,k2")
+    assert settings.variants == {"a": Path("/x"), "b": Path("/y")}
+    assert "api_keys" not in vars(parser.parse_args(["serve"]))  # never on a command line
+    help_text = parser._subparsers._group_actions[0].choices["proxy"].format_help()
+    for name in ProxySettings.model_fields:
+        if name not in ("api_keys", "admin_keys"):
+            assert "-" + name.replace("_", "-") in help_text, name  # (--no-classifier for classifier)

@@ -31,7 +31,7 @@ def full_folder(path: Path, tokenizer) -> Path:
 def test_parse_variant():
     assert parse_variant("hp-flat=variants/hp") == ("hp-flat", Path("variants/hp"))
     for bad in ("hp-flat", "=x", "hp="):
-        with pytest.raises(ValueError, match="--variant: expected NAME=PATH"):
+        with pytest.raises(ValueError, match="expected NAME=PATH"):
             parse_variant(bad)
 
 
