@@ -51,10 +51,10 @@ def given(args: argparse.Namespace, model: type[BaseModel]) -> dict:
     return {name: value for name, value in vars(args).items() if name in model.model_fields}
 
 
-def build(model: type[BaseModel], args: argparse.Namespace, **more):
-    """`model` from the given options (and `more`), or a ValueError naming each bad option."""
+def build(model: type[BaseModel], args: argparse.Namespace):
+    """`model` from the given options, or a ValueError naming each bad option."""
     try:
-        return model(**given(args, model), **more)
+        return model(**given(args, model))
     except ValidationError as exc:
         raise option_error(exc, model) from None
 
