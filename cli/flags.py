@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import typing
+from enum import Enum
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,7 +36,7 @@ def add_options(parser: argparse.ArgumentParser, model: type[BaseModel], metavar
             parser.add_argument(flag, dest=name, action="store_const", const=not default, default=argparse.SUPPRESS,
                                 help=helps[0])
             continue
-        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
+        choices = _choices(field.annotation)
         if choices:  # checked by the model, whose one-line error names the option
             helps.append("one of " + ", ".join(choices))
         if default not in (None, [], {}, "") and not field.is_required():
@@ -78,6 +79,14 @@ def _option(model: type[BaseModel], name: str) -> str:
     if extra.get("flag", "") is None:  # read from the environment only
         return "GUARD_" + name.upper()
     return extra.get("flag") or "--" + name.replace("_", "-")
+
+
+def _choices(annotation) -> tuple[str, ...]:
+    """The values a Literal or an Enum field takes (none for any other)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return tuple(member.value for member in annotation) if isinstance(annotation, type) and issubclass(annotation, Enum) \
+        else ()
 
 
 def _is_bool(annotation) -> bool:

@@ -18,19 +18,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from fastapi import FastAPI
 
 from server.app import Deployment, guarded_app, open_live_policy
 from server.engine import EngineError
 from server.routes import ServedModel
-from server.settings import ProxySettings
+from server.settings import Enforcement, ProxySettings
 from server.upstream import Upstream
 
 log = logging.getLogger("guard.proxy")
 PROBE_ERROR = "guard: not valid JSON"  # what the plugin's validate_params answers to a broken spec
-Level = Literal["full", "bias", "filter"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ class UpstreamModel:
     model: str  # the upstream's (first) model
     max_model_len: int
     tokenizer: str | None  # the model's tokenizer (name or folder), if known
-    level: Level
+    level: Enforcement  # never AUTO
 
 
 async def wait_for_models(upstream: Upstream, seconds: float) -> dict:
@@ -68,16 +66,17 @@ async def has_guard_plugin(upstream: Upstream, model: str) -> bool:
     return False
 
 
-def choose_level(requested: str, plugin: bool, tokenizer: str | None) -> Level:
-    if requested == "auto":
-        return "full" if plugin and tokenizer else "bias" if tokenizer else "filter"
-    if requested in ("full", "bias") and not tokenizer:
+def choose_level(requested: Enforcement, plugin: bool, tokenizer: str | None) -> Enforcement:
+    """The level the proxy runs at: never AUTO."""
+    if requested == Enforcement.AUTO:
+        return Enforcement.FULL if plugin and tokenizer else Enforcement.BIAS if tokenizer else Enforcement.FILTER
+    if requested in (Enforcement.FULL, Enforcement.BIAS) and not tokenizer:
         raise RuntimeError(f"--enforcement {requested} needs the upstream model's tokenizer: pass --tokenizer")
-    if requested == "full" and not plugin:
+    if requested == Enforcement.FULL and not plugin:
         raise RuntimeError("--enforcement full: the upstream does not run the guard's logits processor "
                            "(start it with `vllm serve MODEL --logits-processors "
                            "guard.vllm_processor:GuardLogitsProcessor`)")
-    return requested  # type: ignore[return-value]
+    return requested
 
 
 async def probe(settings: ProxySettings) -> UpstreamModel:
@@ -100,7 +99,7 @@ def create_proxy_app(settings: ProxySettings, found: UpstreamModel | None = None
     live = open_live_policy(settings)
     found = found or asyncio.run(probe(settings))
     log.info("proxy in front of %s (%s): enforcement %s", settings.upstream, found.model, found.level)
-    if found.level != "full":
+    if found.level != Enforcement.FULL:
         from server.relay import create_relay_app
 
         return create_relay_app(settings, live, found)
@@ -114,6 +113,6 @@ def create_proxy_app(settings: ProxySettings, found: UpstreamModel | None = None
                                 found.max_model_len, api_key=settings.upstream_key,
                                 timeout=settings.upstream_timeout)
         return Deployment([engine], {found.model: ServedModel(engine, True)}, found.model, found.tokenizer,
-                          {"upstream": settings.upstream, "enforcement": "full"})
+                          {"upstream": settings.upstream, "enforcement": Enforcement.FULL.value})
 
     return guarded_app("guard proxy", settings, live, deploy)

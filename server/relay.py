@@ -40,7 +40,7 @@ from server.live_policy import LivePolicy
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.responses import ERRORS, STREAM, Kind
 from server.routes import TARGETS_HEADER
-from server.settings import ProxySettings
+from server.settings import Enforcement, ProxySettings
 from server.sse import sse_response
 from server.upstream import Upstream, bad_gateway
 
@@ -49,7 +49,7 @@ from server.upstream import Upstream, bad_gateway
 class RelayState:
     settings: ProxySettings
     upstream: Upstream
-    level: str  # "bias" or "filter"
+    level: Enforcement  # BIAS or FILTER
     model: str  # the upstream's (first) model
     policy: LivePolicy
     biases: Any = None  # guard.logit_bias.LogitBiases at the bias level
@@ -69,9 +69,9 @@ def create_relay_app(settings: ProxySettings, live: LivePolicy, found) -> FastAP
         audit = AuditLog(settings.audit_log, settings.audit_text) if settings.audit_log else None
         try:
             await live.start(lambda policy, version: build_restrictions(
-                settings, policy, found.tokenizer if found.level == "bias" else None, version))
+                settings, policy, found.tokenizer if found.level == Enforcement.BIAS else None, version))
             state = RelayState(settings, upstream, found.level, found.model, live, audit=audit)
-            if found.level == "bias":
+            if found.level == Enforcement.BIAS:
                 from transformers import AutoTokenizer
 
                 from guard.logit_bias import LogitBiases
@@ -98,7 +98,7 @@ def _state(request: Request) -> RelayState:
 @router.get("/health", response_model=responses.Health, responses={503: {"model": responses.Health}})
 async def health(request: Request) -> JSONResponse:
     state = _state(request)
-    body = dict(model=state.model, upstream=state.settings.upstream, enforcement=state.level,
+    body = dict(model=state.model, upstream=state.settings.upstream, enforcement=state.level.value,
                 targets=len(state.restrictions.policy.targets), policy_version=state.policy.enforced_version)
     try:
         await state.upstream.get("/models")

@@ -4,8 +4,8 @@ name: GUARD_MAX_REWINDS, GUARD_API_KEYS) and the defaults all come."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,14 @@ from runtime.restrictions import GuardOptions
 from server.variants import parse_variant
 
 _ENV_ONLY = {"flag": None}  # a secret: from the environment, never on a command line others can read
+
+
+class Enforcement(StrEnum):
+    """How the proxy guards its upstream (README, "Proxy"); AUTO: the strongest the upstream allows."""
+    AUTO = "auto"
+    FULL = "full"  # the upstream runs the guard's logits processor
+    BIAS = "bias"  # logit_bias (needs the tokenizer), and the output filter
+    FILTER = "filter"  # the output filter alone
 
 
 class GuardSettings(BaseSettings, GuardOptions):
@@ -88,8 +96,8 @@ class ProxySettings(GuardSettings):
     upstream: str = Field(description="the upstream's OpenAI base URL, e.g. http://host:8000/v1")
     upstream_api_key: SecretStr | None = Field(default=None, description="bearer token for the upstream (better: "
                                                                          "GUARD_UPSTREAM_API_KEY)")
-    enforcement: Literal["auto", "full", "bias", "filter"] = Field(
-        default="auto", description="full (upstream runs the guard's logits processor), bias (logit_bias; needs the "
+    enforcement: Enforcement = Field(
+        default=Enforcement.AUTO, description="full (upstream runs the guard's logits processor), bias (logit_bias; needs the "
                                     "tokenizer), filter (output filter only) or auto: the strongest the upstream allows")
     tokenizer: str | None = Field(default=None, description="the upstream model's tokenizer (default: its model id, "
                                                             "if a local folder)")
