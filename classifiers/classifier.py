@@ -14,6 +14,8 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import joblib
@@ -157,5 +159,23 @@ def _smallest_class(y: np.ndarray) -> int:
 
 
 def _cache_key(policy: Policy, encoder_name: str, target_fpr: float, seed: int) -> str:
-    blob = json.dumps([DATA_VERSION, encoder_name, target_fpr, seed, policy.model_dump(mode="json")], sort_keys=True)
+    blob = json.dumps([DATA_VERSION, training_data_digest(), encoder_name, target_fpr, seed,
+                       policy.model_dump(mode="json")], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def training_data_digest() -> str:
+    """A digest of what the training data is made from: the package's data files and the recipe's
+    source (classifiers/training_data.py), so that a cached classifier trained on other data is not
+    reused (read once per process)."""
+    package = resources.files("classifiers")
+    data = sorted((f for f in package.joinpath("data").iterdir() if f.is_file()), key=lambda f: f.name)
+    return digest_files([*data, package.joinpath("training_data.py")])
+
+
+def digest_files(files) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synthetic import generate
-from classifiers.classifier import _threshold_for_fpr, train
+from classifiers.classifier import _threshold_for_fpr, digest_files, train, training_data_digest
 from guard.policy import parse_policy
 from tests.conftest import UNSEEN_POLICY
 
@@ -57,6 +57,23 @@ def test_the_threshold_is_the_lowest_that_keeps_the_false_positives_to_the_rate(
     assert 0.8 < threshold < 0.8 + 1e-9 and (scores >= threshold).sum() == 1
     assert _threshold_for_fpr(scores, 0.0) > 0.9  # none
     assert _threshold_for_fpr(np.array([0.01, 0.02]), 0.0) == 0.05  # never below the floor
+
+
+def test_a_change_of_the_training_data_is_a_new_classifier(tmp_path, monkeypatch):
+    """The cache key holds a digest of the training data's files and recipe: other data, another key."""
+    files = [tmp_path / "general_prompts.txt", tmp_path / "domains.yaml"]
+    for file in files:
+        file.write_text("one\n")
+    before = digest_files(files)
+    files[0].write_text("one\ntwo\n")
+    assert digest_files(files) != before
+    assert training_data_digest() == training_data_digest()  # the package's own, stable
+    policy, cache = parse_policy(UNSEEN_POLICY), tmp_path / "cache"
+    first = train(policy, cache_dir=cache)
+    assert train(policy, cache_dir=cache).report.seconds == first.report.seconds  # a hit
+    monkeypatch.setattr("classifiers.classifier.training_data_digest", lambda: "other data")
+    train(policy, cache_dir=cache)  # a miss: trained again, beside the first
+    assert len(list(cache.glob("classifier-*.joblib"))) == 2
 
 
 def test_persisted_and_reused_until_the_policy_changes(tmp_path):
