@@ -11,10 +11,10 @@ from cli.flags import add_options, build
 from guard.policy import PolicyError
 
 
-def _parser() -> argparse.ArgumentParser:
-    """Every command's options come from its settings model (cli.flags); bench and model-path take two."""
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's options come from its settings model (cli.flags); bench and model-path take two.
+    `unlearn`'s are built only when it is the `command` (its model needs torch: seconds to import)."""
     from server.settings import ProxySettings, Settings
-    from unlearning.config import UnlearnConfig
 
     parser = argparse.ArgumentParser(prog="guard", description="Generation-time unlearning for LLMs (GUARD).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -23,8 +23,11 @@ def _parser() -> argparse.ArgumentParser:
                                     epilog=environment), Settings, {"variants": "NAME=PATH"})
     add_options(commands.add_parser("proxy", help="the guard in front of an OpenAI-compatible server you already run",
                                     epilog=environment), ProxySettings)
-    add_options(commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant"),
-                UnlearnConfig)
+    unlearn = commands.add_parser("unlearn", help="bake weight-level unlearning (FLAT, GA, ...) into a variant")
+    if command == "unlearn":
+        from unlearning.config import UnlearnConfig
+
+        add_options(unlearn, UnlearnConfig)
 
     bench = commands.add_parser("bench", help="compare GUARD with weight-level unlearning: forget quality, utility, cost")
     bench.add_argument("--suite", default="tiny", help="tiny (CI, minutes), small (bundled model, < 30 min) or known")
@@ -36,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv[0] if argv else None).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "model-path":

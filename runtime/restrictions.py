@@ -6,12 +6,15 @@ all build theirs here, from the same options."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from guard.policy import Policy
-from guard.restriction import Restrictions
 from runtime.models import guard_home
+
+if TYPE_CHECKING:
+    from guard.restriction import Restrictions
 
 log = logging.getLogger("guard.runtime")
 
@@ -33,6 +36,8 @@ def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: st
     """Train (or load the cached) prompt classifier for `policy` and compile its restrictions.
     `tokenizer_path`: the generating model's tokenizer, for the semantic matching (None: no semantic
     matching; the proxy's filter level). `version`: the policy's version in the policy store."""
+    from guard.restriction import Restrictions  # (the core and torch: not for reading the options)
+
     if not options.classifier or not policy.targets:
         return Restrictions(policy, options.penalty, version=version)
     from classifiers.classifier import train

@@ -177,17 +177,18 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
                 answers[index].append(chunk)
     except TimeoutError:
         raise OpenAIError(504, "generation timed out", type="server_error") from None
-    results = []
+    results, readings = [], [] if readers else None
     for index, parts in enumerate(answers):
         text, last = "".join(p.text for p in parts), parts[-1]
         on_finish(index, last, text)
         positions = tuple(lp for part in parts for lp in part.logprobs) if params.logprobs is not None else None
-        results.append((text, last.finish_reason, responses.logprobs(kind, positions)))
+        finish_reason = last.finish_reason
+        if readers:  # the text read as content and calls; a finish reason of tool calls, where it made any
+            readings.append(readers[index].whole(text))
+            finish_reason = readers[index].finish_reason(finish_reason)
+        results.append((text, finish_reason, responses.logprobs(kind, positions)))
     completion_tokens = sum(parts[-1].completion_tokens for parts in answers)
     on_done(completion_tokens)
-    readings = [reader.whole(text) for reader, (text, _, _) in zip(readers, results)] if readers else None
-    if readings:  # a finish reason of tool calls, where the answer made any
-        results = [(text, readers[i].finish_reason(finish), lp) for i, (text, finish, lp) in enumerate(results)]
     answer = responses.whole(kind, request_id, body.model, results, responses.usage(len(prompt_ids), completion_tokens),
                              readings)
     return JSONResponse(answer.model_dump(), headers=headers)

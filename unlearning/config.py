@@ -14,7 +14,7 @@ from unlearning.methods import METHODS
 class UnlearnConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str = Field(description="flat, ga, graddiff or npo")
+    method: str = Field(description=", ".join(METHODS))
     forget: Path = Field(description="JSONL of {question, answer} or {text} to forget")
     out: Path = Field(description="folder for the variant (adapter or checkpoint + card)")
     divergence: str | None = Field(default=None, description="FLAT's f-divergence: kl (default), js, tv or pearson")
