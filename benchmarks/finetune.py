@@ -10,15 +10,15 @@ the bundled model, so that everything trains in seconds on a CPU.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 from tqdm import tqdm
+
+from guard.files import cache_key, write_folder_atomically
 
 TINY = "tiny"  # `base` naming the tiny random model instead of a checkpoint
 
@@ -33,7 +33,7 @@ class Recipe:
     seed: int = 0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        return cache_key(asdict(self))
 
 
 def tiny_model(tokenizer, seed: int = 0):
@@ -100,13 +100,12 @@ def finetuned(recipe: Recipe, tokenizer_path: str, cache_dir: Path, name: str, p
         model = AutoModelForCausalLM.from_pretrained(recipe.base, torch_dtype="float32")
     loss = train_on_answers(model, tokenizer, recipe.pairs, epochs=recipe.epochs, lr=recipe.lr,
                             batch_size=recipe.batch_size, seed=recipe.seed, desc=f"fine-tune {name}", progress=progress)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
     seconds = round(time.perf_counter() - started, 1)
-    (staging / "recipe.json").write_text(json.dumps(
-        {**asdict(recipe), "pairs": len(recipe.pairs), "final_loss": loss, "seconds": seconds}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+
+    def save(staging: Path) -> None:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "recipe.json").write_text(json.dumps(
+            {**asdict(recipe), "pairs": len(recipe.pairs), "final_loss": loss, "seconds": seconds}, indent=2))
+    write_folder_atomically(out, save)
     return out, seconds

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import platform
 import statistics
@@ -35,6 +34,7 @@ from benchmarks.items import QA, BenchData
 from benchmarks.suites import Suite, WeightMethod
 from benchmarks.throughput import engine_run, paired_ratio, server_run
 from guard.conversation import Conversation
+from guard.files import cache_key, file_sha256
 
 GUARD, BASE = "guard", "base"
 TTFT_RUNS = 15
@@ -76,11 +76,9 @@ def make_variant(method: WeightMethod, target: Path, forget: Path, retain: Path,
     """The LoRA variant `method` makes from `target`, and the seconds its training took (measured when
     it was made, read back from its model card on a cache hit)."""
     from unlearning.config import UnlearnConfig
-    from unlearning.data import file_sha256
     from unlearning.trainer import unlearn
 
-    key = hashlib.sha256(json.dumps([target.name, method.method, method.settings, file_sha256(forget),
-                                     file_sha256(retain)], sort_keys=True).encode()).hexdigest()[:16]
+    key = cache_key(target.name, method.method, method.settings, file_sha256(forget), file_sha256(retain))
     out = cache / f"variant-{method.name}-{key}"
     card = out / "unlearn-card.json"
     if not card.exists():

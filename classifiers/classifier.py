@@ -9,8 +9,6 @@ of everything it depends on (encoder, policy, data, seed), so it is retrained on
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from classifiers import training_data
 from classifiers.encoder import DEFAULT_ENCODER, load_encoder
 from classifiers.training_data import NONE
-from guard.files import write_atomically
+from guard.files import cache_key, file_sha256, write_atomically
 from guard.policy import Policy
 
 DATA_VERSION = 4  # bump when the training data recipe changes
@@ -159,9 +157,7 @@ def _smallest_class(y: np.ndarray) -> int:
 
 
 def _cache_key(policy: Policy, encoder_name: str, target_fpr: float, seed: int) -> str:
-    blob = json.dumps([DATA_VERSION, training_data_digest(), encoder_name, target_fpr, seed,
-                       policy.model_dump(mode="json")], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return cache_key(DATA_VERSION, training_data_digest(), encoder_name, target_fpr, seed, policy.model_dump(mode="json"))
 
 
 @lru_cache(maxsize=1)
@@ -175,7 +171,4 @@ def training_data_digest() -> str:
 
 
 def digest_files(files) -> str:
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return cache_key(*[(file.name, file_sha256(file)) for file in files])

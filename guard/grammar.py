@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
 from functools import lru_cache
 
 import torch
+from cachetools import LRUCache
 
 ANY_OBJECT = '{"type": "object"}'  # response_format json_object, as vLLM compiles it
 _CACHE = 32
@@ -42,7 +42,7 @@ class Grammars:
 
         self._compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(tokenizer,
                                                                                           vocab_size=vocab_size))
-        self._compiled: OrderedDict[str, object] = OrderedDict()
+        self._compiled: LRUCache[str, object] = LRUCache(_CACHE)
         self.vocab_size = vocab_size
 
     def matcher(self, schema: str, accepted: list[int]):
@@ -51,11 +51,7 @@ class Grammars:
 
         compiled = self._compiled.get(schema)
         if compiled is None:
-            compiled = self._compiler.compile_json_schema(schema, any_whitespace=True)
-            self._compiled[schema] = compiled
-            while len(self._compiled) > _CACHE:
-                self._compiled.popitem(last=False)
-        self._compiled.move_to_end(schema)
+            compiled = self._compiled[schema] = self._compiler.compile_json_schema(schema, any_whitespace=True)
         matcher = xgrammar.GrammarMatcher(compiled)
         advance(matcher, accepted)
         return matcher

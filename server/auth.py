@@ -18,10 +18,11 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import FastAPI
+from limits import RateLimitItemPerMinute, storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import OpenAIError
@@ -64,33 +65,28 @@ class Keys:
         return "admin" if admin else "user" if user else None
 
 
-@dataclass
-class _Window:
-    started: float
-    requests: int = 0
-    tokens: int = 0
-
-
-@dataclass
 class RateLimiter:
-    """Fixed one-minute windows per key id; 0 disables a limit."""
-    requests_per_minute: int = 0
-    tokens_per_minute: int = 0
-    clock: Callable[[], float] = time.monotonic
-    _windows: dict[str, _Window] = field(default_factory=dict)
+    """Per key id and minute: requests, and the tokens they ask for (fixed windows of `limits`, in memory);
+    0 disables a limit."""
+
+    def __init__(self, requests_per_minute: int = 0, tokens_per_minute: int = 0):
+        self._limiter = strategies.FixedWindowRateLimiter(storage.MemoryStorage())
+        self._items = [(RateLimitItemPerMinute(n, namespace=kind), kind)
+                       for kind, n in (("requests", requests_per_minute), ("tokens", tokens_per_minute)) if n]
+
+    @property
+    def active(self) -> bool:
+        return bool(self._items)
 
     def charge(self, who: str, tokens: int) -> float | None:
-        """Charge one request of `tokens`; None if allowed, else the seconds until the window resets."""
-        now = self.clock()
-        window = self._windows.get(who)
-        if window is None or now - window.started >= 60:
-            window = self._windows[who] = _Window(now)
-        over_requests = self.requests_per_minute and window.requests + 1 > self.requests_per_minute
-        over_tokens = self.tokens_per_minute and window.tokens + tokens > self.tokens_per_minute
-        if over_requests or over_tokens:
-            return max(60 - (now - window.started), 0.0)
-        window.requests += 1
-        window.tokens += tokens
+        """Charge one request of `tokens`; None if allowed, else the seconds until the window resets.
+        Nothing is charged unless every limit allows it (no await in between: one event loop)."""
+        costs = [(item, 1 if kind == "requests" else tokens) for item, kind in self._items]
+        for item, cost in costs:
+            if not self._limiter.test(item, who, cost=cost):
+                return max(self._limiter.get_window_stats(item, who).reset_time - time.time(), 0.0)
+        for item, cost in costs:
+            self._limiter.hit(item, who, cost=cost)
         return None
 
 
@@ -123,8 +119,7 @@ class AuthMiddleware:
                 return await _send(send, 403, "This route needs an admin key.", "insufficient_scope")
             who = key_id(presented)
         scope.setdefault("state", {})["key_id"] = who
-        if not admin_route and scope["method"] == "POST" and (self.limiter.requests_per_minute
-                                                               or self.limiter.tokens_per_minute):
+        if not admin_route and scope["method"] == "POST" and self.limiter.active:
             receive, tokens = await _peek_tokens(receive)
             wait = self.limiter.charge(who, tokens)
             if wait is not None:

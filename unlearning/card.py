@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from runtime.models import model_provenance
-from unlearning.data import file_sha256
+from guard.files import file_sha256
 
 CARD_JSON = "unlearn-card.json"
 CARD_MARKDOWN = "README.md"

@@ -8,7 +8,6 @@ Labels carry the answer's token ids and IGNORE on prompt and padding positions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -82,10 +81,6 @@ def with_template_answers(items: list[Item], seed: int) -> list[Item]:
     rng = random.Random(seed)
     templates = refusal_templates()
     return [Item(item.prompt, (" " if not item.chat else "") + rng.choice(templates), item.chat) for item in items]
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
