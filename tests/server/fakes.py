@@ -39,3 +39,33 @@ class FakeEngine:
                 logprobs = (PositionLogprobs(TokenLogprob(word, -0.5), tuple(
                     TokenLogprob(text, -0.5 - rank) for rank, text in enumerate(top))),)
             yield Delta([i], word, ("stop" if i == len(self.words) - 1 else "length") if last else None, logprobs)
+
+
+class ScriptedApps:
+    """Apps of the example policy over a scripted engine, started once per settings (starting one
+    compiles the policy, about a second) and shared by the tests of a module; each `get` resets the
+    engine to a healthy one that answers `words` and has seen nothing."""
+
+    def __init__(self, tokenizer, policy: str = "examples/harry-potter.yaml"):
+        self.tokenizer, self.policy, self._started = tokenizer, policy, {}
+
+    def get(self, words, **settings):
+        from fastapi.testclient import TestClient
+
+        from server.app import create_app
+        from server.settings import Settings
+
+        key = repr(sorted(settings.items()))
+        if key not in self._started:
+            engine = FakeEngine(self.tokenizer, words)
+            client = TestClient(create_app(Settings(policy=self.policy, **settings), make_engine=lambda *_: engine))
+            self._started[key] = (client.__enter__(), engine)
+        client, engine = self._started[key]
+        engine.words, engine.healthy = list(words), True
+        engine.seen.clear()
+        engine.loras.clear()
+        return client, engine
+
+    def close(self) -> None:
+        for client, _ in self._started.values():
+            client.__exit__(None, None, None)

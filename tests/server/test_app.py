@@ -11,18 +11,22 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.generation import SPARE_ALTERNATIVES
 from server.settings import Settings
-from tests.server.fakes import FakeEngine
+from tests.server.fakes import FakeEngine, ScriptedApps
 from tests.server.servers import sse_data
 
 MODEL = "smollm2-135m-instruct"
 
 
+@pytest.fixture(scope="module")
+def apps(tokenizer):
+    apps = ScriptedApps(tokenizer)
+    yield apps
+    apps.close()
+
+
 @pytest.fixture()
-def client_and_engine(tokenizer):
-    engine = FakeEngine(tokenizer, ["The", " capital", " is", " Paris", "."])
-    app = create_app(Settings(policy="examples/harry-potter.yaml"), make_engine=lambda *_: engine)
-    with TestClient(app) as client:
-        yield client, engine
+def client_and_engine(apps):
+    return apps.get(["The", " capital", " is", " Paris", "."])
 
 
 def chat(client, **overrides):
@@ -254,17 +258,29 @@ def test_empty_prompt_and_several_prompts(client_and_engine):
     assert client.post("/v1/completions", json={"model": MODEL, "prompt": ["a", "b"]}).status_code == 400
 
 
+def _samples(client) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, *sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text) for sample in family.samples}
+
+
 def test_models_health_metrics(client_and_engine):
+    """The figures this request adds (the app is shared by the module's tests)."""
     client, _ = client_and_engine
     assert client.get("/v1/models").json()["data"][0]["id"] == MODEL
     assert client.get("/health").json()["status"] == "ok"
+    before = _samples(client)
     chat(client, messages=[{"role": "user", "content": "Who wrote the Harry Potter books?"}])
-    metrics = client.get("/metrics").text
-    assert 'guard_restricted_requests_total{target="harry-potter"} 1.0' in metrics
-    assert 'guard_http_requests_total{route="/v1/chat/completions",status="200"} 1.0' in metrics
-    assert "guard_classifier_seconds_count 1.0" in metrics  # one classification, timed
-    assert 'guard_tokens_total{kind="completion"} 5.0' in metrics  # the fake engine's five words
-    assert "guard_requests_in_flight 1.0" in metrics  # this very request
+    after = _samples(client)
+
+    def added(*key):
+        return after.get(key, 0.0) - before.get(key, 0.0)
+    assert added("guard_restricted_requests_total", ("target", "harry-potter")) == 1
+    assert added("guard_http_requests_total", ("route", "/v1/chat/completions"), ("status", "200")) == 1
+    assert added("guard_classifier_seconds_count") == 1  # one classification, timed
+    assert added("guard_tokens_total", ("kind", "completion")) == 5  # the fake engine's five words
+    assert after[("guard_requests_in_flight",)] == 1  # this very request
     assert client.get("/nope").json()["error"]["message"] == "Not Found"
 
 
@@ -275,13 +291,13 @@ def test_unhealthy_engine_reports_503(client_and_engine):
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_failing_classifier_fails_the_request_closed(client_and_engine, stream):
+def test_a_failing_classifier_fails_the_request_closed(client_and_engine, stream, monkeypatch):
     """No guard decision, no answer: a 503, and the engine never sees the prompt."""
     client, engine = client_and_engine
 
     def broken(conversation):
         raise RuntimeError("encoder crashed")
-    client.app.state.guard.restrictions.for_conversation = broken
+    monkeypatch.setattr(client.app.state.guard.restrictions, "for_conversation", broken)
     response = chat(client, stream=stream, messages=[{"role": "user", "content": "Who wrote Harry Potter?"}])
     assert response.status_code == 503 and response.json()["error"]["type"] == "server_error"
     assert engine.seen == []
@@ -356,19 +372,9 @@ def test_tool_requests_that_cannot_be_honoured_are_refused_naming_the_field(clie
 
 
 @pytest.fixture()
-def answering(tokenizer):
+def answering(apps):
     """A client whose engine answers with the given words."""
-    clients = []
-
-    def client_of(words, **settings):
-        engine = FakeEngine(tokenizer, words)
-        client = TestClient(create_app(Settings(policy="examples/harry-potter.yaml", **settings),
-                                       make_engine=lambda *_: engine))
-        clients.append(client.__enter__())
-        return client, engine
-    yield client_of
-    for client in clients:
-        client.__exit__(None, None, None)
+    return apps.get
 
 
 ARGUMENTS = ['{"', 'city', '":', ' "', 'Paris', '"}']
@@ -496,12 +502,8 @@ def test_an_auto_call_is_guarded_as_any_text(answering):
 
 
 @pytest.fixture()
-def limited(tokenizer):
-    engine = FakeEngine(tokenizer, ["Fine", "."])
-    app = create_app(Settings(policy="examples/harry-potter.yaml", max_request_bytes=4096),
-                     make_engine=lambda *_: engine)
-    with TestClient(app) as client:
-        yield client, engine
+def limited(apps):
+    return apps.get(["Fine", "."], max_request_bytes=4096)
 
 
 def _body(text: str) -> bytes:

@@ -93,14 +93,15 @@ def test_the_token_rate_limit_counts_the_tokens_asked_for(make_client):
         assert chat(client, USER, max_tokens=4).status_code == 200
 
 
-def test_the_limiter_window_resets_after_a_minute():
-    now = [0.0]
-    limiter = RateLimiter(requests_per_minute=1, clock=lambda: now[0])
-    assert limiter.charge("k", 1) is None
-    now[0] = 59.0
-    assert limiter.charge("k", 1) == pytest.approx(1.0)
-    now[0] = 60.0
-    assert limiter.charge("k", 1) is None
+def test_the_limiter_charges_nothing_it_refuses_and_says_when_the_window_resets():
+    limiter = RateLimiter(requests_per_minute=2, tokens_per_minute=10)
+    assert limiter.charge("k", 6) is None
+    wait = limiter.charge("k", 6)  # over the tokens: refused, and its request not counted
+    assert wait is not None and 0 < wait <= 60
+    assert limiter.charge("k", 4) is None  # the second request: the refused one was not charged
+    assert limiter.charge("k", 0) is not None  # a third: over the requests
+    assert limiter.charge("other", 10) is None  # per key
+    assert not RateLimiter().active and RateLimiter(tokens_per_minute=1).active
 
 
 def test_scopes():

@@ -81,10 +81,11 @@ def test_a_full_variant_must_keep_the_base_vocabulary(tmp_path, tokenizer, model
     assert load_variants({"same": same}, str(model_dir))[0].kind == "full"
 
 
-@pytest.fixture()
-def served(tokenizer, tmp_path):
-    """Base + a LoRA variant (answered by the base engine) + a full variant (its own engine)."""
-    engines = {}
+@pytest.fixture(scope="module")
+def app_of_variants(tokenizer, tmp_path_factory):
+    """Base + a LoRA variant (answered by the base engine) + a full variant (its own engine), started
+    once for the module."""
+    tmp_path, engines = tmp_path_factory.mktemp("variants"), {}
 
     def make_engine(path, loras, rank, max_model_len):
         engines[Path(path).name] = engine = FakeEngine(tokenizer, ["Fine", "."])
@@ -95,6 +96,14 @@ def served(tokenizer, tmp_path):
         "hp-flat": lora_folder(tmp_path / "hp-flat"), "hp-ga": full_folder(tmp_path / "hp-ga", tokenizer)})
     with TestClient(create_app(settings, make_engine=make_engine)) as client:
         yield client, engines
+
+
+@pytest.fixture()
+def served(app_of_variants):
+    client, engines = app_of_variants
+    for engine in engines.values():
+        engine.healthy = True
+    return client, engines
 
 
 def ask(client, model, question="Who wrote the Harry Potter books?"):
