@@ -14,65 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Annotated, Any, ClassVar, Iterator, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guard.conversation import Conversation
-from guard.grammar import ANY_OBJECT, check_schema
 from server.engine import DecodeParams
+from server.fields import (MAX_STOPS, MAX_TOOLS, Choices, LogitBias, NonEmpty, Penalty, Seed, Strict, TokenCount,
+                           TopLogprobs, lone_surrogates, printable, refused)
+from server.messages import ChatMessage, NamedToolChoice, ResponseFormat, Tool
 from server.tool_calls import named_grammar, required_grammar
-
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit signed integer, as vLLM's samplers take it
-MAX_STOPS = 4
-MAX_CHOICES = 16
-MAX_TOP_LOGPROBS = 20  # OpenAI's limit, and vLLM's default --max-logprobs
-MAX_TOOLS = 128  # OpenAI's limit
-NonEmpty = Annotated[str, Field(min_length=1)]
-
-
-def _whole_number(value: Any) -> Any:
-    """JSON has one number type: 16.0 is an integer to JSON Schema, and so to this server."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-# The bounds first, then the conversion around them: so the schema names them `minimum` and `maximum`.
-TokenCount = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]
-Seed = Annotated[int, Field(ge=SEED_MIN, le=SEED_MAX), BeforeValidator(_whole_number)]
-Choices = Annotated[int, Field(ge=1, le=MAX_CHOICES), BeforeValidator(_whole_number)]
-TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), BeforeValidator(_whole_number)]
-
-
-def _lone_surrogates(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[InitErrorDetails]:
-    """An error for each string (or object key) under `value` that holds a lone surrogate."""
-    if isinstance(value, str) and not _is_unicode(value):
-        at = next(i for i, char in enumerate(value) if not _is_unicode(char))
-        yield InitErrorDetails(type=PydanticCustomError(
-            "string_unicode", "must be valid Unicode text; it holds a lone surrogate ({surrogate}) at position {at}",
-            {"surrogate": ascii(value[at])[1:-1], "at": at}), loc=loc, input=_printable(value))
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            name = _printable(str(key))  # the error's location must itself be encodable
-            if isinstance(key, str) and not _is_unicode(key):
-                yield from _lone_surrogates(key, (*loc, name))
-            yield from _lone_surrogates(item, (*loc, name))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _lone_surrogates(item, (*loc, i))
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _printable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
 
 # Fields OpenAI defines that change no answer: accepted and ignored (`guard proxy` forwards them as given).
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
@@ -83,16 +35,9 @@ UNSUPPORTED_CHAT = {
 }
 # best_of: vLLM's own server (this version) no longer has it either.
 UNSUPPORTED_COMPLETION = {"best_of": (None, 1), "echo": (None, False), "suffix": (None, "")}
-LogitBias = Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]
-Penalty = Annotated[float, Field(ge=-2.0, le=2.0, allow_inf_nan=False)]
 
 
-class _Strict(BaseModel):
-    """A part of a request whose fields are all known and strictly typed."""
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class StreamOptions(_Strict):
+class StreamOptions(Strict):
     include_usage: bool | None = None
     include_obfuscation: bool | None = None  # ignored by design: no padding is added to the events
 
@@ -118,7 +63,7 @@ class _Request(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
-        errors = list(_lone_surrogates(data))
+        errors = list(lone_surrogates(data))
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
@@ -137,7 +82,7 @@ class _Request(BaseModel):
             errors.append(InitErrorDetails(type=PydanticCustomError(
                 "field_refused", "is not supported by this server (only {noop} is accepted); see the README's "
                 "request fields", {"noop": " or ".join(json.dumps(v) for v in noops)}),
-                loc=(_printable(str(name)),), input=value))
+                loc=(printable(str(name)),), input=value))
         if errors:
             raise ValidationError.from_exception_data(cls.__name__, errors)
         return data
@@ -185,147 +130,6 @@ class _Request(BaseModel):
                             logprobs=self.logprobs_count)
 
 
-class JsonSchemaFormat(_Strict):
-    name: str = Field(min_length=1, max_length=64)
-    description: str | None = None
-    schema_: dict[str, Any] = Field(alias="schema")
-    strict: bool | None = None  # the grammar holds the answer to the schema either way
-
-
-class ResponseFormat(_Strict):
-    """`text`, `json_object` (any JSON object) or `json_schema` (JSON of that schema)."""
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema_when_asked(self) -> "ResponseFormat":
-        if (self.type == "json_schema") != (self.json_schema is not None):
-            raise ValueError("`json_schema` is given with, and only with, type `json_schema`")
-        if self.json_schema is not None:
-            check_schema(json.dumps(self.json_schema.schema_))
-        return self
-
-    @property
-    def grammar(self) -> str | None:
-        """The JSON schema the answer must follow (guard.grammar), None for text."""
-        if self.type == "json_object":
-            return ANY_OBJECT
-        return json.dumps(self.json_schema.schema_) if self.json_schema is not None else None
-
-
-FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-
-
-def _refused(model: str, field: tuple[str | int, ...], message: str, value: Any, kind: str = "value_error"):
-    """A 400 naming `field` (a dotted path), raised from a model's own validator."""
-    return ValidationError.from_exception_data(model, [InitErrorDetails(
-        type=PydanticCustomError(kind, message), loc=field, input=value)])
-
-
-class FunctionDefinition(_Strict):
-    name: FunctionName
-    description: str | None = None
-    parameters: dict[str, Any] | None = None  # a JSON schema of the arguments (an object)
-    strict: bool | None = None  # the grammar holds the arguments to the schema either way
-
-    @field_validator("parameters")
-    @classmethod
-    def _a_schema(cls, parameters: dict[str, Any] | None) -> dict[str, Any] | None:
-        if parameters:
-            check_schema(named_grammar(parameters))
-        return parameters
-
-
-class Tool(_Strict):
-    type: Literal["function"]
-    function: FunctionDefinition
-
-
-class ChosenFunction(_Strict):
-    name: FunctionName
-
-
-class NamedToolChoice(_Strict):
-    """`{"type": "function", "function": {"name": ...}}`: the answer is a call of that function."""
-    type: Literal["function"]
-    function: ChosenFunction
-
-
-class FunctionCallMade(_Strict):
-    name: str
-    arguments: str  # JSON text, as the model wrote it
-
-
-class ToolCallMade(_Strict):
-    """A tool call an earlier assistant turn made (OpenAI's shape), shown to the model's chat template."""
-    id: str
-    type: Literal["function"]
-    function: FunctionCallMade
-
-
-class ContentPart(BaseModel):
-    """One part of a message's content: text. Other kinds (image_url, input_audio, file) are refused:
-    the models served here read text, and the guard cannot read what it would have to judge."""
-    model_config = ConfigDict(extra="allow", strict=True)
-    type: str
-    text: str | None = None
-
-    @model_validator(mode="after")
-    def _text_part_has_text(self) -> "ContentPart":
-        if self.type != "text":
-            raise ValueError(f"only parts of type `text` are supported, not {self.type!r}")
-        if self.text is None:
-            raise ValueError("a part of type `text` needs a `text` string")
-        return self
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
-    tool_calls: list[ToolCallMade] | None = None  # an assistant turn's calls
-    tool_call_id: str | None = None  # a tool turn: the call it answers
-
-    @field_validator("content", mode="before")
-    @classmethod
-    def _content_shape(cls, content: Any) -> Any:
-        if content is None or isinstance(content, str) or (
-                isinstance(content, list) and all(isinstance(part, dict) for part in content)):
-            return content
-        raise ValueError("must be a string, an array of content-part objects, or null")
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part.text or "" for part in self.content)
-        return self.content or ""
-
-    def said(self) -> str:
-        """What the turn says, as the guard reads it: its text, and the calls it made with their arguments."""
-        calls = [f"{call.function.name}({call.function.arguments})" for call in self.tool_calls or []]
-        return "\n".join([self.text(), *calls]) if calls else self.text()
-
-    def for_template(self) -> dict[str, Any]:
-        """The turn as chat templates read it: a call's arguments as an object where they are JSON, as vLLM gives them."""
-        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
-        if self.tool_calls:
-            message["tool_calls"] = [{"id": call.id, "type": "function", "function": {
-                "name": call.function.name, "arguments": _json_or_text(call.function.arguments)}}
-                for call in self.tool_calls]
-        if self.tool_call_id is not None:
-            message["tool_call_id"] = self.tool_call_id
-        if self.name is not None:
-            message["name"] = self.name
-        return message
-
-
-def _json_or_text(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 class ChatCompletionRequest(_Request):
     _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_CHAT
     messages: list[ChatMessage] = Field(min_length=1)
@@ -340,7 +144,7 @@ class ChatCompletionRequest(_Request):
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> "ChatCompletionRequest":
         if self.top_logprobs and not self.logprobs:
-            raise _refused(type(self).__name__, ("top_logprobs",), "needs `logprobs: true`", self.top_logprobs,
+            raise refused(type(self).__name__, ("top_logprobs",), "needs `logprobs: true`", self.top_logprobs,
                            "logprobs_needed")
         return self
 
@@ -351,16 +155,16 @@ class ChatCompletionRequest(_Request):
         name, choice = type(self).__name__, self.tool_choice
         names = [tool.function.name for tool in self.tools or []]
         if len(set(names)) < len(names):
-            raise _refused(name, ("tools",), "holds two functions of one name", names)
+            raise refused(name, ("tools",), "holds two functions of one name", names)
         if not self.tools:
             if choice not in (None, "none"):
-                raise _refused(name, ("tool_choice",), "needs `tools`", _printable(str(choice)))
+                raise refused(name, ("tool_choice",), "needs `tools`", printable(str(choice)))
             return self
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
-            raise _refused(name, ("tool_choice", "function", "name"), "names no function of `tools`",
+            raise refused(name, ("tool_choice", "function", "name"), "names no function of `tools`",
                            choice.function.name)
         if self.calls_tools and self.response_format is not None and self.response_format.type != "text":
-            raise _refused(name, ("response_format",), "cannot be combined with a forced tool call: the answer is "
+            raise refused(name, ("response_format",), "cannot be combined with a forced tool call: the answer is "
                            "the call's arguments", self.response_format.type)
         return self
 
