@@ -6,7 +6,9 @@ runner, the metrics and the report never depend on where the data came from.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from guard.policy import Policy, parse_policy
 
@@ -45,3 +47,18 @@ class BenchData:
             {"id": s.id, "description": s.description, "phrases": list(s.phrases), "keep": list(self.keep),
              "qa": [{"question": q.question, "answer": q.answer} for q in self.forget if q.subject == s.id]}
             for s in self.subjects]})
+
+
+def evenly_spaced(items, limit: int | None) -> list:
+    """At most `limit` of `items`, evenly spaced so every subject keeps some (TOFU likewise evaluates
+    utility on a subset of its retain set); all of them when `limit` is None."""
+    items = list(items)
+    if limit is None or limit >= len(items):
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def write_jsonl(path: Path, items) -> Path:
+    """`items` as the question/answer JSONL that `guard unlearn` reads."""
+    path.write_text("".join(json.dumps({"question": q.question, "answer": q.answer}) + "\n" for q in items))
+    return path

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from benchmarks.detection import answer, first_token_ms
 from benchmarks.finetune import TINY, Recipe, finetuned
-from benchmarks.items import QA, BenchData
+from benchmarks.items import QA, BenchData, evenly_spaced, write_jsonl
 from benchmarks.suites import Suite, WeightMethod
 from benchmarks.throughput import engine_run, paired_ratio, server_run
 from guard.conversation import Conversation
@@ -42,20 +42,6 @@ TTFT_RUNS = 15
 
 def _pairs(items) -> tuple[tuple[str, str], ...]:
     return tuple((q.question, q.answer) for q in items)
-
-
-def evenly_spaced(items, limit: int | None) -> list:
-    """At most `limit` of `items`, evenly spaced so every subject keeps some (TOFU likewise evaluates
-    utility on a subset of its retain set); all of them when `limit` is None."""
-    items = list(items)
-    if limit is None or limit >= len(items):
-        return items
-    return [items[i * len(items) // limit] for i in range(limit)]
-
-
-def _write_jsonl(path: Path, items) -> Path:
-    path.write_text("".join(json.dumps({"question": q.question, "answer": q.answer}) + "\n" for q in items))
-    return path
 
 
 # -- 1. models, 2. variants ------------------------------------------------------------------------
@@ -249,8 +235,8 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
 
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
-    forget_file, retain_file = _write_jsonl(data_dir / "forget.jsonl", data.forget), \
-        _write_jsonl(data_dir / "retain.jsonl", data.retain)
+    forget_file, retain_file = write_jsonl(data_dir / "forget.jsonl", data.forget), \
+        write_jsonl(data_dir / "retain.jsonl", data.retain)
     variants, costs = {}, {}
     for method in suite.weight_methods:
         variants[method.name], seconds = make_variant(method, target, forget_file, retain_file, cache, progress)
@@ -273,15 +259,7 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
     methods[GUARD]["forget_unflagged"] = 1 - statistics.mean(flagged[:len(forget)])
     methods[GUARD]["retain_flagged"] = statistics.mean(flagged[len(forget):])
 
-    with (out / "answers.jsonl").open("w") as f:
-        for i, question in enumerate(questions):
-            split = "forget" if i < len(forget) else "retain"
-            f.write(json.dumps({"split": split, "question": question,
-                                **{name: replies[i] for name, replies in answers.items()}}) + "\n")
-    import torch
-    import transformers
-    import vllm
-
+    _write_answers(out / "answers.jsonl", questions, len(forget), answers)
     results = {
         "suite": suite.name,
         "model": {"base": model_provenance(tokenizer_path) if is_default_model(suite.base)
@@ -293,12 +271,27 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
             "retain_items_evaluated": len(retain),
             "base": suite.base, "target": str(target), "retain_reference": str(reference) if reference else None,
             "model_seconds": model_seconds, "seeds": {"data": 0, "training": 0},
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "vllm": vllm.__version__},
-            "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "seconds": round(time.perf_counter() - started, 1),
+            **_environment(), "seconds": round(time.perf_counter() - started, 1),
         },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_report(results, out)
     return results
+
+
+def _write_answers(path: Path, questions: list[str], forget_count: int, answers: dict[str, list[str]]) -> None:
+    with path.open("w") as f:
+        for i, question in enumerate(questions):
+            split = "forget" if i < forget_count else "retain"
+            f.write(json.dumps({"split": split, "question": question,
+                                **{name: replies[i] for name, replies in answers.items()}}) + "\n")
+
+
+def _environment() -> dict:
+    import torch
+    import transformers
+    import vllm
+
+    return {"versions": {"torch": torch.__version__, "transformers": transformers.__version__, "vllm": vllm.__version__},
+            "machine": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version()}

@@ -19,7 +19,7 @@ from guard.restriction import UNRESTRICTED, Restrictions
 from server import metrics, responses
 from server.audit import AuditLog
 from server.decisions import classify, record
-from server.engine import Engine
+from server.engine import DecodeParams, Engine
 from server.errors import OpenAIError, bad_request
 from server.generation import Chunk, generate_guarded
 from server.live_policy import LivePolicy
@@ -130,26 +130,8 @@ def _served(state: ServerState, body: ChatCompletionRequest | CompletionRequest)
 async def _complete(request: Request, state: ServerState, served: ServedModel, body, prompt_ids: list[int],
                     conversation: Conversation, kind: Kind) -> Response:
     """A plain variant (`served.guarded` False) answers without the guard: weight-level unlearning alone."""
-    limit = served.engine.max_model_len
-    room = limit - len(prompt_ids)
-    if room <= 0:
-        raise bad_request(f"This model's maximum context length is {limit} tokens; the prompt has "
-                          f"{len(prompt_ids)}.", param="messages" if kind == "chat" else "prompt",
-                          code="context_length_exceeded")
-    max_tokens = body.token_limit or room
-    if max_tokens > room:
-        field_name = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
-        raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {len(prompt_ids)} tokens exceeds the "
-                          f"context length of {limit}", param=field_name, code="context_length_exceeded")
-    params = body.decode_params(max_tokens)
     readers = _tool_call_readers(state, served, body, kind)
-    if readers and not readers[0].skip_special_tokens:
-        params = dataclasses.replace(params, skip_special_tokens=False)
-    if params.logit_bias:  # only then: the vocabulary's size is not free to ask for
-        highest, vocabulary = max(token for token, _ in params.logit_bias), len(served.engine.tokenizer)
-        if highest >= vocabulary:
-            raise bad_request(f"logit_bias: token id {highest} is outside the model's vocabulary of {vocabulary}",
-                              param="logit_bias")
+    params = _decode_params(served, body, len(prompt_ids), kind, readers)
     restriction = await classify(request, state.restrictions, conversation) if served.guarded else UNRESTRICTED
     request_id = responses.new_id("chatcmpl" if kind == "chat" else "cmpl")
     # Each choice generated and guarded on its own; with a seed, choice i samples with seed + i, as vLLM's do.
@@ -195,6 +177,31 @@ async def _complete(request: Request, state: ServerState, served: ServedModel, b
 
 
 Reader = ToolCallReader | ModelFormatReader
+
+
+def _decode_params(served: ServedModel, body, prompt_tokens: int, kind: Kind,
+                   readers: list[Reader] | None) -> DecodeParams:
+    """The request's decoding parameters, checked against the model: its context, its vocabulary."""
+    limit = served.engine.max_model_len
+    room = limit - prompt_tokens
+    if room <= 0:
+        raise bad_request(f"This model's maximum context length is {limit} tokens; the prompt has "
+                          f"{prompt_tokens}.", param="messages" if kind == "chat" else "prompt",
+                          code="context_length_exceeded")
+    max_tokens = body.token_limit or room
+    if max_tokens > room:
+        field_name = "max_completion_tokens" if getattr(body, "max_completion_tokens", None) else "max_tokens"
+        raise bad_request(f"{field_name}: {max_tokens} plus the prompt's {prompt_tokens} tokens exceeds the "
+                          f"context length of {limit}", param=field_name, code="context_length_exceeded")
+    params = body.decode_params(max_tokens)
+    if readers and not readers[0].skip_special_tokens:
+        params = dataclasses.replace(params, skip_special_tokens=False)
+    if params.logit_bias:  # only then: the vocabulary's size is not free to ask for
+        highest, vocabulary = max(token for token, _ in params.logit_bias), len(served.engine.tokenizer)
+        if highest >= vocabulary:
+            raise bad_request(f"logit_bias: token id {highest} is outside the model's vocabulary of {vocabulary}",
+                              param="logit_bias")
+    return params
 
 
 def _tool_call_readers(state: ServerState, served: ServedModel, body, kind: Kind) -> list[Reader] | None:

@@ -57,6 +57,6 @@ def test_report_and_plots_are_written(bench):
 @pytest.mark.parametrize(("limit", "expected"), [(None, list(range(10))), (20, list(range(10))),
                                                  (5, [0, 2, 4, 6, 8]), (3, [0, 3, 6])])
 def test_the_retain_subset_is_evenly_spaced(limit, expected):
-    from benchmarks.runner import evenly_spaced
+    from benchmarks.items import evenly_spaced
 
     assert evenly_spaced(range(10), limit) == expected
