@@ -16,61 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from tqdm import tqdm
 
+from benchmarks.processes import ServerProcess
 from runtime.models import DEFAULT_MODEL, model_provenance, resolve_model
 
 MODEL = DEFAULT_MODEL  # the name the servers give it
 POLICY = "examples/harry-potter.yaml"
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 CASES = {"unrelated": "Tell me about the history of Paris.", "guarded": "Tell me about the Harry Potter books."}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _process(command: list[str], log: Path, env: dict | None = None):
-    """A server process, its URL once /health answers 200; killed (with its children) on exit."""
-    port = _free_port()
-    proc = subprocess.Popen([*command, "--port", str(port)], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, **(env or {})})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[0]} did not start; see {log}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def timed_stream(url: str, question: str, tokens: int) -> tuple[float, float, int]:
@@ -133,12 +95,12 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="proxy-latency-"))
     levels = {}
     for level, extra in (("bias", []), ("full", ["--logits-processors", PROCESSOR])):
-        with _process(vllm + extra, logs / f"vllm-{level}.log", env) as upstream, \
-                _process(proxy + [f"{upstream}/v1"], logs / f"proxy-{level}.log") as proxied:
-            found = httpx.get(f"{proxied}/health", timeout=10).json()["enforcement"]
+        with ServerProcess(vllm + extra, logs / f"vllm-{level}.log", env) as upstream, \
+                ServerProcess(proxy + [f"{upstream.url}/v1"], logs / f"proxy-{level}.log") as proxied:
+            found = httpx.get(f"{proxied.url}/health", timeout=10).json()["enforcement"]
             if found != level:
                 raise RuntimeError(f"expected the {level} level, the proxy chose {found}")
-            levels[level] = compare(upstream, proxied, args.runs, args.tokens, level)
+            levels[level] = compare(upstream.url, proxied.url, args.runs, args.tokens, level)
     results = {"levels": levels, "runs": args.runs, "tokens": args.tokens, "model": model_provenance(model_dir),
                "machine": platform.platform(), "processor": platform.processor() or platform.machine()}
     out = Path(args.out)

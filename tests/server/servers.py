@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import openai
-import pytest
 from httpx_sse import EventSource
 from rapidfuzz import fuzz
 
+from benchmarks.processes import ServerProcess
 from guard.leaks import LeakDetector
 from guard.policy import load_policy
 from tests.conftest import UNSEEN_POLICY
@@ -42,13 +38,7 @@ UNRELATED = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(ServerProcess):
     """A server process of the tests: `guard serve` by default, or any command that takes `--port`.
     `key`: the API key its clients send (None: a server without keys)."""
 
@@ -56,66 +46,18 @@ class Server:
                  env: dict[str, str] | None = None, key: str | None = None, deterministic: bool = False):
         """`deterministic`: it holds no state that changes an answer (a plain `vllm serve`), so `ask`
         asks it each question once."""
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log_dir / f"{name}.log"
+        command = command or (sys.executable, "-m", "cli.main", "serve")
+        super().__init__([*command, *args], log_dir / f"{name}.log", env)
         self.key = key
         self.answers: dict | None = {} if deterministic else None
-        command = command or (sys.executable, "-m", "cli.main", "serve")
-        self._argv, self._env = [*command, "--port", str(self.port), *args], {**os.environ, **(env or {})}
-        self._start()
-
-    def _start(self) -> None:
-        self.proc = subprocess.Popen(self._argv, stdout=open(self.log, "a"), stderr=subprocess.STDOUT,
-                                     start_new_session=True, env=self._env)
-
-    def restart(self) -> None:
-        """Crash it (SIGKILL) and start the same command on the same port, as a supervisor would."""
-        self.kill()
-        self._start()
-        self.wait_ready()
-
-    def ensure_running(self) -> "Server":
-        """Ready: waited for, and started again if a test killed it (a session-wide server outliving a fault test)."""
-        if self.proc.poll() is not None:
-            self._start()
-        self.wait_ready()
-        return self
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         """The authorization header with `key` (default: the server's user key; "": none)."""
         key = self.key if key is None else key
         return {"authorization": f"Bearer {key}"} if key else {}
 
-    def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        pytest.fail(f"server not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
-
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.key or "unused", timeout=120, max_retries=0)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: no graceful shutdown."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 VLLM_SERVE = (sys.executable, "-m", "vllm.entrypoints.openai.api_server")
