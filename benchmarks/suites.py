@@ -14,7 +14,10 @@ Larger suites (TOFU, MUSE) load real data through benchmarks.loaders and want a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from benchmarks.finetune import TINY
 from benchmarks.items import BenchData
@@ -80,7 +83,20 @@ SUITES = {
 }
 
 
-def get_suite(name: str) -> Suite:
-    if name not in SUITES:
-        raise ValueError(f"--suite: unknown {name!r}; known: {', '.join(SUITES)}")
-    return SUITES[name]
+class BenchOptions(BaseModel):
+    """`guard bench`'s options."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str = Field(default="tiny", description="tiny (CI, minutes), small (bundled model, < 30 min) or known")
+    out: Path = Field(description="folder for results.json, report.md, plots and answers")
+
+    @field_validator("suite")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in SUITES:
+            raise ValueError(f"unknown {name!r}; known: {', '.join(SUITES)}")
+        return name
+
+    @property
+    def chosen(self) -> Suite:
+        return SUITES[self.suite]

@@ -65,7 +65,7 @@ def option_error(exc: ValidationError, model: type[BaseModel]) -> ValueError:
     words in the message left as they were."""
     problems = []
     for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
+        message = "is required" if error["type"] == "missing" else error["msg"].removeprefix("Value error, ")
         if error["loc"]:
             problems.append(f"{_option(model, str(error['loc'][0]))}: {message}")
         else:  # a whole-model check names its field first ("retain: ...")

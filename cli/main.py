@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from cli.flags import add_options, build
 from guard.policy import PolicyError
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
-    """Every command's options come from its settings model (cli.flags); bench and model-path take two.
-    `unlearn`'s are built only when it is the `command` (its model needs torch: seconds to import)."""
+    """Every command's options come from its settings model (cli.flags); model-path takes one argument.
+    `unlearn`'s and `bench`'s are built only when it is the `command` (their models import more)."""
     from server.settings import ProxySettings, Settings
 
     parser = argparse.ArgumentParser(prog="guard", description="Generation-time unlearning for LLMs (GUARD).")
@@ -30,8 +29,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         add_options(unlearn, UnlearnConfig)
 
     bench = commands.add_parser("bench", help="compare GUARD with weight-level unlearning: forget quality, utility, cost")
-    bench.add_argument("--suite", default="tiny", help="tiny (CI, minutes), small (bundled model, < 30 min) or known")
-    bench.add_argument("--out", required=True, help="folder for results.json, report.md, plots and answers")
+    if command == "bench":
+        from benchmarks.suites import BenchOptions
+
+        add_options(bench, BenchOptions)
 
     path = commands.add_parser("model-path", help="print the local folder of a prepared model")
     path.add_argument("model", nargs="?", help="default: the bundled model (prepared on first use)")
@@ -43,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser(argv[0] if argv else None).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.command == "model-path":
-            from runtime.models import resolve_model
+        from runtime.models import guard_home, resolve_model
 
+        guard_home()  # GUARD_HOME checked at the start of every command
+        if args.command == "model-path":
             print(resolve_model(args.model))
             return 0
         if args.command == "serve":
@@ -106,15 +108,16 @@ def _unlearn(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.suites import get_suite
+    from benchmarks.suites import BenchOptions
 
-    suite = get_suite(args.suite)
+    options = build(BenchOptions, args)
+    suite = options.chosen
     from benchmarks.runner import run
 
-    results = run(suite, Path(args.out))
+    results = run(suite, options.out)
     overhead = results["guard_overhead"]
     print(f"suite {suite.name}: {len(results['methods'])} methods in {results['provenance']['seconds']} s; "
-          f"guarded/plain throughput {overhead['throughput_ratio']:.2f}; written to {args.out}/results.json, "
+          f"guarded/plain throughput {overhead['throughput_ratio']:.2f}; written to {options.out}/results.json, "
           f"report.md")
     return 0
 

@@ -9,7 +9,6 @@ safetensors checkpoint once under GUARD_HOME. Any Hugging Face id or local path 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ import zipfile
 from pathlib import Path
 
 import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard.files import file_sha256, write_folder_atomically
 
@@ -27,9 +28,30 @@ _GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "default", "bundled"}
 
 
+class HomeSettings(BaseSettings):
+    """Where every command keeps what it prepares once: models, classifiers, the semantic index,
+    benchmark models (the environment's GUARD_HOME, like every GUARD_ setting)."""
+    model_config = SettingsConfigDict(env_prefix="GUARD_", env_ignore_empty=True, extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("guard-unlearning")))
+
+    @field_validator("home")
+    @classmethod
+    def _a_folder(cls, home: Path) -> Path:
+        home = home.expanduser()
+        if home.exists() and not home.is_dir():
+            raise ValueError(f"{home} is a file, not a folder")
+        return home
+
+
 def guard_home() -> Path:
-    """Cache folder for prepared models and other artefacts (env GUARD_HOME overrides)."""
-    return Path(os.environ.get("GUARD_HOME") or platformdirs.user_cache_dir("guard-unlearning"))
+    """The cache folder (GUARD_HOME, default ~/.cache/guard-unlearning); a ValueError naming GUARD_HOME
+    if it is not a folder."""
+    try:
+        return HomeSettings().home
+    except ValidationError as exc:
+        raise ValueError("GUARD_HOME: " + "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) \
+            from None
 
 
 def default_model_dir() -> Path:

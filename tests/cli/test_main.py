@@ -111,3 +111,22 @@ def test_options_come_from_the_settings_models_and_the_environment(monkeypatch):
     for name in ProxySettings.model_fields:
         if name not in ("api_keys", "admin_keys"):
             assert "-" + name.replace("_", "-") in help_text, name  # (--no-classifier for classifier)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--suite", "huge", "--out", "x"], "--suite: unknown 'huge'; known: tiny, small, known"),
+    (["--suite", "tiny"], "--out: is required"),
+])
+def test_bench_bad_options_stop_before_anything_starts(capsys, args, named):
+    assert main(["bench", *args]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message == f"guard bench: {named}", message
+
+
+@pytest.mark.parametrize("command", [["model-path"], ["bench", "--out", "x"], ["serve"]])
+def test_a_guard_home_that_is_a_file_stops_every_command(capsys, monkeypatch, tmp_path, command):
+    file = tmp_path / "home"
+    file.write_text("not a folder")
+    monkeypatch.setenv("GUARD_HOME", str(file))
+    assert main(command) == 2
+    assert capsys.readouterr().err.strip() == f"guard {command[0]}: GUARD_HOME: {file} is a file, not a folder"
