@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from guard.files import write_folder_atomically
 from runtime.models import resolve_model
 from unlearning import card
 from unlearning.config import UnlearnConfig
@@ -59,102 +59,110 @@ def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
     forget_items = load_items(config.forget, "forget")
     retain_items = load_items(config.retain, "retain") if config.retain else []
     model_path = resolve_model(config.model)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    forget = [encode(tokenizer, item, config.max_length) for item in forget_items]
-    templates = [encode(tokenizer, item, config.max_length)
-                 for item in with_template_answers(forget_items, config.seed)]
-    retain = [encode(tokenizer, item, config.max_length) for item in retain_items]
+    data = {"forget": [encode(tokenizer, item, config.max_length) for item in forget_items],
+            "template": [encode(tokenizer, item, config.max_length)
+                         for item in with_template_answers(forget_items, config.seed)],
+            "retain": [encode(tokenizer, item, config.max_length) for item in retain_items]}
 
-    # Model: float32 weights, bf16 autocast where the hardware has it; LoRA on every projection.
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, reference = _load_model(model_path, config, method, device)
+    bf16 = config.use_bf16(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def measure() -> float:
+        model.eval()
+        with torch.no_grad(), autocast:
+            value = _mean_answer_prob(model, data["forget"], pad_id, config.batch_size, device)
+        model.train()
+        return value
+
+    prob_before = measure()
+    started = time.perf_counter()
+    losses = _train(model, method, reference, data, pad_id, config, device, autocast, progress)
+    seconds = time.perf_counter() - started
+    summary = Summary(config.out, "lora" if config.lora else "full", "bf16" if bf16 else "fp32", len(losses),
+                      round(seconds, 1), losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
+                      prob_before, measure())
+
+    # Export: the adapter (LoRA) or a whole bf16 checkpoint with its tokenizer, and the model card.
+    def export(staging: Path) -> None:
+        if config.lora:
+            model.save_pretrained(staging)
+        else:
+            model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+        card.write(staging, card.build(config, model_path, len(forget_items), len(retain_items), summary, losses))
+    write_folder_atomically(config.out, export)
+    return summary
+
+
+def _load_model(model_path: str, config: UnlearnConfig, method, device: str):
+    """The model to train (float32 weights; LoRA on every projection unless --full), and the frozen
+    reference the method compares with (None if it needs none)."""
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(device)
-    reference = None
     if config.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha,
                                                  target_modules=LORA_MODULES, task_type="CAUSAL_LM"))
-        if method.needs_reference:
-            def reference(batch):  # the base model is the adapter switched off
-                with model.disable_adapter():
-                    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    elif method.needs_reference:
+    if not method.needs_reference:
+        return model, None
+    if config.lora:
+        def reference(batch):  # the base model is the adapter switched off
+            with model.disable_adapter():
+                return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    else:
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
 
         def reference(batch):
             return frozen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    bf16 = config.use_bf16(device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
+    return model, reference
 
-    # Schedule: optimizer steps over the requested epochs, capped by --max-steps.
-    batches_per_epoch = math.ceil(len(forget) / config.batch_size)
-    total = math.ceil(config.epochs * batches_per_epoch / config.grad_accum)
+
+def _train(model, method, reference, data: dict[str, list[Encoded]], pad_id: int, config: UnlearnConfig,
+           device: str, autocast, progress: bool) -> list[float]:
+    """AdamW under the warm-up schedule, over the requested epochs capped by --max-steps; each step's loss."""
+    forget, templates, retain = data["forget"], data["template"], data["retain"]
+    total = math.ceil(config.epochs * math.ceil(len(forget) / config.batch_size) / config.grad_accum)
     total = min(total, config.max_steps) if config.max_steps else total
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-
-    def measure() -> float:
-        model.eval()
-        with torch.no_grad(), autocast:
-            value = _mean_answer_prob(model, forget, pad_id, config.batch_size, device)
-        model.train()
-        return value
-
-    prob_before = measure()
     batch_stream = _batches(len(forget), config.batch_size, config.seed)
     retain_rng = random.Random(config.seed + 1)
-    losses_seen: list[float] = []
-    started = time.perf_counter()
-    bar = tqdm(total=total, desc=f"unlearn {config.method}", unit="step", disable=not progress)
-    for step in range(total):
-        # Train: one optimizer step over `grad_accum` micro-batches.
-        step_started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, config.learning_rate, config.warmup_steps, total)
-        optimizer.zero_grad(set_to_none=True)
-        step_loss, step_prob = 0.0, 0.0
-        for _ in range(config.grad_accum):
-            rows = next(batch_stream)
-            batches = {"forget": _to(collate([forget[i] for i in rows], pad_id), device)}
-            if method.needs_templates:
-                batches["template"] = _to(collate([templates[i] for i in rows], pad_id), device)
-            if method.needs_retain:
-                batches["retain"] = _to(collate(retain_rng.sample(retain, min(len(rows), len(retain))), pad_id),
-                                        device)
-            with autocast:
-                result = method.step(model, batches, reference)
-            (result.loss / config.grad_accum).backward()
-            step_loss += result.loss.item() / config.grad_accum
-            step_prob += result.forget_prob / config.grad_accum
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        losses_seen.append(step_loss)
-        bar.set_postfix(loss=f"{step_loss:.4f}", p_forget=f"{step_prob:.3f}",
-                        s_step=f"{time.perf_counter() - step_started:.2f}")
-        bar.update()
-    bar.close()
-    seconds = time.perf_counter() - started
-    prob_after = measure()
-
-    # Export: the adapter (LoRA) or a whole bf16 checkpoint with its tokenizer, and the model card.
-    summary = Summary(config.out, "lora" if config.lora else "full", "bf16" if bf16 else "fp32", total, round(seconds, 1),
-                      losses_seen[0] if losses_seen else float("nan"),
-                      losses_seen[-1] if losses_seen else float("nan"), prob_before, prob_after)
-    staging = config.out.parent / f".{config.out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    if config.lora:
-        model.save_pretrained(staging)
-    else:
-        model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-    card.write(staging, card.build(config, model_path, len(forget_items), len(retain_items), summary, losses_seen))
-    if config.out.exists():
-        shutil.rmtree(config.out)
-    staging.rename(config.out)
-    return summary
+    losses: list[float] = []
+    with tqdm(total=total, desc=f"unlearn {config.method}", unit="step", disable=not progress) as bar:
+        for step in range(total):
+            step_started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, config.learning_rate, config.warmup_steps, total)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss, step_prob = 0.0, 0.0
+            for _ in range(config.grad_accum):  # one optimizer step over `grad_accum` micro-batches
+                rows = next(batch_stream)
+                batches = {"forget": _to(collate([forget[i] for i in rows], pad_id), device)}
+                if method.needs_templates:
+                    batches["template"] = _to(collate([templates[i] for i in rows], pad_id), device)
+                if method.needs_retain:
+                    batches["retain"] = _to(collate(retain_rng.sample(retain, min(len(rows), len(retain))), pad_id),
+                                            device)
+                with autocast:
+                    result = method.step(model, batches, reference)
+                (result.loss / config.grad_accum).backward()
+                step_loss += result.loss.item() / config.grad_accum
+                step_prob += result.forget_prob / config.grad_accum
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            losses.append(step_loss)
+            bar.set_postfix(loss=f"{step_loss:.4f}", p_forget=f"{step_prob:.3f}",
+                            s_step=f"{time.perf_counter() - step_started:.2f}")
+            bar.update()
+    return losses
 
 
 def _batches(n: int, batch_size: int, seed: int):
