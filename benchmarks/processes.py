@@ -75,12 +75,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not ended within 30 s."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_all([self])
 
     def _log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no log)"
@@ -94,3 +89,16 @@ class ServerProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_all(servers: Sequence[ServerProcess]) -> None:
+    """Stop every one of `servers` at once: SIGTERM to each, then SIGKILL to any not ended within 30 s."""
+    running = [server for server in servers if server.proc.poll() is None]
+    for server in running:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    for server in running:
+        try:
+            server.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)

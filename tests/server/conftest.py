@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.processes import stop_all
 from tests.server.servers import (ADMIN_KEY, EAGER, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy,
                                   vllm_serve)
 
@@ -38,8 +39,7 @@ def servers(tmp_path_factory, model_dir):
         guarded.wait_ready()
         yield tuple(started)
     finally:
-        for server in started:
-            server.stop()
+        stop_all(started)
 
 
 @pytest.fixture(scope="session")
@@ -73,5 +73,4 @@ def proxies(tmp_path_factory, model_dir, servers):
             proxy.wait_ready()
         yield started
     finally:
-        for proxy in started.values():
-            proxy.stop()
+        stop_all(list(started.values()))

