@@ -1,7 +1,7 @@
 """Does one heavy request slow the others down? A small request's latency on `guard serve`, alone and
 while huge-but-allowed requests are being read.
 
-    python -m benchmarks.event_loop [--runs 15] [--huge-mb 6] [--out bench-results]
+    python -m benchmarks.event_loop [--runs 60] [--huge-mb 6] [--out bench-results]
 
 Starts `guard serve` (the bundled model, the example Harry Potter policy, eager) and times a small
 chat request ("hi", 4 tokens) `--runs` times alone, then `--runs` times while a second client keeps
@@ -48,18 +48,20 @@ def small_latencies(url: str, runs: int, label: str) -> list[float]:
     return seconds
 
 
-def while_huge(url: str, runs: int, megabytes: float) -> tuple[list[float], int]:
-    """Small-request latencies while huge requests are sent back to back; and how many huge ones went."""
-    stop, sent, unexpected = threading.Event(), [0], []
+def while_huge(url: str, runs: int, megabytes: float) -> tuple[list[float], list[float]]:
+    """Small-request latencies while huge requests are sent back to back (the last one is waited for);
+    and the seconds each huge one took to be refused."""
+    stop, huge, unexpected = threading.Event(), [], []
     text = "word " * int(megabytes * 1_000_000 / 5)
 
     def keep_sending() -> None:
         while not stop.is_set():
-            sent[0] += 1
+            started = time.perf_counter()
             response = _chat(url, text, 1)
             if response.status_code != 400:
                 unexpected.append(f"a huge prompt was answered {response.status_code}: {response.text[:200]}")
                 return
+            huge.append(time.perf_counter() - started)
     sender = threading.Thread(target=keep_sending, daemon=True)
     sender.start()
     try:
@@ -69,12 +71,12 @@ def while_huge(url: str, runs: int, megabytes: float) -> tuple[list[float], int]
         sender.join()
     if unexpected:
         raise RuntimeError(unexpected[0])
-    return latencies, sent[0]
+    return latencies, huge
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--huge-mb", type=float, default=6.0)
     parser.add_argument("--out", default="bench-results")
     args = parser.parse_args()
@@ -84,8 +86,9 @@ def main() -> None:
     with ServerProcess(serve, log) as server:
         small_latencies(server.url, 3, "warm-up")
         alone = small_latencies(server.url, args.runs, "small, alone")
-        beside, huge_sent = while_huge(server.url, args.runs, args.huge_mb)
-    results = {"runs": args.runs, "huge_mb": args.huge_mb, "huge_requests_sent": huge_sent,
+        beside, huge = while_huge(server.url, args.runs, args.huge_mb)
+    results = {"runs": args.runs, "huge_mb": args.huge_mb, "huge_requests_refused": len(huge),
+               "median_ms_huge": round(1000 * statistics.median(huge), 1) if huge else None,
                "median_ms_alone": round(1000 * statistics.median(alone), 1),
                "median_ms_beside_huge": round(1000 * statistics.median(beside), 1),
                "ratio": round(statistics.median(beside) / statistics.median(alone), 2),
@@ -94,7 +97,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "event_loop.json").write_text(json.dumps(results, indent=2))
     print(f"a small request: {results['median_ms_alone']} ms alone, {results['median_ms_beside_huge']} ms beside "
-          f"{huge_sent} huge ones (x{results['ratio']}); written to {out / 'event_loop.json'}")
+          f"huge ones (x{results['ratio']}), each refused in {results['median_ms_huge']} ms; "
+          f"written to {out / 'event_loop.json'}")
 
 
 if __name__ == "__main__":
