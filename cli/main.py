@@ -26,7 +26,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     if command == "unlearn":
         from unlearning.config import UnlearnConfig
 
-        add_options(unlearn, UnlearnConfig)
+        add_options(unlearn, UnlearnConfig, {"dampening": "LAMBDA"})
 
     bench = commands.add_parser("bench", help="compare GUARD with weight-level unlearning: forget quality, utility, cost")
     if command == "bench":
@@ -101,9 +101,10 @@ def _unlearn(args: argparse.Namespace) -> int:
     from unlearning.trainer import unlearn
 
     s = unlearn(config)
-    print(f"{s.kind} variant written to {s.out}: {s.steps} steps in {s.seconds} s, loss {s.first_loss:.4f} -> "
-          f"{s.last_loss:.4f}, forget answers' token probability {s.forget_prob_before:.3f} -> "
-          f"{s.forget_prob_after:.3f}")
+    done = (f"{s.steps} steps in {s.seconds} s, loss {s.first_loss:.4f} -> {s.last_loss:.4f}" if s.dampened is None
+            else f"{100 * s.dampened:.2f}% of its parameters dampened in {s.seconds} s")
+    print(f"{s.kind} variant written to {s.out}: {done}, forget answers' token probability "
+          f"{s.forget_prob_before:.3f} -> {s.forget_prob_after:.3f}")
     return 0
 
 

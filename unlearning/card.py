@@ -29,7 +29,11 @@ def build(config, model_path: str, forget_examples: int, retain_examples: int, s
         data["retain"] = {"path": str(config.retain), "sha256": file_sha256(config.retain), "examples": retain_examples}
     hyperparameters = config.model_dump(mode="json", exclude={"method", "divergence", "forget", "retain", "out",
                                                               "model", "overwrite"})
-    hyperparameters["lr"] = config.learning_rate
+    if summary.dampened is None:
+        hyperparameters["lr"] = config.learning_rate
+    else:  # a one-shot method (SSD) takes no optimiser steps
+        for name in ("lr", "epochs", "max_steps", "grad_accum", "warmup_steps", "weight_decay"):
+            hyperparameters.pop(name)
     return {
         "method": config.method,
         "divergence": config.flat_divergence if config.method == "flat" else None,
@@ -41,7 +45,8 @@ def build(config, model_path: str, forget_examples: int, retain_examples: int, s
         "data": data,
         "results": {"steps": summary.steps, "seconds": summary.seconds, "first_loss": summary.first_loss,
                     "last_loss": summary.last_loss, "forget_prob_before": summary.forget_prob_before,
-                    "forget_prob_after": summary.forget_prob_after, "losses": [round(x, 6) for x in losses]},
+                    "forget_prob_after": summary.forget_prob_after, "losses": [round(x, 6) for x in losses],
+                    "dampened": summary.dampened},
         "versions": {p: _version(p) for p in ("guard-unlearning", "torch", "transformers", "peft")},
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -71,7 +76,8 @@ def markdown(content: dict) -> str:
         "| | |",
         "|---|---|",
         f"| steps | {results['steps']} ({results['seconds']} s) |",
-        f"| loss, first -> last step | {results['first_loss']:.4f} -> {results['last_loss']:.4f} |",
+        f"| loss, first -> last step | {results['first_loss']:.4f} -> {results['last_loss']:.4f} |"
+        if results["first_loss"] is not None else f"| parameters dampened | {100 * results['dampened']:.2f}% |",
         f"| forget answers' token probability, before -> after | "
         f"{results['forget_prob_before']:.3f} -> {results['forget_prob_after']:.3f} |",
     ]

@@ -18,7 +18,7 @@ class UnlearnConfig(BaseModel):
     forget: Path = Field(description="JSONL of {question, answer} or {text} to forget")
     out: Path = Field(description="folder for the variant (adapter or checkpoint + card)")
     divergence: str | None = Field(default=None, description="FLAT's f-divergence: kl (default), js, tv or pearson")
-    retain: Path | None = Field(default=None, description="JSONL of {question, answer} or {text} to keep (graddiff)")
+    retain: Path | None = Field(default=None, description="JSONL of {question, answer} or {text} to keep (graddiff, ssd)")
     model: str | None = Field(default=None, description="base model: bundled default, a Hugging Face id, or a "
                                                         "local folder")
     lora: bool = Field(default=True, json_schema_extra={"flag": "--full"},
@@ -35,6 +35,11 @@ class UnlearnConfig(BaseModel):
     max_length: int = Field(default=256, ge=16, description="tokens per example")
     beta: float = Field(default=0.1, gt=0, description="NPO's inverse temperature")
     retain_weight: float = Field(default=1.0, ge=0, description="GradDiff's weight of the retain loss")
+    alpha: float = Field(default=10.0, gt=0, description="SSD: dampen the parameters more than this many times as "
+                                                         "important to the forget data as to the retain data")
+    dampening: float = Field(default=1.0, gt=0, json_schema_extra={"flag": "--lambda"},
+                             description="SSD's lambda: a selected parameter is scaled by lambda * I_retain / "
+                                         "I_forget, never above 1")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto", description="auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
     seed: int = 0
@@ -53,7 +58,10 @@ class UnlearnConfig(BaseModel):
         if needs_retain and self.retain is None:
             raise ValueError(f"retain: --method {self.method} needs --retain FILE")
         if not needs_retain and self.retain is not None:
-            raise ValueError(f"retain: --method {self.method} does not use retain data (graddiff does)")
+            raise ValueError(f"retain: --method {self.method} does not use retain data (graddiff and ssd do)")
+        if METHODS[self.method].one_shot and self.lora:
+            raise ValueError(f"lora: --method {self.method} changes the model's own weights, not an adapter: "
+                             "pass --full")
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out: {self.out} is a file, not a folder")
         if self.out.exists() and any(self.out.iterdir()) and not self.overwrite:

@@ -1,8 +1,9 @@
 """Unlearning methods: each is a small object that runs the forward passes its loss needs.
 
 The registry `METHODS` is the one extension point: a method names the data it needs (template
-answers, retain data, a reference model) and turns a batch into a loss. The losses themselves are
-the pure functions of unlearning.losses.
+answers, retain data, a reference model) and turns a batch into a loss (`step`, for the training
+loop), or, `one_shot`, changes the model once without an optimiser (`apply`: SSD). The losses and
+the dampening are the pure functions of unlearning.losses and unlearning.dampening.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from unlearning import losses
+from unlearning import dampening, losses
 
 Batch = dict[str, torch.Tensor]
 Reference = Callable[[Batch], torch.Tensor]  # logits of the model before unlearning, without grad
@@ -38,6 +39,7 @@ class Flat:
 
     divergence: str = "kl"
     name = "flat"
+    one_shot = False
     default_lr = 2.5e-4
     needs_templates = True
     needs_retain = False
@@ -58,6 +60,7 @@ class Flat:
 @dataclass(frozen=True)
 class GradientAscent:
     name = "ga"
+    one_shot = False
     default_lr = 4e-4
     needs_templates = False
     needs_retain = False
@@ -78,6 +81,7 @@ class GradientAscent:
 class GradientDifference:
     retain_weight: float = 1.0
     name = "graddiff"
+    one_shot = False
     default_lr = 4e-4
     needs_templates = False
     needs_retain = True
@@ -102,6 +106,7 @@ class NegativePreference:
 
     beta: float = 0.1
     name = "npo"
+    one_shot = False
     default_lr = 1e-4
     needs_templates = False
     needs_retain = False
@@ -120,14 +125,44 @@ class NegativePreference:
         return StepResult(loss, _forget_prob(logits, forget["labels"]))
 
 
+@dataclass(frozen=True)
+class SelectiveSynapticDampening:
+    """SSD: no training. Parameters far more important to the forget answers than to the retain
+    answers (diagonal Fisher information) are dampened (unlearning.dampening)."""
+
+    alpha: float = 10.0
+    dampening: float = 1.0
+    name = "ssd"
+    one_shot = True
+    default_lr = 0.0  # no optimiser
+    needs_templates = False
+    needs_retain = True
+    needs_reference = False
+
+    @classmethod
+    def from_options(cls, options: "MethodOptions") -> "SelectiveSynapticDampening":
+        return cls(options.alpha, options.dampening)
+
+    def apply(self, model, batches: dict[str, list[Batch]]) -> float:
+        """Dampen `model` in place; the share of its parameters dampened."""
+        def nll(model, batch: Batch) -> torch.Tensor:
+            return losses.answer_nll(_logits(model, batch), batch["labels"]).mean()
+        forget = dampening.importance(model, batches["forget"], nll)
+        retain = dampening.importance(model, batches["retain"], nll)
+        return dampening.dampen(model, forget, retain, self.alpha, self.dampening)
+
+
 class MethodOptions(Protocol):
     """What a method may read of a run's settings (unlearning.config.UnlearnConfig)."""
     divergence: str | None  # FLAT's (None: its default)
     beta: float
     retain_weight: float
+    alpha: float
+    dampening: float
 
 
 # The one registry: name -> method. Default learning rates are LoRA rates (full fine-tuning takes a
 # tenth); FLAT's and GA's are the lowest of a sweep on the bundled model (24 Harry Potter QA, 30
 # steps) at which the variant stopped naming the forget answers (README, "Measured").
-METHODS = {method.name: method for method in (Flat, GradientAscent, GradientDifference, NegativePreference)}
+METHODS = {method.name: method for method in (Flat, GradientAscent, GradientDifference, NegativePreference,
+                                              SelectiveSynapticDampening)}

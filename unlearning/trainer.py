@@ -37,10 +37,11 @@ class Summary:
     precision: str  # "bf16" (autocast) or "fp32"
     steps: int
     seconds: float
-    first_loss: float
-    last_loss: float
+    first_loss: float | None  # None: no optimiser steps (a one-shot method)
+    last_loss: float | None
     forget_prob_before: float
     forget_prob_after: float
+    dampened: float | None = None  # a one-shot method's share of parameters changed (SSD)
 
 
 def learning_rate_at(step: int, base: float, warmup: int, total: int) -> float:
@@ -82,11 +83,18 @@ def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
 
     prob_before = measure()
     started = time.perf_counter()
-    losses = _train(model, method, reference, data, pad_id, config, device, autocast, progress)
+    losses, dampened = [], None
+    if method.one_shot:  # no optimiser: the method changes the model once (SSD)
+        batches = {role: [_to(collate(data[role][i:i + config.batch_size], pad_id), device)
+                          for i in range(0, len(data[role]), config.batch_size)] for role in ("forget", "retain")}
+        with autocast:
+            dampened = method.apply(model, batches)
+    else:
+        losses = _train(model, method, reference, data, pad_id, config, device, autocast, progress)
     seconds = time.perf_counter() - started
     summary = Summary(config.out, "lora" if config.lora else "full", "bf16" if bf16 else "fp32", len(losses),
-                      round(seconds, 1), losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
-                      prob_before, measure())
+                      round(seconds, 1), losses[0] if losses else None, losses[-1] if losses else None,
+                      prob_before, measure(), dampened)
 
     # Export: the adapter (LoRA) or a whole bf16 checkpoint with its tokenizer, and the model card.
     def export(staging: Path) -> None:

@@ -22,7 +22,7 @@ def run(tiny_model_dir, data, out, **overrides):
     forget, retain = data
     fields = dict(method="flat", forget=forget, out=out, model=str(tiny_model_dir), lr=2e-3, max_steps=6,
                   batch_size=2, warmup_steps=1, seed=0)
-    if overrides.get("method") == "graddiff":
+    if overrides.get("method") in ("graddiff", "ssd"):
         fields["retain"] = retain
     fields.update(overrides)
     return unlearn(UnlearnConfig(**fields), progress=False)
@@ -99,11 +99,15 @@ def test_learning_rate_warms_up_then_decays_to_zero():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"method": "rmu"}, "method: unknown 'rmu'; known: flat, ga, graddiff, npo"),
+    ({"method": "rmu"}, "method: unknown 'rmu'; known: flat, ga, graddiff, npo, ssd"),
+    ({"method": "ssd", "retain": "r.jsonl"}, "lora: --method ssd changes the model's own weights, not an adapter: "
+                                             "pass --full"),
+    ({"method": "ssd", "lora": False}, "retain: --method ssd needs --retain FILE"),
+    ({"method": "ssd", "retain": "r.jsonl", "lora": False, "alpha": 0}, "alpha"),
     ({"divergence": "hellinger"}, "divergence: unknown 'hellinger'; known: kl, pearson, js, tv"),
     ({"method": "ga", "divergence": "kl"}, "divergence: applies to --method flat only"),
     ({"method": "graddiff"}, "retain: --method graddiff needs --retain FILE"),
-    ({"retain": "r.jsonl"}, "retain: --method flat does not use retain data"),
+    ({"retain": "r.jsonl"}, r"retain: --method flat does not use retain data \(graddiff and ssd do\)"),
     ({"lr": -1}, "lr"),
     ({"max_steps": 0}, "max_steps"),
     ({"precision": "fp8"}, "precision"),
@@ -119,3 +123,16 @@ def test_a_non_empty_out_folder_needs_overwrite(tmp_path):
     with pytest.raises(ValueError, match="out: .* is not empty"):
         UnlearnConfig(method="ga", forget="f.jsonl", out=tmp_path)
     assert UnlearnConfig(method="ga", forget="f.jsonl", out=tmp_path, overwrite=True).overwrite
+
+
+def test_ssd_dampens_without_training_and_writes_a_full_variant(tiny_model_dir, data, tmp_path):
+    """Alpha 1: every parameter more important to the forget answers than to the retain answers is
+    dampened; the forget answers get less likely, and the variant is a checkpoint with its card."""
+    summary = run(tiny_model_dir, data, tmp_path / "ssd", method="ssd", lora=False, alpha=1.0, dampening=1.0)
+    assert summary.steps == 0 and summary.first_loss is None and 0 < summary.dampened < 1
+    assert summary.forget_prob_after < summary.forget_prob_before - 0.02
+    card = json.loads((tmp_path / "ssd" / "unlearn-card.json").read_text())
+    assert (card["method"], card["kind"], card["results"]["dampened"]) == ("ssd", "full", summary.dampened)
+    assert "lr" not in card["hyperparameters"] and card["hyperparameters"]["alpha"] == 1.0
+    assert "parameters dampened" in (tmp_path / "ssd" / "README.md").read_text()
+    assert (tmp_path / "ssd" / "config.json").exists()
