@@ -147,8 +147,18 @@ class SelectiveSynapticDampening:
         """Dampen `model` in place; the share of its parameters dampened."""
         def nll(model, batch: Batch) -> torch.Tensor:
             return losses.answer_nll(_logits(model, batch), batch["labels"]).mean()
-        forget = dampening.importance(model, batches["forget"], nll)
-        retain = dampening.importance(model, batches["retain"], nll)
+        # Not the token embeddings (and the output matrix tied to them): a token's row has gradient only
+        # where the token occurs, so every token of the forget data the retain data lacks would be erased.
+        embeddings = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+        frozen = [p for p in model.parameters() if id(p) in embeddings and p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            forget = dampening.importance(model, batches["forget"], nll)
+            retain = dampening.importance(model, batches["retain"], nll)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
         return dampening.dampen(model, forget, retain, self.alpha, self.dampening)
 
 
