@@ -27,5 +27,7 @@ def test_each_method_is_built_with_the_options_it_reads(tmp_path, method, fields
 
 
 def test_the_registry_is_keyed_by_the_names_the_cli_takes():
-    assert list(METHODS) == ["flat", "ga", "graddiff", "npo"]
+    assert list(METHODS) == ["flat", "ga", "graddiff", "npo", "ssd"]
     assert all(name == method.name for name, method in METHODS.items())
+    # a method either takes optimiser steps or changes the model once (SSD)
+    assert all(hasattr(method, "apply" if method.one_shot else "step") for method in METHODS.values())
