@@ -101,8 +101,11 @@ def _unlearn(args: argparse.Namespace) -> int:
     from unlearning.trainer import unlearn
 
     s = unlearn(config)
-    done = (f"{s.steps} steps in {s.seconds} s, loss {s.first_loss:.4f} -> {s.last_loss:.4f}" if s.dampened is None
-            else f"{100 * s.dampened:.2f}% of its parameters dampened in {s.seconds} s")
+    if s.steps:
+        done = f"{s.steps} steps in {s.seconds} s, loss {s.first_loss:.4f} -> {s.last_loss:.4f}"
+        done += f" ({100 * s.selected:.2f}% of its parameters trained)" if s.selected is not None else ""
+    else:
+        done = f"{100 * s.selected:.2f}% of its parameters dampened in {s.seconds} s"
     print(f"{s.kind} variant written to {s.out}: {done}, forget answers' token probability "
           f"{s.forget_prob_before:.3f} -> {s.forget_prob_after:.3f}")
     return 0

@@ -13,6 +13,8 @@ from guard.files import file_sha256
 
 CARD_JSON = "unlearn-card.json"
 CARD_MARKDOWN = "README.md"
+KINDS = {"lora": "LoRA adapter", "full": "full checkpoint",
+         "merged": "full checkpoint (a LoRA adapter merged into the weights)"}
 
 
 def _version(package: str) -> str | None:
@@ -29,7 +31,7 @@ def build(config, model_path: str, forget_examples: int, retain_examples: int, s
         data["retain"] = {"path": str(config.retain), "sha256": file_sha256(config.retain), "examples": retain_examples}
     hyperparameters = config.model_dump(mode="json", exclude={"method", "divergence", "forget", "retain", "out",
                                                               "model", "overwrite"})
-    if summary.dampened is None:
+    if summary.steps:
         hyperparameters["lr"] = config.learning_rate
     else:  # a one-shot method (SSD) takes no optimiser steps
         for name in ("lr", "epochs", "max_steps", "grad_accum", "warmup_steps", "weight_decay"):
@@ -46,7 +48,7 @@ def build(config, model_path: str, forget_examples: int, retain_examples: int, s
         "results": {"steps": summary.steps, "seconds": summary.seconds, "first_loss": summary.first_loss,
                     "last_loss": summary.last_loss, "forget_prob_before": summary.forget_prob_before,
                     "forget_prob_after": summary.forget_prob_after, "losses": [round(x, 6) for x in losses],
-                    "dampened": summary.dampened},
+                    "selected": summary.selected},
         "versions": {p: _version(p) for p in ("guard-unlearning", "torch", "transformers", "peft")},
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -71,16 +73,19 @@ def markdown(content: dict) -> str:
         "",
         f"Base model: `{content['base_model']['name']}`"
         + (f" (GGUF sha256 `{content['base_model']['gguf_sha256']}`)" if "gguf_sha256" in content["base_model"] else ""),
-        f"Kind: {'LoRA adapter' if content['kind'] == 'lora' else 'full checkpoint'}, created {content['created']}.",
+        f"Kind: {KINDS[content['kind']]}, created {content['created']}.",
         "",
         "| | |",
         "|---|---|",
         f"| steps | {results['steps']} ({results['seconds']} s) |",
-        f"| loss, first -> last step | {results['first_loss']:.4f} -> {results['last_loss']:.4f} |"
-        if results["first_loss"] is not None else f"| parameters dampened | {100 * results['dampened']:.2f}% |",
-        f"| forget answers' token probability, before -> after | "
-        f"{results['forget_prob_before']:.3f} -> {results['forget_prob_after']:.3f} |",
     ]
+    if results["first_loss"] is not None:
+        lines.append(f"| loss, first -> last step | {results['first_loss']:.4f} -> {results['last_loss']:.4f} |")
+    if results["selected"] is not None:  # SSD dampens its selection; SalUn trains its saliency mask
+        lines.append(f"| parameters {'trained (saliency mask)' if results['steps'] else 'dampened'} | "
+                     f"{100 * results['selected']:.2f}% |")
+    lines.append(f"| forget answers' token probability, before -> after | "
+                 f"{results['forget_prob_before']:.3f} -> {results['forget_prob_after']:.3f} |")
     for role, info in data.items():
         lines.append(f"| {role} data | {info['examples']} examples, `{info['path']}`, sha256 `{info['sha256'][:16]}...` |")
     lines += ["", "Hyperparameters:", "", "```json", json.dumps(content["hyperparameters"], indent=2), "```", ""]

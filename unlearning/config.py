@@ -18,11 +18,14 @@ class UnlearnConfig(BaseModel):
     forget: Path = Field(description="JSONL of {question, answer} or {text} to forget")
     out: Path = Field(description="folder for the variant (adapter or checkpoint + card)")
     divergence: str | None = Field(default=None, description="FLAT's f-divergence: kl (default), js, tv or pearson")
-    retain: Path | None = Field(default=None, description="JSONL of {question, answer} or {text} to keep (graddiff, ssd)")
+    retain: Path | None = Field(default=None, description="JSONL of {question, answer} or {text} to keep (graddiff, ssd, salun)")
     model: str | None = Field(default=None, description="base model: bundled default, a Hugging Face id, or a "
                                                         "local folder")
     lora: bool = Field(default=True, json_schema_extra={"flag": "--full"},
                        description="full fine-tuning instead of a LoRA adapter")
+    merge: bool = Field(default=False, description="merge the LoRA adapter into the weights and write a full "
+                                                   "checkpoint (served at the base model's speed, by an engine of "
+                                                   "its own)")
     lora_rank: int = Field(default=8, ge=1, le=256)
     lora_alpha: float = Field(default=16.0, gt=0)
     lr: float | None = Field(default=None, gt=0, le=1, description="learning rate (default: per method)")
@@ -40,6 +43,10 @@ class UnlearnConfig(BaseModel):
     dampening: float = Field(default=1.0, gt=0, json_schema_extra={"flag": "--lambda"},
                              description="SSD's lambda: a selected parameter is scaled by lambda * I_retain / "
                                          "I_forget, never above 1")
+    saliency: float = Field(default=0.5, gt=0, le=1, description="SalUn: the share of parameters trained, those "
+                                                                  "with the largest forget-loss gradient")
+    forget_loss: Literal["random", "ga"] = Field(default="random", description="SalUn's forget term: random "
+                                                 "(retain answers as labels) or ga (gradient ascent)")
     precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto", description="auto (bf16 autocast where the hardware has bf16), bf16 or fp32")
     seed: int = 0
@@ -54,14 +61,21 @@ class UnlearnConfig(BaseModel):
                 raise ValueError(f"divergence: applies to --method flat only, not {self.method}")
             if self.divergence not in DIVERGENCES:
                 raise ValueError(f"divergence: unknown {self.divergence!r}; known: {', '.join(DIVERGENCES)}")
-        needs_retain = METHODS[self.method].needs_retain
+        method = METHODS[self.method]
+        needs_retain = "retain" in method.roles
         if needs_retain and self.retain is None:
             raise ValueError(f"retain: --method {self.method} needs --retain FILE")
         if not needs_retain and self.retain is not None:
-            raise ValueError(f"retain: --method {self.method} does not use retain data (graddiff and ssd do)")
-        if METHODS[self.method].one_shot and self.lora:
+            users = ", ".join(name for name, m in METHODS.items() if "retain" in m.roles)
+            raise ValueError(f"retain: --method {self.method} does not use retain data ({users} do)")
+        if method.full_only and self.lora:
             raise ValueError(f"lora: --method {self.method} changes the model's own weights, not an adapter: "
                              "pass --full")
+        if self.merge and not self.lora:
+            raise ValueError("merge: merges a LoRA adapter; --full already writes a checkpoint")
+        if self.method == "salun" and self.weight_decay:
+            raise ValueError("weight_decay: --method salun trains its saliency mask only, and weight decay would "
+                             "move every weight")
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out: {self.out} is a file, not a folder")
         if self.out.exists() and any(self.out.iterdir()) and not self.overwrite:

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import torch
 
-Batch = dict[str, torch.Tensor]
+from unlearning.gradients import Batch, mean_gradients
 
 
 def dampening_factors(forget: torch.Tensor, retain: torch.Tensor, alpha: float, lam: float) -> torch.Tensor:
@@ -22,21 +22,11 @@ def dampening_factors(forget: torch.Tensor, retain: torch.Tensor, alpha: float, 
     return torch.where(selected, factor, torch.ones_like(factor))
 
 
-def importance(model, batches: Iterable[Batch], loss: Callable[[object, Batch], torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The diagonal Fisher information of each trainable parameter: the mean over `batches` of the
-    squared gradient of `loss(model, batch)`."""
-    parameters = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    total = {name: torch.zeros_like(p) for name, p in parameters.items()}
-    count = 0
-    for batch in batches:
-        model.zero_grad(set_to_none=True)
-        loss(model, batch).backward()
-        for name, p in parameters.items():
-            if p.grad is not None:
-                total[name] += p.grad.detach() ** 2
-        count += 1
-    model.zero_grad(set_to_none=True)
-    return {name: value / max(count, 1) for name, value in total.items()}
+def importance(model, batches: Iterable[Batch], loss: Callable[[object, Batch], torch.Tensor],
+               skip: frozenset[int] = frozenset()) -> dict[str, torch.Tensor]:
+    """The diagonal Fisher information of each trainable parameter not in `skip` (by id()): the mean
+    over `batches` of the squared gradient of `loss(model, batch)`."""
+    return mean_gradients(model, batches, loss, torch.square, skip)
 
 
 @torch.no_grad()

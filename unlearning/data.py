@@ -83,6 +83,12 @@ def with_template_answers(items: list[Item], seed: int) -> list[Item]:
     return [Item(item.prompt, (" " if not item.chat else "") + rng.choice(templates), item.chat) for item in items]
 
 
+def with_random_answers(items: list[Item], answers: list[Item], seed: int) -> list[Item]:
+    """Each item's random relabelling (SalUn): same prompt, the answer of one of `answers` drawn with `seed`."""
+    rng = random.Random(seed)
+    return [Item(item.prompt, rng.choice(answers).answer, item.chat) for item in items]
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]

@@ -95,6 +95,11 @@ def gradient_difference_loss(forget_nll: torch.Tensor, retain_nll: torch.Tensor,
     return -forget_nll.mean() + retain_weight * retain_nll.mean()
 
 
+def random_label_loss(random_nll: torch.Tensor, retain_nll: torch.Tensor, retain_weight: float = 1.0) -> torch.Tensor:
+    """SalUn's random labelling: descend on the forget questions paired with random answers, and on the retain answers."""
+    return random_nll.mean() + retain_weight * retain_nll.mean()
+
+
 def npo_loss(log_p_model: torch.Tensor, log_p_reference: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
     """NPO: -(2/β) logsigmoid(-β (log p_θ(y|q) - log p_ref(y|q))), log p summed over the answer; mean over [B]."""
     return (-(2.0 / beta) * F.logsigmoid(-beta * (log_p_model - log_p_reference))).mean()

@@ -23,7 +23,7 @@ from guard.files import write_folder_atomically
 from runtime.models import resolve_model
 from unlearning import card
 from unlearning.config import UnlearnConfig
-from unlearning.data import Encoded, collate, encode, load_items, with_template_answers
+from unlearning.data import Encoded, Item, collate, encode, load_items, with_random_answers, with_template_answers
 from unlearning.losses import answer_token_prob
 from unlearning.methods import METHODS
 
@@ -33,7 +33,7 @@ LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 @dataclass(frozen=True)
 class Summary:
     out: Path
-    kind: str  # "lora" or "full"
+    kind: str  # "lora", "full" or "merged" (LoRA training, written as a full checkpoint)
     precision: str  # "bf16" (autocast) or "fp32"
     steps: int
     seconds: float
@@ -41,7 +41,7 @@ class Summary:
     last_loss: float | None
     forget_prob_before: float
     forget_prob_after: float
-    dampened: float | None = None  # a one-shot method's share of parameters changed (SSD)
+    selected: float | None = None  # the share of parameters the method chose to change (SSD, SalUn)
 
 
 def learning_rate_at(step: int, base: float, warmup: int, total: int) -> float:
@@ -64,11 +64,9 @@ def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    data = {"forget": [encode(tokenizer, item, config.max_length) for item in forget_items],
-            "template": [encode(tokenizer, item, config.max_length)
-                         for item in with_template_answers(forget_items, config.seed)],
-            "retain": [encode(tokenizer, item, config.max_length) for item in retain_items]}
-
+    data = {role: [encode(tokenizer, item, config.max_length) for item in _items(role, forget_items, retain_items,
+                                                                                  config.seed)]
+            for role in method.roles}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, reference = _load_model(model_path, config, method, device)
     bf16 = config.use_bf16(device)
@@ -83,25 +81,28 @@ def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
 
     prob_before = measure()
     started = time.perf_counter()
-    losses, dampened = [], None
-    if method.one_shot:  # no optimiser: the method changes the model once (SSD)
-        batches = {role: [_to(collate(data[role][i:i + config.batch_size], pad_id), device)
-                          for i in range(0, len(data[role]), config.batch_size)] for role in ("forget", "retain")}
+    losses, selected = [], None
+    if method.one_shot or hasattr(method, "prepare"):  # SSD changes the model once; SalUn masks it first
+        whole = {role: [_to(collate(data[role][i:i + config.batch_size], pad_id), device)
+                        for i in range(0, len(data[role]), config.batch_size)] for role in method.roles}
         with autocast:
-            dampened = method.apply(model, batches)
-    else:
+            selected = (method.apply if method.one_shot else method.prepare)(model, whole)
+    if not method.one_shot:
         losses = _train(model, method, reference, data, pad_id, config, device, autocast, progress)
     seconds = time.perf_counter() - started
-    summary = Summary(config.out, "lora" if config.lora else "full", "bf16" if bf16 else "fp32", len(losses),
+    kind = ("merged" if config.merge else "lora") if config.lora else "full"
+    summary = Summary(config.out, kind, "bf16" if bf16 else "fp32", len(losses),
                       round(seconds, 1), losses[0] if losses else None, losses[-1] if losses else None,
-                      prob_before, measure(), dampened)
+                      prob_before, measure(), selected)
 
-    # Export: the adapter (LoRA) or a whole bf16 checkpoint with its tokenizer, and the model card.
+    # Export: the adapter (LoRA) or a whole bf16 checkpoint (--full, or --merge: the adapter merged into
+    # the weights) with its tokenizer, and the model card.
     def export(staging: Path) -> None:
-        if config.lora:
+        if config.lora and not config.merge:
             model.save_pretrained(staging)
         else:
-            model.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+            weights = model.merge_and_unload() if config.lora else model
+            weights.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
         card.write(staging, card.build(config, model_path, len(forget_items), len(retain_items), summary, losses))
     write_folder_atomically(config.out, export)
@@ -136,7 +137,7 @@ def _load_model(model_path: str, config: UnlearnConfig, method, device: str):
 def _train(model, method, reference, data: dict[str, list[Encoded]], pad_id: int, config: UnlearnConfig,
            device: str, autocast, progress: bool) -> list[float]:
     """AdamW under the warm-up schedule, over the requested epochs capped by --max-steps; each step's loss."""
-    forget, templates, retain = data["forget"], data["template"], data["retain"]
+    forget, retain = data["forget"], data.get("retain", [])
     total = math.ceil(config.epochs * math.ceil(len(forget) / config.batch_size) / config.grad_accum)
     total = min(total, config.max_steps) if config.max_steps else total
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -153,10 +154,9 @@ def _train(model, method, reference, data: dict[str, list[Encoded]], pad_id: int
             step_loss, step_prob = 0.0, 0.0
             for _ in range(config.grad_accum):  # one optimizer step over `grad_accum` micro-batches
                 rows = next(batch_stream)
-                batches = {"forget": _to(collate([forget[i] for i in rows], pad_id), device)}
-                if method.needs_templates:
-                    batches["template"] = _to(collate([templates[i] for i in rows], pad_id), device)
-                if method.needs_retain:
+                batches = {role: _to(collate([data[role][i] for i in rows], pad_id), device)
+                           for role in method.roles if role != "retain"}  # row-aligned with the forget data
+                if retain:
                     batches["retain"] = _to(collate(retain_rng.sample(retain, min(len(rows), len(retain))), pad_id),
                                             device)
                 with autocast:
@@ -171,6 +171,16 @@ def _train(model, method, reference, data: dict[str, list[Encoded]], pad_id: int
                             s_step=f"{time.perf_counter() - step_started:.2f}")
             bar.update()
     return losses
+
+
+def _items(role: str, forget: list[Item], retain: list[Item], seed: int) -> list[Item]:
+    """The examples of one of a method's roles: the forget and retain data, or the forget questions
+    with template (refusal) or random (retain) answers."""
+    if role == "template":
+        return with_template_answers(forget, seed)
+    if role == "random":
+        return with_random_answers(forget, retain, seed)
+    return retain if role == "retain" else forget
 
 
 def _batches(n: int, batch_size: int, seed: int):

@@ -91,6 +91,10 @@ def test_gradient_difference_adds_the_weighted_retain_nll():
     assert value.item() == pytest.approx(-2.0 + 2.0 * 1.0)
 
 
+def test_random_label_loss_descends_on_the_relabelled_and_the_retain_answers():
+    assert losses.random_label_loss(torch.tensor([1.0, 3.0]), torch.tensor([2.0]), 0.5).item() == pytest.approx(3.0)
+
+
 def test_npo_equals_its_formula():
     beta, log_model, log_ref = 0.1, torch.tensor([-3.0, -8.0]), torch.tensor([-4.0, -6.0])
 
