@@ -58,7 +58,7 @@ def evenly_spaced(items, limit: int | None) -> list:
     return [items[i * len(items) // limit] for i in range(limit)]
 
 
-def write_jsonl(path: Path, items) -> Path:
-    """`items` as the question/answer JSONL that `guard unlearn` reads."""
-    path.write_text("".join(json.dumps({"question": q.question, "answer": q.answer}) + "\n" for q in items))
+def write_jsonl(path: Path, pairs) -> Path:
+    """(question, answer) `pairs` as the JSONL that `guard unlearn` reads."""
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in pairs))
     return path

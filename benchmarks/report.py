@@ -122,6 +122,28 @@ def _leak_rate(methods: dict[str, dict], path: Path) -> Path | None:
     return _bars(list(rates), list(rates.values()), "leak rate (share of forget answers)", "Leak rate", path)
 
 
+RESTOR = ("recovery_rate", "corruption_forgotten", "utility")
+
+
+def _recovery(methods: dict[str, dict], path: Path) -> Path | None:
+    """RESTOR's three shares side by side, one group of bars per method."""
+    names = [name for name, s in methods.items() if any(s.get(key) is not None for key in RESTOR)]
+    if not names:
+        return None
+    fig = Figure(figsize=(max(5.0, 1.1 * len(names) + 2), 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(RESTOR)
+    for k, key in enumerate(RESTOR):
+        ax.bar([i + (k - 1) * width for i in range(len(names))],
+               [methods[name].get(key) or 0.0 for name in names], width, label=key.replace("_", " "))
+    ax.set_xticks(range(len(names)), names, rotation=30)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of facts")
+    ax.set_title("Recovery from corruption (RESTOR)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _throughput(overhead: dict, path: Path) -> Path | None:
     if overhead.get("plain_tokens_per_s") is None or overhead.get("guarded_tokens_per_s") is None:
         return None
@@ -131,7 +153,8 @@ def _throughput(overhead: dict, path: Path) -> Path | None:
 
 def write_report(results: dict, out_dir: Path) -> list[Path]:
     """Write `report.md` and the plots that the results have data for (`forget_vs_utility.png`,
-    `leak_rate.png`, `throughput.png`) into `out_dir`; returns the paths written, report first."""
+    `leak_rate.png`, `throughput.png`, `recovery.png`) into `out_dir`; returns the paths written,
+    report first."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     methods = results.get("methods", {})
@@ -139,6 +162,7 @@ def write_report(results: dict, out_dir: Path) -> list[Path]:
         _forget_vs_utility(methods, out_dir / "forget_vs_utility.png"),
         _leak_rate(methods, out_dir / "leak_rate.png"),
         _throughput(results.get("guard_overhead") or {}, out_dir / "throughput.png"),
+        _recovery(methods, out_dir / "recovery.png"),
     ) if path is not None]
     report = out_dir / "report.md"
     report.write_text(_markdown(results, plots), encoding="utf-8")

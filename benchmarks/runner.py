@@ -23,6 +23,7 @@ import json
 import platform
 import statistics
 import time
+from contextlib import asynccontextmanager
 from itertools import zip_longest
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from benchmarks.items import QA, BenchData, evenly_spaced, write_jsonl
 from benchmarks.suites import Suite, WeightMethod
 from benchmarks.throughput import engine_run, paired_ratio, server_run
 from guard.conversation import Conversation
-from guard.files import cache_key, file_sha256
+from guard.files import cache_key, file_sha256, write_folder_atomically
 
 GUARD, BASE = "guard", "base"
 TTFT_RUNS = 15
@@ -59,51 +60,146 @@ def prepare_models(suite: Suite, data: BenchData, tokenizer_path: str, cache: Pa
 
 def make_variant(method: WeightMethod, target: Path, forget: Path, retain: Path, cache: Path,
                  progress: bool) -> tuple[Path, float]:
-    """The LoRA variant `method` makes from `target`, and the seconds its training took (measured when
-    it was made, read back from its model card on a cache hit)."""
+    """The variant `method` makes from `target` (a LoRA adapter, or a full checkpoint for the methods
+    that change the weights themselves), and the seconds it took to make (measured when it was made,
+    read back from its model card on a cache hit)."""
     from unlearning.config import UnlearnConfig
+    from unlearning.methods import METHODS
     from unlearning.trainer import unlearn
 
     key = cache_key(target.name, method.method, method.settings, file_sha256(forget), file_sha256(retain))
     out = cache / f"variant-{method.name}-{key}"
     card = out / "unlearn-card.json"
     if not card.exists():
+        uses_retain = "retain" in METHODS[method.method].roles
         config = UnlearnConfig(method=method.method, forget=str(forget), out=str(out), model=str(target),
-                               retain=str(retain) if method.method == "graddiff" else None, overwrite=True,
-                               **method.settings)
+                               retain=str(retain) if uses_retain else None, overwrite=True, **method.settings)
         unlearn(config, progress=progress)
     return out, json.loads(card.read_text())["results"]["seconds"]
 
 
+def make_variants(methods: tuple[WeightMethod, ...], target: Path, forget: Path, retain: Path, cache: Path,
+                  progress: bool) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Every method's variant (make_variant) and what it cost to make: {name: {seconds, kind}}."""
+    variants, costs = {}, {}
+    for method in methods:
+        variants[method.name], seconds = make_variant(method, target, forget, retain, cache, progress)
+        costs[method.name] = {"seconds": seconds, "kind": variant_kind(variants[method.name])}
+    return variants, costs
+
+
+def guard_restrictions(policy, target: Path):
+    """The guard's restrictions for `policy` on `target`'s tokenizer, and what they cost to make."""
+    from runtime.restrictions import GuardOptions, build_restrictions
+
+    started = time.perf_counter()
+    restrictions = build_restrictions(GuardOptions(), policy, str(target))
+    return restrictions, {"seconds": round(time.perf_counter() - started, 1),
+                          "kind": "classifier training + span index (cached classifiers load in seconds)"}
+
+
+def variant_kind(folder: Path) -> str:
+    """How a variant was made, from its model card: "training (LoRA)", "training (full)" or "no training"."""
+    card = json.loads((folder / "unlearn-card.json").read_text())
+    if not card["results"]["steps"]:
+        return "no training (one pass over the data)"
+    return f"training ({'LoRA' if card['kind'] in ('lora', 'merged') else 'full'})"
+
+
+def merged_variant(target: Path, adapter: Path, cache: Path) -> Path:
+    """`adapter` merged into `target`'s weights: a bf16 checkpoint as `guard unlearn --merge` writes."""
+    out = cache / f"merged-{cache_key(target.name, adapter.name)}"
+    if not (out / "config.json").exists():
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        def save(staging: Path) -> None:
+            model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+            merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+            merged.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
+            AutoTokenizer.from_pretrained(target).save_pretrained(staging)
+        write_folder_atomically(out, save)
+    return out
+
+
 # -- 3. answers, 5. cost ---------------------------------------------------------------------------
-async def serve_and_measure(suite: Suite, target: Path, variants: dict[str, Path], restrictions,
-                            questions: list[str], mixed: list[str],
-                            progress: bool) -> tuple[dict[str, list[str]], dict, dict]:
-    """Greedy answers to `questions` per method; the guard's overhead and each method's decode tokens/s
-    on `mixed` (forget and retain questions alternating, as in traffic that only partly touches a target)."""
+@asynccontextmanager
+async def served(model: Path, loras=()):
+    """A vLLM engine on `model` (eager, 1 GiB of KV cache) with `loras` (inspected LoRA variants)."""
     from transformers import AutoConfig
 
-    from server.embedded_engine import EmbeddedEngine, LoraView
-    from server.variants import engine_lora_rank, inspect_variant
+    from server.embedded_engine import EmbeddedEngine
+    from server.variants import engine_lora_rank
 
-    positions = getattr(AutoConfig.from_pretrained(target), "max_position_embeddings", 2048)
-    lora = [inspect_variant(name, path) for name, path in variants.items()]
-    engine = EmbeddedEngine(str(target), max_model_len=min(2048, positions), kv_cache_gib=1, enforce_eager=True,
-                            loras={v.name: str(v.path) for v in lora}, max_lora_rank=engine_lora_rank(lora))
+    positions = getattr(AutoConfig.from_pretrained(model), "max_position_embeddings", 2048)
+    engine = EmbeddedEngine(str(model), max_model_len=min(2048, positions), kv_cache_gib=1, enforce_eager=True,
+                            loras={v.name: str(v.path) for v in loras}, max_lora_rank=engine_lora_rank(list(loras)))
     await engine.start()
     try:
-        views = {BASE: (engine, False), GUARD: (engine, True),
-                 **{name: (LoraView(engine, name), False) for name in variants}}
-        answers = {}
-        for name, (view, guarded) in tqdm(views.items(), desc="answers (greedy, vLLM)", unit="method",
-                                          disable=not progress):
-            replies = await asyncio.gather(*(answer(view, restrictions, q, guarded, suite.max_tokens)
-                                             for q in questions))
-            answers[name] = [text for text, _ in replies]
-        overhead, tokens_per_s = await _measure_cost(suite, engine, views, restrictions, mixed, progress)
+        yield engine
     finally:
         engine.close()
-    return answers, overhead, tokens_per_s
+
+
+async def greedy_answers(view, restrictions, questions: list[str], guarded: bool, max_tokens: int) -> list[str]:
+    replies = await asyncio.gather(*(answer(view, restrictions, q, guarded, max_tokens) for q in questions))
+    return [text for text, _ in replies]
+
+
+def split_variants(variants: dict[str, Path]) -> tuple[list, list]:
+    """(LoRA variants, full variants), inspected: the first are served by the target's engine, the
+    others by an engine each."""
+    from server.variants import inspect_variant
+
+    inspected = [inspect_variant(name, path) for name, path in variants.items()]
+    return [v for v in inspected if v.kind == "lora"], [v for v in inspected if v.kind == "full"]
+
+
+async def serve_and_measure(suite: Suite, target: Path, variants: dict[str, Path], restrictions,
+                            questions: list[str], mixed: list[str], cache: Path,
+                            progress: bool) -> tuple[dict[str, list[str]], dict, dict, dict]:
+    """Greedy answers to `questions` per method; the guard's overhead and each method's served
+    tokens/s on `mixed` (forget and retain questions alternating, as in traffic that only partly
+    touches a target); with `suite.merged_throughput`, each LoRA variant merged into the weights too:
+    its tokens/s, and the share of its greedy answers the same as the adapter's (bf16 rounding of
+    the merged weights can change a few)."""
+    from server.embedded_engine import LoraView
+
+    lora, full = split_variants(variants)
+    with tqdm(total=2 + len(variants), desc="answers (greedy, vLLM)", unit="method", disable=not progress) as bar:
+        async with served(target, lora) as engine:
+            views = {BASE: (engine, False), GUARD: (engine, True), **{v.name: (LoraView(engine, v.name), False)
+                                                                     for v in lora}}
+            answers = {}
+            for name, (view, guarded) in views.items():
+                answers[name] = await greedy_answers(view, restrictions, questions, guarded, suite.max_tokens)
+                bar.update()
+            overhead, tokens_per_s = await _measure_cost(suite, engine, views, restrictions, mixed, progress)
+        for variant in full:  # an engine each, one after the other
+            async with served(variant.path) as engine:
+                answers[variant.name] = await greedy_answers(engine, restrictions, questions, False, suite.max_tokens)
+                tokens_per_s[variant.name] = await _plain_tokens_per_s(suite, engine, mixed)
+            bar.update()
+    merged = {}  # name -> (tokens/s, share of answers the same as the unmerged adapter's)
+    for variant in lora if suite.merged_throughput else ():
+        async with served(merged_variant(target, variant.path, cache)) as engine:
+            same = [a == b for a, b in zip(await greedy_answers(engine, restrictions, questions, False, suite.max_tokens),
+                                           answers[variant.name])]
+            merged[variant.name] = (await _plain_tokens_per_s(suite, engine, mixed), statistics.mean(same))
+    return answers, overhead, tokens_per_s, merged
+
+
+async def _plain_tokens_per_s(suite: Suite, view, questions: list[str]) -> float:
+    """Unguarded served tokens/s of `view` on the suite's batch: the median of its runs."""
+    from guard.chat import render_chat
+    from guard.restriction import UNRESTRICTED
+
+    batch = (questions * (suite.throughput_batch // len(questions) + 1))[:suite.throughput_batch]
+    prompts = [render_chat(view.tokenizer, [{"role": "user", "content": q}]) for q in batch]
+    runs = [(await server_run(view, prompts, suite.throughput_tokens, [UNRESTRICTED] * len(prompts), 0,
+                              suite.throughput_seconds))[0] for _ in range(suite.throughput_runs)]
+    return statistics.median(runs)
 
 
 async def _measure_cost(suite, engine, views, restrictions, questions, progress) -> tuple[dict, dict]:
@@ -140,7 +236,7 @@ async def _measure_cost(suite, engine, views, restrictions, questions, progress)
     tokens_per_s = {BASE: median(samples["server_plain"]), GUARD: median(samples["server_guarded"])}
     for name, (view, _) in views.items():
         if name not in tokens_per_s:
-            tokens_per_s[name] = (await server_run(view, prompts, tokens, [UNRESTRICTED] * len(prompts), 0, seconds))[0]
+            tokens_per_s[name] = await _plain_tokens_per_s(suite, view, questions)
     overhead = {
         "throughput_ratio": paired_ratio(samples["decode_guarded"], samples["decode_plain"]),
         "plain_tokens_per_s": median(samples["decode_plain"]),
@@ -208,8 +304,10 @@ def score_all(forget: list[QA], retain: list[QA], target: Path, reference: Path 
         for name in tqdm(answers, desc="scoring (teacher-forced)", unit="method", disable=not progress):
             if name in (BASE, GUARD):
                 model = target_model
-            else:
+            elif (variants[name] / "adapter_config.json").exists():
                 model = PeftModel.from_pretrained(load(target), variants[name]).eval()
+            else:  # a full checkpoint (SSD, SalUn, a merged adapter)
+                model = load(variants[name])
             guarded = name == GUARD
             forget_nll = likelihoods(model, tokenizer, forget, matchers[:len(forget)] if guarded else None)
             retain_nll = likelihoods(model, tokenizer, retain, matchers[len(forget):] if guarded else None)
@@ -223,7 +321,6 @@ def score_all(forget: list[QA], retain: list[QA], target: Path, reference: Path 
 def run(suite: Suite, out: Path, progress: bool = True) -> dict:
     from benchmarks.report import write_report
     from runtime.models import guard_home, is_default_model, model_provenance, resolve_model
-    from runtime.restrictions import GuardOptions, build_restrictions
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -235,26 +332,21 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
 
     data_dir = out / "data"
     data_dir.mkdir(exist_ok=True)
-    forget_file, retain_file = write_jsonl(data_dir / "forget.jsonl", data.forget), \
-        write_jsonl(data_dir / "retain.jsonl", data.retain)
-    variants, costs = {}, {}
-    for method in suite.weight_methods:
-        variants[method.name], seconds = make_variant(method, target, forget_file, retain_file, cache, progress)
-        costs[method.name] = {"seconds": seconds, "kind": "training (LoRA)"}
-
-    guard_started = time.perf_counter()
-    restrictions = build_restrictions(GuardOptions(), data.policy(), str(target))
-    costs[GUARD] = {"seconds": round(time.perf_counter() - guard_started, 1),
-                    "kind": "classifier training + span index (cached classifiers load in seconds)"}
+    forget_file = write_jsonl(data_dir / "forget.jsonl", _pairs(data.forget))
+    retain_file = write_jsonl(data_dir / "retain.jsonl", _pairs(data.retain))
+    variants, costs = make_variants(suite.weight_methods, target, forget_file, retain_file, cache, progress)
+    restrictions, costs[GUARD] = guard_restrictions(data.policy(), target)
 
     forget, retain = list(data.forget), evenly_spaced(data.retain, suite.retain_eval)
     questions = [q.question for q in forget + retain]
     mixed = [q.question for pair in zip_longest(forget, retain) for q in pair if q is not None]
-    answers, overhead, tokens_per_s = asyncio.run(
-        serve_and_measure(suite, target, variants, restrictions, questions, mixed, progress))
+    answers, overhead, tokens_per_s, merged = asyncio.run(
+        serve_and_measure(suite, target, variants, restrictions, questions, mixed, cache, progress))
     methods = score_all(forget, retain, target, reference, variants, restrictions, answers, progress)
     for name, row in methods.items():
         row["tokens_per_s"] = tokens_per_s.get(name)
+        if name in merged:
+            row["tokens_per_s_merged"], row["merged_same_answers"] = merged[name]
     flagged = [bool(restrictions.detect(Conversation.of_prompt(q))) for q in questions]
     methods[GUARD]["forget_unflagged"] = 1 - statistics.mean(flagged[:len(forget)])
     methods[GUARD]["retain_flagged"] = statistics.mean(flagged[len(forget):])
@@ -271,7 +363,7 @@ def run(suite: Suite, out: Path, progress: bool = True) -> dict:
             "retain_items_evaluated": len(retain),
             "base": suite.base, "target": str(target), "retain_reference": str(reference) if reference else None,
             "model_seconds": model_seconds, "seeds": {"data": 0, "training": 0},
-            **_environment(), "seconds": round(time.perf_counter() - started, 1),
+            **environment(), "seconds": round(time.perf_counter() - started, 1),
         },
     }
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -287,7 +379,7 @@ def _write_answers(path: Path, questions: list[str], forget_count: int, answers:
                                 **{name: replies[i] for name, replies in answers.items()}}) + "\n")
 
 
-def _environment() -> dict:
+def environment() -> dict:
     import torch
     import transformers
     import vllm

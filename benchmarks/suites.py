@@ -7,7 +7,12 @@
   (evenly spaced, as TOFU evaluates a retain subset). Meant for under 30 minutes on a 2-core CPU.
 - `known`: the bundled model as it is, on what it already knows (Harry Potter to forget; other
   books, capitals and founders to keep). No fine-tuning, so no retain reference: forget quality
-  is not defined there; leak rate and utility are.
+  is not defined there; leak rate and utility are. Every method, SSD and SalUn included, and each
+  LoRA variant's served tokens/s merged into the weights as well as unmerged.
+- `restor`: RESTOR-style recovery on the bundled model (benchmarks.restor): facts it states
+  correctly are corrupted by fine-tuning on wrong answers, every method unlearns the corruption, and
+  recovery is the share of the original answers it gives again. `restor-tiny`: the same on a tiny
+  model taught the facts first; minutes on a CPU, runs in CI.
 Larger suites (TOFU, MUSE) load real data through benchmarks.loaders and want a GPU.
 """
 
@@ -46,6 +51,30 @@ class Suite:
     throughput_tokens: int = 64
     throughput_runs: int = 3
     throughput_seconds: float = 10.0
+    merged_throughput: bool = False  # also serve each LoRA variant merged into the weights, for its tokens/s
+
+    def run(self, out: Path, progress: bool = True) -> dict:
+        from benchmarks.runner import run
+
+        return run(self, out, progress)
+
+
+@dataclass(frozen=True)
+class RestorSuite:
+    name: str
+    base: str  # TINY (taught the facts first) or DEFAULT_MODEL (knows them already)
+    weight_methods: tuple[WeightMethod, ...]
+    corrupt_epochs: int
+    corrupt_lr: float
+    facts: int | None = None  # N facts of each section, evenly spaced; None: all
+    teach_epochs: int = 0  # TINY only: teaching it the correct facts
+    teach_lr: float = 0.0
+    max_tokens: int = 32
+
+    def run(self, out: Path, progress: bool = True) -> dict:
+        from benchmarks.restor import run
+
+        return run(self, out, progress)
 
 
 def _synthetic(**kwargs) -> Callable[[], BenchData]:
@@ -79,7 +108,24 @@ SUITES = {
     "known": Suite(
         "known", _known, DEFAULT_MODEL,
         (WeightMethod("flat", "flat", {"divergence": "kl"}), WeightMethod("ga", "ga"),
-         WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo"))),
+         WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo"),
+         WeightMethod("ssd", "ssd", {"lora": False, "alpha": 100.0}), WeightMethod("salun", "salun", {"lora": False})),
+        merged_throughput=True),
+    "restor": RestorSuite(
+        "restor", DEFAULT_MODEL,
+        # The corrupted model states its wrong answers at p ~ 1, as `small`'s target its facts: the
+        # LoRA methods run at the rates `small`'s sweep found for such a target, not the defaults.
+        (WeightMethod("flat", "flat", {"divergence": "kl", "lr": 6e-4}), WeightMethod("ga", "ga", {"lr": 5e-4}),
+         WeightMethod("graddiff", "graddiff", {"lr": 1e-3}), WeightMethod("npo", "npo", {"lr": 5e-4}),
+         WeightMethod("ssd", "ssd", {"lora": False, "alpha": 100.0}),
+         WeightMethod("salun", "salun", {"lora": False})),
+        corrupt_epochs=10, corrupt_lr=1e-4),
+    "restor-tiny": RestorSuite(
+        "restor-tiny", TINY,
+        (WeightMethod("flat", "flat", {"divergence": "kl", "lr": 5e-3, "max_steps": 12}),
+         WeightMethod("ga", "ga", {"lr": 5e-3, "max_steps": 12}),
+         WeightMethod("ssd", "ssd", {"lora": False, "alpha": 10.0})),
+        corrupt_epochs=30, corrupt_lr=1e-3, facts=8, teach_epochs=120, teach_lr=3e-3),
 }
 
 
@@ -87,7 +133,8 @@ class BenchOptions(BaseModel):
     """`guard bench`'s options."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    suite: str = Field(default="tiny", description="tiny (CI, minutes), small (bundled model, < 30 min) or known")
+    suite: str = Field(default="tiny", description="tiny (CI, minutes), small (bundled model, < 30 min), known, "
+                                                   "restor or restor-tiny (CI, minutes)")
     out: Path = Field(description="folder for results.json, report.md, plots and answers")
 
     @field_validator("suite")
@@ -98,5 +145,5 @@ class BenchOptions(BaseModel):
         return name
 
     @property
-    def chosen(self) -> Suite:
+    def chosen(self) -> Suite | RestorSuite:
         return SUITES[self.suite]

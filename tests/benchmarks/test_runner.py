@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+
+from tests.benchmarks.bench_cli import run_suite
 
 pytestmark = pytest.mark.integration
 
@@ -15,11 +15,7 @@ REQUIRED = ("forget_quality", "model_utility", "forget_rouge_l", "retain_rouge_l
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory, model_dir):
-    out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--suite", "tiny", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1500)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, json.loads((out / "results.json").read_text()), done.stdout
+    return run_suite("tiny", tmp_path_factory.mktemp("bench"))
 
 
 def test_every_method_has_every_metric(bench):

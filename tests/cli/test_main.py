@@ -114,7 +114,7 @@ def test_options_come_from_the_settings_models_and_the_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--suite", "huge", "--out", "x"], "--suite: unknown 'huge'; known: tiny, small, known"),
+    (["--suite", "huge", "--out", "x"], "--suite: unknown 'huge'; known: tiny, small, known, restor, restor-tiny"),
     (["--suite", "tiny"], "--out: is required"),
 ])
 def test_bench_bad_options_stop_before_anything_starts(capsys, args, named):
