@@ -5,6 +5,7 @@ process it started (it runs in a session of its own: an engine's workers go with
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,9 +21,23 @@ class ServerFailed(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and below the OS's ephemeral range. A port the OS hands out (bind to 0) is
+    released before the server binds it, and meanwhile the server's own engine may be handed the same
+    one for its internal sockets: a test failed once with "address already in use" that way."""
+    try:
+        lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest_ephemeral = 32768
+    upper = lowest_ephemeral if lowest_ephemeral > 11000 else 65536  # no room below it: anywhere high
+    rng = random.Random()
+    while True:
+        port = rng.randrange(10000, upper)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class ServerProcess:

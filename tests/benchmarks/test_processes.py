@@ -35,3 +35,15 @@ def test_a_server_that_exits_fails_with_the_end_of_its_log(tmp_path):
     with pytest.raises(ServerFailed, match="exited \\(3\\)[\\s\\S]*no model here"):
         with ServerProcess(command, tmp_path / "server.log"):
             pass
+
+
+def test_free_ports_are_below_the_range_the_os_hands_out():
+    """The OS gives an engine's internal sockets ports from its ephemeral range: a port picked there
+    and released could be taken again before the server binds it."""
+    from pathlib import Path
+
+    from benchmarks.processes import free_port
+
+    lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(20)]
+    assert all(10000 <= port < lowest for port in ports)

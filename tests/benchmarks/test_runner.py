@@ -56,3 +56,14 @@ def test_the_retain_subset_is_evenly_spaced(limit, expected):
     from benchmarks.items import evenly_spaced
 
     assert evenly_spaced(range(10), limit) == expected
+
+
+def test_lora_variants_share_the_targets_engine_and_full_ones_get_their_own(tmp_path):
+    from benchmarks.runner import split_variants
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    lora, full = split_variants({"flat": tmp_path / "adapter", "ssd": tmp_path / "checkpoint"})
+    assert [v.name for v in lora] == ["flat"] and [v.name for v in full] == ["ssd"]
