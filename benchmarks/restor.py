@@ -152,6 +152,7 @@ async def _answers(suite, clean: Path, corrupted: Path, variants: dict[str, Path
 
 
 def run(suite, out: Path, progress: bool = True) -> dict:
+    from benchmarks.finetune import TINY
     from benchmarks.items import write_jsonl
     from benchmarks.report import write_report
     from benchmarks.runner import GUARD, environment, guard_restrictions, make_variants
@@ -189,7 +190,7 @@ def run(suite, out: Path, progress: bool = True) -> dict:
                                 **{name: replies[i] for name, replies in answers.items()}}) + "\n")
     results = {
         "suite": suite.name,
-        "model": {"clean": model_provenance(tokenizer_path) if suite.base != "tiny"
+        "model": {"clean": model_provenance(tokenizer_path) if suite.base != TINY
                   else "a tiny random Llama (2 layers, hidden 128) taught every fact",
                   "corrupted": str(corrupted)},
         "methods": methods, "costs": costs,

@@ -59,10 +59,10 @@ def prepare_models(suite: Suite, data: BenchData, tokenizer_path: str, cache: Pa
 
 
 def make_variant(method: WeightMethod, target: Path, forget: Path, retain: Path, cache: Path,
-                 progress: bool) -> tuple[Path, float]:
+                 progress: bool) -> tuple[Path, dict]:
     """The variant `method` makes from `target` (a LoRA adapter, or a full checkpoint for the methods
-    that change the weights themselves), and the seconds it took to make (measured when it was made,
-    read back from its model card on a cache hit)."""
+    that change the weights themselves), and what it cost to make, from its model card: {seconds
+    (measured when it was made), kind ("training (LoRA)", "training (full)" or "no training")}."""
     from unlearning.config import UnlearnConfig
     from unlearning.methods import METHODS
     from unlearning.trainer import unlearn
@@ -75,16 +75,20 @@ def make_variant(method: WeightMethod, target: Path, forget: Path, retain: Path,
         config = UnlearnConfig(method=method.method, forget=str(forget), out=str(out), model=str(target),
                                retain=str(retain) if uses_retain else None, overwrite=True, **method.settings)
         unlearn(config, progress=progress)
-    return out, json.loads(card.read_text())["results"]["seconds"]
+    made = json.loads(card.read_text())
+    if not made["results"]["steps"]:
+        kind = "no training (one pass over the data)"
+    else:
+        kind = f"training ({'LoRA' if made['kind'] in ('lora', 'merged') else 'full'})"
+    return out, {"seconds": made["results"]["seconds"], "kind": kind}
 
 
 def make_variants(methods: tuple[WeightMethod, ...], target: Path, forget: Path, retain: Path, cache: Path,
                   progress: bool) -> tuple[dict[str, Path], dict[str, dict]]:
-    """Every method's variant (make_variant) and what it cost to make: {name: {seconds, kind}}."""
+    """Every method's variant (make_variant) and what each cost to make."""
     variants, costs = {}, {}
     for method in methods:
-        variants[method.name], seconds = make_variant(method, target, forget, retain, cache, progress)
-        costs[method.name] = {"seconds": seconds, "kind": variant_kind(variants[method.name])}
+        variants[method.name], costs[method.name] = make_variant(method, target, forget, retain, cache, progress)
     return variants, costs
 
 
@@ -98,27 +102,20 @@ def guard_restrictions(policy, target: Path):
                           "kind": "classifier training + span index (cached classifiers load in seconds)"}
 
 
-def variant_kind(folder: Path) -> str:
-    """How a variant was made, from its model card: "training (LoRA)", "training (full)" or "no training"."""
-    card = json.loads((folder / "unlearn-card.json").read_text())
-    if not card["results"]["steps"]:
-        return "no training (one pass over the data)"
-    return f"training ({'LoRA' if card['kind'] in ('lora', 'merged') else 'full'})"
-
-
 def merged_variant(target: Path, adapter: Path, cache: Path) -> Path:
-    """`adapter` merged into `target`'s weights: a bf16 checkpoint as `guard unlearn --merge` writes."""
+    """`adapter` merged into `target`'s weights: the checkpoint `guard unlearn --merge` writes."""
     out = cache / f"merged-{cache_key(target.name, adapter.name)}"
     if not (out / "config.json").exists():
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from unlearning.trainer import write_checkpoint
+
         def save(staging: Path) -> None:
             model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
             merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-            merged.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
-            AutoTokenizer.from_pretrained(target).save_pretrained(staging)
+            write_checkpoint(merged, AutoTokenizer.from_pretrained(target), staging)
         write_folder_atomically(out, save)
     return out
 

@@ -16,9 +16,8 @@ from typing import Callable, Protocol
 import torch
 
 from unlearning import dampening, losses, saliency
-from unlearning.gradients import mean_gradients
+from unlearning.gradients import Batch, mean_gradients
 
-Batch = dict[str, torch.Tensor]
 Reference = Callable[[Batch], torch.Tensor]  # logits of the model before unlearning, without grad
 
 

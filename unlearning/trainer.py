@@ -101,12 +101,16 @@ def unlearn(config: UnlearnConfig, progress: bool = True) -> Summary:
         if config.lora and not config.merge:
             model.save_pretrained(staging)
         else:
-            weights = model.merge_and_unload() if config.lora else model
-            weights.to(torch.bfloat16).save_pretrained(staging, safe_serialization=True)
-            tokenizer.save_pretrained(staging)
+            write_checkpoint(model.merge_and_unload() if config.lora else model, tokenizer, staging)
         card.write(staging, card.build(config, model_path, len(forget_items), len(retain_items), summary, losses))
     write_folder_atomically(config.out, export)
     return summary
+
+
+def write_checkpoint(model, tokenizer, folder: Path) -> None:
+    """A full bf16 checkpoint with its tokenizer, as vLLM serves it (`--full`, `--merge`)."""
+    model.to(torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
 
 
 def _load_model(model_path: str, config: UnlearnConfig, method, device: str):
