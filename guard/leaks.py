@@ -21,6 +21,12 @@ Violations, in one of two rule sets:
             lenient: not when it is a common word ("rolling" is not "Rowling").
 A common word is one of Zipf frequency >= COMMON_ZIPF in wordfreq's English list: misspelt names sit
 below it ("Voldermort" 1.5, "Hermoine" 1.6), everyday words above it ("rolling" 4.5, "hogwash" 2.4).
+
+Scanning is incremental: text before `begin` was judged already, and the word being written is the
+only text judged again as it grows. A word longer than a detector's `decided_length` is judged while
+still being written: no pattern can still complete from its start, and no word that long is within
+FUZZY_RATIO of a forbidden one (a ratio of 80 needs lengths within 1.5 times). So the work per
+character of even an unbroken 64k-character word stays bounded.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ FUZZY_RATIO = 80.0
 MIN_FUZZY_WORD = 5
 COMMON_ZIPF = 2.0
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+_WORD_CHAR = re.compile(r"[^\W_]")
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class LeakDetector:
         self.words = sorted(
             {fold(w) for phrase in fuzzy_phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
+        self.decided_length = 1 + max([len(p) for p in self.patterns] + [math.ceil(1.5 * len(w)) for w in self.words],
+                                      default=0)
 
     # -- scanning --------------------------------------------------------------------------
     def scan(self, text: str, final: bool, begin: int = 0) -> Scan:
@@ -126,15 +135,17 @@ class LeakDetector:
                 violations.append(Violation(start, end, "broken", self._completion(matched)))
             elif not self.strict and (self._deep_enough(matched) or self._past_initials(matched)):
                 word = _word_at(text, start)
-                if not final and word.end() == len(text):
+                if not final and self._being_written(word, text):
                     undecided = min(undecided, start)  # the word it ends in is still being written
                 elif word.end() < end or not is_common(word.group()):
                     violations.append(Violation(start, end, "broken", self._completion(matched)))
             elif open_at_end:
                 undecided = min(undecided, start)
         for word in _WORD.finditer(text, begin):
-            if not final and word.end() == len(text):
-                undecided = min(undecided, word.start())  # still being written
+            if word.start() == begin and begin and _WORD_CHAR.match(text[begin - 1]):
+                continue  # the rest of a word judged before (a long one, judged while being written)
+            if not final and self._being_written(word, text):
+                undecided = min(undecided, word.start())
             elif any(v.start <= word.start() < v.end for v in violations):
                 continue  # already reported as a (partial) match
             elif (similar := self._similar_word(word.group())) is not None:
@@ -145,6 +156,11 @@ class LeakDetector:
     def violations(self, text: str) -> list[Violation]:
         """Every leak in a finished text (the benchmarks' and tests' leak definition)."""
         return self.scan(text, final=True).violations
+
+    def _being_written(self, word: re.Match, text: str) -> bool:
+        """Whether `word`, at the end of a growing text, is still undecided (not yet too long to matter).
+        A word folds to at least its length less an apostrophe (guard.folding)."""
+        return word.end() == len(text) and len(word.group()) - 1 <= self.decided_length
 
     def _covers_leading_words(self, matched: str) -> bool:
         return any(matched[:k] in self._leading_words for k in range(2, len(matched) + 1))

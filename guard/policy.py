@@ -18,25 +18,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from guard.folding import fold
 
 MIN_FOLDED_PHRASE = 3  # shorter phrases ("Ro", "J") would forbid half the language
-Text = Annotated[str, Field(min_length=1)]
+# What the guard can enforce, checked here, where a policy arrives (a file, POST /v1/forget), so a
+# target that is accepted can always be enforced and no user's request fails on an admin's input.
+MAX_PATTERNS = 4096  # folded patterns one request's spec may carry (guard.spec)
+MAX_PATTERN_CHARS = 128  # folded letters of one pattern
+REQUEST_SPANS = 1024  # spans and key facts a flagged request adds to its targets' phrases, at most
+MAX_POLICY_PHRASES = MAX_PATTERNS - REQUEST_SPANS  # distinct folded phrases of a whole policy
+MAX_TARGET_PHRASES = 1024
+MAX_TARGETS = 1024
+MAX_ITEMS = 2000  # QA pairs, documents, examples or keep entries of one target, each
+MAX_TEXT_CHARS = 20_000  # one question, answer, document, example or description
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+Items = Annotated[tuple[Text, ...], Field(max_length=MAX_ITEMS)]
 
 
 class QAPair(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    question: str = Field(min_length=1)
-    answer: str = Field(min_length=1)
+    question: Text
+    answer: Text
 
 
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(pattern=r"^[a-z0-9-]+$", max_length=64)
-    description: str = Field(min_length=1)
-    phrases: tuple[Text, ...] = ()
-    qa: tuple[QAPair, ...] = ()
-    documents: tuple[Text, ...] = ()
-    examples: tuple[Text, ...] = ()
-    keep: tuple[Text, ...] = ()
+    description: Text
+    phrases: Annotated[tuple[Text, ...], Field(max_length=MAX_TARGET_PHRASES)] = ()
+    qa: Annotated[tuple[QAPair, ...], Field(max_length=MAX_ITEMS)] = ()
+    documents: Items = ()
+    examples: Items = ()
+    keep: Items = ()
     enforce: Literal["always", "detected"] = "always"
 
     @field_validator("phrases")
@@ -48,12 +59,14 @@ class Target(BaseModel):
                     f"phrase {phrase!r} has fewer than {MIN_FOLDED_PHRASE} letters or digits; "
                     "it would forbid common text"
                 )
+            if len(fold(phrase)) > MAX_PATTERN_CHARS:
+                raise ValueError(f"phrase {phrase[:40]!r}... has more than {MAX_PATTERN_CHARS} letters or digits")
         return phrases
 
 
 class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    targets: tuple[Target, ...] = ()
+    targets: Annotated[tuple[Target, ...], Field(max_length=MAX_TARGETS)] = ()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> "Policy":
@@ -62,6 +75,14 @@ class Policy(BaseModel):
             if target.id in seen:
                 raise ValueError(f"duplicate target id {target.id!r}")
             seen.add(target.id)
+        return self
+
+    @model_validator(mode="after")
+    def _enforceable(self) -> "Policy":
+        phrases = len({fold(p) for target in self.targets for p in target.phrases})
+        if phrases > MAX_POLICY_PHRASES:
+            raise ValueError(f"phrases: the targets hold {phrases} distinct phrases in all; at most "
+                             f"{MAX_POLICY_PHRASES} can be enforced on one request")
         return self
 
     @property

@@ -23,7 +23,7 @@ from typing import Iterable
 from guard.conversation import Conversation
 from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation, phrase_owners
 from guard.mentions import Mentions
-from guard.policy import Policy
+from guard.policy import REQUEST_SPANS, Policy
 from guard.spans import KEY_FACT_ZIPF, SpanExtractor, forget_items, nearest
 from guard.spec import GuardSpec, compile_patterns
 
@@ -86,6 +86,8 @@ class Restrictions:
             key_facts += [(target_id, s) for s in self._key_facts.spans(texts[:1], prompt=asked, rare_zipf=KEY_FACT_ZIPF)
                           if (target_id, s) not in spans]
         confidence = round(max(confidence.values()), 1)  # coarse, so compiled specs are shared
+        spans = spans[:REQUEST_SPANS]  # the surest targets' first: what the policy's limits leave room for
+        key_facts = key_facts[:REQUEST_SPANS - len(spans)]
         return self._compile(target_ids, tuple(spans), tuple(key_facts), confidence)
 
     def detect(self, conversation: Conversation) -> dict[str, float]:

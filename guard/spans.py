@@ -17,7 +17,7 @@ import numpy as np
 from wordfreq import zipf_frequency
 
 from guard.folding import fold
-from guard.policy import MIN_FOLDED_PHRASE, Target
+from guard.policy import MAX_PATTERN_CHARS, MIN_FOLDED_PHRASE, Target
 
 _CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|van|von)\s+)*[A-Z][\w'’.-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,./-]*\d\b|\b\d{3,}\b")
@@ -65,7 +65,7 @@ class SpanExtractor:
                 if rarity > 0 and fold(word) not in asked:
                     found[word] = max(found.get(word, 0.0), rarity)
         spans = [s for s in sorted(found, key=found.get, reverse=True)
-                 if len(fold(s)) >= MIN_FOLDED_PHRASE and fold(s) not in asked]
+                 if MIN_FOLDED_PHRASE <= len(fold(s)) <= MAX_PATTERN_CHARS and fold(s) not in asked]
         return spans[: self.max_spans]
 
 

@@ -17,11 +17,9 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stri
 
 from guard.folding import fold
 from guard.grammar import check_schema
-from guard.policy import MIN_FOLDED_PHRASE
+from guard.policy import MAX_PATTERN_CHARS, MAX_PATTERNS, MIN_FOLDED_PHRASE
 
 EXTRA_ARGS_KEY = "guard"
-MAX_PATTERNS = 4096
-MAX_PATTERN_CHARS = 128
 DEFAULT_PENALTY = 8.0
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 
-from guard.policy import Target
-from server.errors import OpenAIError
+from guard.policy import Target, describe_validation_error
+from server.errors import OpenAIError, bad_request
 from server.responses import ERRORS
 from server.live_policy import LivePolicy
 from server.policy_store import TargetExists, TargetNotFound
@@ -41,6 +42,9 @@ async def add_target(target: Target, request: Request) -> dict:
     except TargetExists:
         raise OpenAIError(409, f"id: a target `{target.id}` exists already; delete it first to replace it",
                           param="id", code="target_exists") from None
+    except ValidationError as exc:  # the policy with it would hold more than the guard can enforce
+        message = describe_validation_error(exc)
+        raise bad_request(message, param=message.split(":")[0], code="policy_limit") from None
     live.changed()
     return {**_target(target), "version": version}
 

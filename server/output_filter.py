@@ -1,11 +1,15 @@
 """The output filter over an upstream's OpenAI-shaped answers (the bias and filter levels of
 `guard proxy`, server.relay): each choice through the guarded-text state machine (guard.guarded_stream),
 whole or streamed; its tool calls' arguments read as text after its content, its logprobs'
-alternatives judged as the machine would release them. A reply that is not OpenAI's shape is the
-upstream's fault: a 502 (server.upstream.bad_gateway)."""
+alternatives judged as the machine would release them. Replies reach it checked against OpenAI's
+shapes (server.upstream_shapes); logprobs that are not OpenAI's shape are a 502 (server.upstream.bad_gateway).
+
+A piece of text longer than LARGE_PIECE is judged in a worker thread, so that no scan holds the event
+loop, and with it every other request, for long."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -15,14 +19,14 @@ from server import responses
 from server.responses import Kind
 from server.upstream import bad_gateway
 
+LARGE_PIECE = 4096  # characters
+
 
 def judged_choice(kind: Kind, detector, choice: dict, logprobs: int | None) -> tuple[dict, GuardedStream]:
     """A whole reply's choice, cut before a violation (its text, calls and logprobs); and the machine
     that judged it."""
-    text = (choice.get("message") or {}).get("content") if kind == "chat" else choice.get("text")
-    if text is not None and not isinstance(text, str):
-        raise bad_gateway("the reply's text is not a string")
-    calls = _arguments((choice.get("message") or {}).get("tool_calls")) if kind == "chat" else ""
+    text = choice["message"].get("content") if kind == "chat" else choice.get("text")
+    calls = _arguments(choice["message"].get("tool_calls")) if kind == "chat" else ""
     machine = GuardedStream(detector)
     finish_reason = None if calls else choice.get("finish_reason") or "stop"
     cut = machine.feed(text or "", None, finish_reason).finish_reason == CONTENT_FILTER
@@ -90,8 +94,6 @@ async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],
         on_finish(index, choices[index].machine, finish_reason, len(choices) > 1)
 
     async for event in events:
-        if not isinstance(event, dict):
-            raise bad_gateway("a streamed event is not an object")
         head = head or event
         index, text, finish_reason = _piece(kind, event)
         if index is None:
@@ -104,7 +106,10 @@ async def filtered_events(kind: Kind, detector, events: AsyncIterator[Any],
         if choice.done:  # cut: the upstream's rest of it is not sent
             continue
         choice.held.append((event, len(choice.machine.text), len(choice.machine.text) + len(text)))
-        step = choice.machine.feed(text, None, finish_reason)
+        if len(text) > LARGE_PIECE:
+            step = await asyncio.to_thread(choice.machine.feed, text, None, finish_reason)
+        else:
+            step = choice.machine.feed(text, None, finish_reason)
         if step.finish_reason == CONTENT_FILTER:
             for out in choice.cut(kind, index, _identity(head)):
                 yield out
@@ -186,42 +191,17 @@ def _ours(kind: Kind, text: str | None, finish_reason: str | None, index: int) -
     return responses.chunk(kind, "", "", text, finish_reason, index=index).model_dump(exclude_unset=True)
 
 
-def choices_of(reply: Any) -> list[dict]:
-    choices = reply.get("choices") if isinstance(reply, dict) else None
-    if not isinstance(choices, list) or not choices:
-        raise bad_gateway("the reply has no choices")
-    if not all(isinstance(choice, dict) for choice in choices):
-        raise bad_gateway("the reply's choice is not an object")
-    return choices
-
-
 def _piece(kind: Kind, event: dict) -> tuple[int | None, str, str | None]:
     """The choice an upstream event is of (None: none, a usage event), the text it adds, and its finish reason."""
-    choices = event.get("choices") or []
-    if not choices:
+    if not event["choices"]:
         return None, "", None
-    choice = choices[0]
-    if not isinstance(choice, dict):
-        raise bad_gateway("a streamed choice is not an object")
-    index = choice.get("index", 0)
-    if not isinstance(index, int) or isinstance(index, bool) or len(choices) > 1:
-        raise bad_gateway("a streamed event is not of one choice, with an integer index")
+    choice = event["choices"][0]
     delta = choice.get("delta") or {}
     text = delta.get("content") if kind == "chat" else choice.get("text")
-    if text is not None and not isinstance(text, str):
-        raise bad_gateway("a streamed text is not a string")
     arguments = _arguments(delta.get("tool_calls")) if kind == "chat" else ""
-    return index, (text or "") + arguments, choice.get("finish_reason")
+    return choice.get("index", 0), (text or "") + arguments, choice.get("finish_reason")
 
 
-def _arguments(calls: Any) -> str:
+def _arguments(calls: list[dict] | None) -> str:
     """The arguments of a reply's (or a delta's) tool calls, joined: text the filter reads as any other."""
-    if calls is None:
-        return ""
-    try:
-        arguments = [(call.get("function") or {}).get("arguments") or "" for call in calls]
-    except (TypeError, AttributeError):
-        raise bad_gateway("the reply's tool calls are not OpenAI's shape") from None
-    if not all(isinstance(a, str) for a in arguments):
-        raise bad_gateway("a tool call's arguments are not a string")
-    return "".join(arguments)
+    return "".join((call.get("function") or {}).get("arguments") or "" for call in calls or ())

@@ -19,6 +19,7 @@ the last whole token they list. Only a policy with nothing to enforce on a reque
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
@@ -36,13 +37,14 @@ from server.decisions import classify, record
 from server.engine import EngineError
 from server.generation import MAX_LOGPROBS, SPARE_ALTERNATIVES
 from server.live_policy import LivePolicy
-from server.output_filter import choices_of, filtered_events, judged_choice
+from server.output_filter import filtered_events, judged_choice
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.responses import ERRORS, STREAM, Kind
 from server.routes import TARGETS_HEADER
 from server.settings import Enforcement, ProxySettings
 from server.sse import sse_response
 from server.upstream import Upstream, bad_gateway
+from server.upstream_shapes import event_shape, reply_shape
 
 
 @dataclass
@@ -140,17 +142,17 @@ async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | Com
     headers = {TARGETS_HEADER: ",".join(restriction.target_ids)}
     answer = _Answer(state, kind, restriction, request, conversation.asked, body.logprobs_count)
     if body.stream:
-        return await _stream_response(state.upstream, path, answer.upstream_body(raw), answer.events, headers)
+        return await _stream_response(state.upstream, path, answer.upstream_body(raw), kind, answer.events, headers)
     return JSONResponse(await answer.whole(path, raw), headers=headers)
 
 
-async def _stream_response(upstream: Upstream, path: str, body: dict,
+async def _stream_response(upstream: Upstream, path: str, body: dict, kind: Kind,
                            transform: Callable[[AsyncIterator[Any]], AsyncIterator[Any]], headers: dict) -> Response:
     """Open the upstream stream before answering, so that its failure is a proper HTTP error; then
     relay `transform(events)`. A failure once streaming is reported in-band (server.sse)."""
     stack = AsyncExitStack()
     try:
-        events = await stack.enter_async_context(upstream.stream(path, body))
+        events = await stack.enter_async_context(upstream.stream(path, body, event_shape(kind)))
         first = await anext(events)
     except StopAsyncIteration:
         await stack.aclose()
@@ -217,9 +219,9 @@ class _Answer:
         """The upstream's reply, each choice cut before a violation; and the machines that judged them
         (none: nothing to guard)."""
         reply = await self.state.upstream.post(path, self.upstream_body(raw, strongest),
-                                               self.state.settings.max_request_seconds)
+                                               self.state.settings.max_request_seconds, reply_shape(self.kind))
         if self.restriction.detector is None:
             return reply, []
-        judged = [judged_choice(self.kind, self.restriction.detector, choice, self.logprobs)
-                  for choice in choices_of(reply)]
+        judged = await asyncio.to_thread(lambda: [  # off the event loop: a long answer takes a while to read
+            judged_choice(self.kind, self.restriction.detector, choice, self.logprobs) for choice in reply["choices"]])
         return {**reply, "choices": [choice for choice, _ in judged]}, [machine for _, machine in judged]

@@ -6,17 +6,21 @@ what the proxy's clients see, always an OpenAI-shaped error and never a hang):
 - connection refused or dropped before an answer: EngineUnavailable (503, `upstream_unavailable`);
 - no byte within the timeout: EngineTimeout (504, `upstream_timeout`);
 - an upstream 5xx or a reply that is not what the API promises: EngineFailed (502, `upstream_error`).
+  A reply is checked against the shape its reader gives (server.upstream_shapes), and a misfit is
+  logged with the upstream's status.
 Streams are read with httpx-sse.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 import httpx
 from httpx_sse import EventSource, SSEError
+from pydantic import BaseModel, ValidationError
 
 from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
 
@@ -29,8 +33,25 @@ def _timeout() -> EngineTimeout:
     return EngineTimeout("the upstream LLM server did not answer in time", "upstream_timeout")
 
 
+log = logging.getLogger("guard.upstream")
+
+
 def bad_gateway(message: str) -> EngineFailed:
     return EngineFailed(f"the upstream LLM server failed: {message}", "upstream_error")
+
+
+def fitted(payload: Any, shape: type[BaseModel] | None, what: str, status: int) -> Any:
+    """`payload` as it came, once it fits `shape` (None: any JSON); else a 502, logged."""
+    if shape is not None:
+        try:
+            shape.model_validate(payload)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            problem = f"{what} does not fit OpenAI's shape ({where + ': ' if where else ''}{error['msg']})"
+            log.warning("upstream answered %s: %s", status, problem)
+            raise bad_gateway(problem) from None
+    return payload
 
 
 class Upstream:
@@ -51,12 +72,14 @@ class Upstream:
     async def get(self, path: str) -> dict:
         return await self._json("GET", path)
 
-    async def post(self, path: str, body: dict, timeout: float | None = None) -> dict:
+    async def post(self, path: str, body: dict, timeout: float | None = None,
+                   shape: type[BaseModel] | None = None) -> dict:
         """`timeout`: the wait for the whole reply, if not the client's (a non-streamed answer says
-        nothing until it is complete)."""
-        return await self._json("POST", path, body, timeout)
+        nothing until it is complete). `shape`: what the reply must fit."""
+        return await self._json("POST", path, body, timeout, shape)
 
-    async def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> dict:
+    async def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
+                    shape: type[BaseModel] | None = None) -> dict:
         extra = {"timeout": httpx.Timeout(timeout, connect=self.client.timeout.connect)} if timeout else {}
         try:
             response = await self.client.request(method, path, json=body, **extra)
@@ -66,26 +89,30 @@ class Upstream:
             raise _unavailable(exc) from None
         _raise_for_status(response.status_code, response.content)
         try:
-            return response.json()
+            payload = response.json()
         except ValueError:
+            log.warning("upstream answered %s: the reply is not JSON", response.status_code)
             raise bad_gateway("the reply is not JSON") from None
+        return fitted(payload, shape, "the reply", response.status_code)
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict) -> AsyncIterator[AsyncIterator[Any]]:
+    async def stream(self, path: str, body: dict,
+                     shape: type[BaseModel] | None = None) -> AsyncIterator[AsyncIterator[Any]]:
         """`async with upstream.stream(path, body) as events:` the server-sent events' JSON payloads,
-        up to `[DONE]`. Errors before the first event raise here; later ones raise from the iterator."""
+        up to `[DONE]`, each fitting `shape`. Errors before the first event raise here; later ones
+        raise from the iterator."""
         try:
             async with self.client.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     _raise_for_status(response.status_code, await response.aread())
-                yield _events(EventSource(response))
+                yield _events(EventSource(response), shape, response.status_code)
         except httpx.TimeoutException:
             raise _timeout() from None
         except httpx.TransportError as exc:
             raise _unavailable(exc) from None
 
 
-async def _events(source: EventSource) -> AsyncIterator[Any]:
+async def _events(source: EventSource, shape: type[BaseModel] | None, status: int) -> AsyncIterator[Any]:
     try:
         async for sse in source.aiter_sse():
             if sse.data == "[DONE]":
@@ -93,11 +120,12 @@ async def _events(source: EventSource) -> AsyncIterator[Any]:
             try:
                 event = json.loads(sse.data)
             except ValueError:
+                log.warning("upstream answered %s: a streamed event is not JSON", status)
                 raise bad_gateway("a streamed event is not JSON") from None
             if isinstance(event, dict) and "error" in event:  # vLLM reports in-band once streaming
                 error = event["error"]
                 raise bad_gateway(str(error.get("message", error)) if isinstance(error, dict) else str(error))
-            yield event
+            yield fitted(event, shape, "a streamed event", status)
     except SSEError as exc:
         raise bad_gateway(f"not a stream of server-sent events ({exc})") from None
     except httpx.TimeoutException:

@@ -14,6 +14,7 @@ from typing import AsyncIterator
 from guard.spec import GuardSpec
 from server.engine import DecodeParams, Delta, EngineError, PositionLogprobs, TokenLogprob
 from server.upstream import Upstream, bad_gateway
+from server.upstream_shapes import TokenChunk
 
 
 class UpstreamEngine:
@@ -60,14 +61,12 @@ class UpstreamEngine:
             body["logprobs"] = params.logprobs
         if spec is not None:
             body["vllm_xargs"] = spec.to_vllm_xargs()
-        async with self.upstream.stream("/completions", body) as events:
+        async with self.upstream.stream("/completions", body, TokenChunk) as events:
             async for event in events:
-                if not isinstance(event, dict) or not event.get("choices"):
+                if not event["choices"]:
                     continue  # a usage-only event
                 choice = event["choices"][0]
-                token_ids = choice.get("token_ids")
-                if token_ids is None:
-                    raise bad_gateway("the upstream did not return token ids (is it vLLM?)")
+                token_ids = choice["token_ids"]
                 logprobs = _logprobs(choice.get("logprobs"), len(token_ids), params.logprobs)
                 yield Delta(list(token_ids), choice.get("text") or "", choice.get("finish_reason"), logprobs)
 

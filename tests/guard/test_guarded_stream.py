@@ -157,3 +157,40 @@ def test_the_stop_string_seam_after_a_rewind():
     assert actions[-1] == "rewind" and machine.text == "By EN"  # the near-miss rewound; " EN" stays held
     step = machine.feed("D", [9])  # the next attempt's first token completes "END" across the seam
     assert step.finish_reason == "stop" and machine.text == "By " and machine.token_ids == [0, 1, 9]
+
+
+class _Counting:
+    """A detector that counts the characters it is asked to judge."""
+
+    def __init__(self, detector):
+        self.detector, self.patterns, self.judged = detector, detector.patterns, 0
+
+    def scan(self, text, final, begin=0):
+        self.judged += len(text) - begin
+        return self.detector.scan(text, final, begin)
+
+
+@pytest.mark.parametrize("detector", [STRICT, NET], ids=["strict", "safety-net"])
+def test_one_unbroken_word_costs_work_in_proportion_to_its_length(detector):
+    """An upstream that streams one endless word must not make the filter rescan it at every piece:
+    the work stays within a few times the word's length (rescanning, it was length squared / 8)."""
+    for length in (4000, 16000):
+        counting = _Counting(detector)
+        machine = GuardedStream(counting)
+        released = "".join(machine.feed("a" * 4).release for _ in range(length // 4))
+        assert len(released) > length - 2 * detector.decided_length  # released as it comes, not held to the end
+        released += machine.end().release
+        assert released == "a" * length
+        assert counting.judged < 3 * length
+
+
+@pytest.mark.parametrize("word", ["Rowling" + "x" * 300, "R\u043ewling" + "x" * 300, "Weasley" + "s" * 300])
+def test_a_long_word_that_begins_with_a_name_is_still_cut(word):
+    machine = GuardedStream(NET)
+    released, step = "", None
+    for i in range(0, len(word), 3):
+        step = machine.feed(word[i:i + 3])
+        released += step.release
+        if step.action == "finish":
+            break
+    assert released == "" and step.finish_reason == CONTENT_FILTER

@@ -38,6 +38,30 @@ def test_bad_fields_are_named(target, field):
     assert field in str(err.value)
 
 
+def _phrases(n: int, tag: str = "") -> list[str]:
+    return [f"Name{tag} {i}" for i in range(n)]
+
+
+@pytest.mark.parametrize("target, field, limit", [
+    ({"phrases": _phrases(5001)}, "targets.0.phrases", "1024"),
+    ({"phrases": ["x" * 129]}, "targets.0.phrases", "128"),
+    ({"documents": ["word " * 4001]}, "targets.0.documents.0", "20000"),
+    ({"qa": [{"question": "q", "answer": "a"}] * 2001}, "targets.0.qa", "2000"),
+])
+def test_what_the_guard_cannot_enforce_is_refused_naming_the_field_and_the_limit(target, field, limit):
+    with pytest.raises(PolicyError) as err:
+        parse_policy({"targets": [{"id": "big", "description": "x", **target}]})
+    assert f"{field}: " in str(err.value) and limit in str(err.value)
+
+
+def test_a_policy_holds_no_more_phrases_than_one_request_can_carry():
+    targets = [{"id": f"t{k}", "description": "x", "phrases": _phrases(1000, str(k))} for k in range(3)]
+    assert len(parse_policy({"targets": targets}).targets) == 3  # 3000 phrases: fine
+    targets.append({"id": "t3", "description": "x", "phrases": _phrases(100, "3")})
+    with pytest.raises(PolicyError, match="phrases: the targets hold 3100 distinct phrases in all; at most 3072"):
+        parse_policy({"targets": targets})
+
+
 def test_duplicate_ids():
     with pytest.raises(PolicyError, match="duplicate target id 'a'"):
         parse_policy({"targets": [{"id": "a", "description": "x"}, {"id": "a", "description": "y"}]})

@@ -1,6 +1,7 @@
 import pytest
 
 from guard.conversation import Conversation
+from guard.folding import fold
 from guard.policy import parse_policy
 from guard.restriction import UNRESTRICTED, Restrictions
 from tests.conftest import UNSEEN_POLICY
@@ -19,7 +20,7 @@ def test_detected_target_gets_its_phrases_and_spans(unseen_classifier):
     restriction = restrictions.for_conversation(Conversation.of_prompt("Where was the father of relativity born?"))
     assert restriction.target_ids == ("einstein",)
     patterns = set(restriction.spec.patterns)
-    assert {"alberteinstein", "einstein", "ulm", "germany", "1879"} <= patterns  # phrases + spans
+    assert {"alberteinstein", "einstein", "ulm", "germany", fold("1879")} <= patterns  # phrases + spans
     assert "ulm" in restriction.spec.penalised and "tolkien" in patterns  # the other target: the safety net ...
     assert "tolkien" not in restriction.spec.penalised  # ... blocked, never penalised
     confidence = unseen_classifier.detect(["Where was the father of relativity born?"]).confidence["einstein"]

@@ -98,6 +98,7 @@ def admin_client(tokenizer, tmp_path_factory):
     ({**EINSTEIN, "description": ""}, "description"),
     ({**EINSTEIN, "phrases": ["Al"]}, "phrases"),  # too short: it would forbid common text
     ({**EINSTEIN, "qa": [{"question": "q"}]}, "qa.0.answer"),
+    ({**EINSTEIN, "phrases": [f"Name {i}" for i in range(5001)]}, "phrases"),  # more than can be enforced
     ({**EINSTEIN, "colour": "blue"}, "colour"),
     ({"description": "no id"}, "id"),
     ([EINSTEIN], None),
@@ -108,6 +109,20 @@ def test_bad_targets_get_400s_naming_the_field_and_change_nothing(admin_client, 
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param
     assert admin_client.get("/v1/forget").json()["version"] == 1
+
+
+def test_a_target_that_would_take_the_policy_past_its_limits_gets_a_400_naming_phrases(tokenizer, tmp_path):
+    with TestClient(app_for(tokenizer, tmp_path, classifier=False)) as client:
+        for k in range(3):
+            target = {"id": f"names-{k}", "description": "names", "phrases": [f"Name{k} {i}" for i in range(1000)]}
+            assert client.post("/v1/forget", json=target).status_code == 201
+        refused = client.post("/v1/forget", json={**EINSTEIN, "phrases": [f"Other {i}" for i in range(100)]})
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["param"] == "phrases" and "3072" in error["message"] and error["code"] == "policy_limit"
+        listing = wait_enforced(client, 4)
+        assert [t["id"] for t in listing["data"]] == ["harry-potter", "names-0", "names-1", "names-2"]
+        assert "harry-potter" in targets_for(client, "Who wrote the Harry Potter books?")  # still answered, restricted
 
 
 def test_broken_json_duplicates_and_unknown_ids(admin_client):

@@ -10,6 +10,7 @@ import pytest
 from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
 from server.errors import from_engine
 from server.upstream import Upstream
+from server.upstream_shapes import ChatReply, TextChunk, TokenChunk
 
 
 def mock(handler) -> Upstream:
@@ -114,3 +115,60 @@ def test_a_whole_reply_may_take_longer_than_the_wait_for_a_byte():
     assert call(scenario(5.0)) == {"ok": True}
     with pytest.raises(EngineTimeout):
         call(scenario(None))
+
+
+@pytest.mark.parametrize("reply", [
+    {"choices": [{"index": 0, "message": {"role": "assistant", "content": 42}, "finish_reason": "stop"}]},
+    {"choices": ["hi"]},
+    [1, 2, 3],
+    {"choices": []},
+    {"choices": [{"index": 0, "message": "hi", "finish_reason": "stop"}]},
+    {"choices": [{"index": "0", "message": {"content": "hi"}, "finish_reason": "stop"}]},
+    {"choices": [{"index": 0, "message": {"content": "hi", "tool_calls": [{"function": {"arguments": {}}}]}}]},
+])
+def test_a_whole_reply_that_does_not_fit_openais_shape_is_a_502_naming_what_is_wrong(reply, caplog):
+    upstream = mock(lambda request: httpx.Response(200, json=reply))
+
+    async def post():
+        try:
+            return await upstream.post("/chat/completions", {"model": "m"}, shape=ChatReply)
+        finally:
+            await upstream.aclose()
+    with pytest.raises(EngineFailed) as caught:
+        call(post())
+    assert from_engine(caught.value).status == 502 and "does not fit OpenAI's shape" in caught.value.message
+    assert "upstream answered 200" in caplog.text
+
+
+def test_a_fitting_reply_comes_back_as_it_was_unknown_fields_included():
+    reply = {"choices": [{"index": 0, "message": {"content": "hi", "reasoning": "x"}, "finish_reason": "stop"}],
+             "kv_transfer_params": None}
+    upstream = mock(lambda request: httpx.Response(200, json=reply))
+
+    async def post():
+        try:
+            return await upstream.post("/chat/completions", {"model": "m"}, shape=ChatReply)
+        finally:
+            await upstream.aclose()
+    assert call(post()) == reply
+
+
+@pytest.mark.parametrize("shape, event", [
+    (TextChunk, {"choices": [{"index": 0, "text": 7}]}),
+    (TextChunk, {"choices": [{"index": 0, "text": "a"}, {"index": 1, "text": "b"}]}),  # one choice per event
+    (TokenChunk, {"choices": [{"index": 0, "text": "a"}]}),  # the full level needs token ids
+    (TokenChunk, {"choices": [{"index": 0, "text": "a", "token_ids": ["1"]}]}),
+])
+def test_a_streamed_event_that_does_not_fit_is_an_error_after_the_good_ones(shape, event):
+    good = {"choices": [{"index": 0, "text": "Hel", "token_ids": [1]}]}
+    body = f"data: {json.dumps(good)}\n\ndata: {json.dumps(event)}\n\ndata: [DONE]\n\n"
+    upstream = mock(lambda request: httpx.Response(200, text=body, headers={"content-type": "text/event-stream"}))
+    got = []
+
+    async def read():
+        async with upstream.stream("/completions", {"model": "m", "stream": True}, shape) as events:
+            async for event in events:
+                got.append(event)
+    with pytest.raises(EngineFailed):
+        call(read())
+    assert got == [good]
