@@ -42,17 +42,23 @@ def served_name(settings: Settings) -> str:
 
 
 def open_live_policy(settings) -> LivePolicy:
-    """The policy store in `--state-dir` (in memory without one), seeded from `--policy` when empty.
+    """The policy store in `--state-url`'s database or `--state-dir` (in memory without either), seeded
+    from `--policy` when empty.
     A broken policy file or store raises ValueError here, before any engine starts."""
-    store = PolicyStore(settings.state_dir)
+    if settings.state_url:
+        from server.postgres_store import PostgresStore
+
+        store = PostgresStore(settings.state_url)
+    else:
+        store = PolicyStore(settings.state_dir)
     current = store.current()
     if settings.policy:
         policy = load_policy(settings.policy)
         if store.seed(policy, str(settings.policy)) is None and current.policy != policy:
-            log.warning("%s holds policy version %d (%d target(s)), which stays; --policy %s only seeds an empty "
-                        "store (edits of it while serving become new versions)", store.path, current.version,
+            log.warning("the policy store holds version %d (%d target(s)), which stays; --policy %s only seeds an "
+                        "empty store (edits of it while serving become new versions)", current.version,
                         len(current.policy.targets), settings.policy)
-    if settings.state_dir is None:
+    if settings.state_dir is None and settings.state_url is None:
         log.warning("no --state-dir: targets added at run time are lost at restart")
     return LivePolicy(store, settings.reload_seconds, settings.policy)
 

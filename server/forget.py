@@ -17,7 +17,7 @@ from guard.policy import Target, describe_validation_error
 from server.errors import OpenAIError, bad_request
 from server.responses import ERRORS
 from server.live_policy import LivePolicy
-from server.policy_store import TargetExists, TargetNotFound
+from server.policy_store import StoreError, TargetExists, TargetNotFound
 
 router = APIRouter()
 
@@ -28,6 +28,11 @@ def _live(request: Request) -> LivePolicy:
 
 def _who(request: Request) -> str:
     return getattr(request.state, "key_id", "anonymous")
+
+
+def _unavailable(exc: StoreError) -> OpenAIError:
+    """The store cannot take a change now: nothing was written; the client may try again."""
+    return OpenAIError(503, f"{exc}; nothing was changed", type="server_error", code="store_unavailable")
 
 
 def _target(target: Target) -> dict:
@@ -42,6 +47,8 @@ async def add_target(target: Target, request: Request) -> dict:
     except TargetExists:
         raise OpenAIError(409, f"id: a target `{target.id}` exists already; delete it first to replace it",
                           param="id", code="target_exists") from None
+    except StoreError as exc:
+        raise _unavailable(exc) from None
     except ValidationError as exc:  # the policy with it would hold more than the guard can enforce
         message = describe_validation_error(exc)
         raise bad_request(message, param=message.split(":")[0], code="policy_limit") from None
@@ -52,9 +59,14 @@ async def add_target(target: Target, request: Request) -> dict:
 @router.get("/v1/forget", responses=ERRORS)
 async def list_targets(request: Request) -> dict:
     live = _live(request)
-    current = await asyncio.to_thread(live.store.current)
-    return {"object": "list", "data": [_target(t) for t in current.policy.targets], "version": current.version,
-            "enforced_version": live.enforced_version, "error": live.error}
+    try:
+        current = await asyncio.to_thread(live.store.current)
+    except StoreError as exc:  # the store is gone: what is enforced, and why nothing newer can be
+        policy, version, error = live.restrictions.policy, live.enforced_version, str(exc)
+    else:
+        policy, version, error = current.policy, current.version, live.error
+    return {"object": "list", "data": [_target(t) for t in policy.targets], "version": version,
+            "enforced_version": live.enforced_version, "error": error}
 
 
 @router.delete("/v1/forget/{target_id}", responses=ERRORS)
@@ -64,5 +76,7 @@ async def delete_target(target_id: str, request: Request) -> dict:
         version = await asyncio.to_thread(live.store.delete, target_id, _who(request))
     except TargetNotFound:
         raise OpenAIError(404, f"no forget target `{target_id}`", param="id", code="target_not_found") from None
+    except StoreError as exc:
+        raise _unavailable(exc) from None
     live.changed()
     return {"id": target_id, "object": "forget.target.deleted", "deleted": True, "version": version}

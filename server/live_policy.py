@@ -1,10 +1,11 @@
 """The policy a server enforces, kept up with its policy store (and its policy file, if any).
 
 A change (a target added or deleted over the admin API, by this process or another sharing the
-store, or an edit of the policy file) is rebuilt in a worker thread: classifier training, forget
+store, who may say so at once (PostgreSQL's NOTIFY), or an edit of the policy file) is rebuilt in a worker thread: classifier training, forget
 items, span warm-up. The previous restrictions keep serving meanwhile; the swap is one attribute
 assignment, so a request classified before it finishes under the restriction it got. A rebuild that
-fails leaves the previous restrictions in force and is reported in `error` (GET /v1/forget).
+fails, or a store that cannot be reached, leaves the previous restrictions in force, reported in
+`error` (GET /v1/forget, /health); a version older than the enforced one is never enforced.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Callable
 
 from guard.policy import Policy, PolicyError, load_policy
 from guard.restriction import Restrictions
-from server.policy_store import PolicyStore
+from server.policy_store import Store, StoreError
 
 log = logging.getLogger("guard.policy")
 
@@ -25,7 +26,7 @@ Build = Callable[[Policy, int], Restrictions]  # (policy, store version) -> its 
 
 
 class LivePolicy:
-    def __init__(self, store: PolicyStore, poll_seconds: float, policy_file: Path | None = None):
+    def __init__(self, store: Store, poll_seconds: float, policy_file: Path | None = None):
         """`poll_seconds`: how often the store (and the file) are checked for changes; 0: only this
         process's own admin changes are picked up."""
         self.store, self.poll_seconds, self.policy_file = store, poll_seconds, policy_file
@@ -45,6 +46,8 @@ class LivePolicy:
         (at start-up; errors propagate)."""
         self._build = build
         self._wake, self._rebuilding = asyncio.Event(), asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        self.store.listen(lambda: loop.call_soon_threadsafe(self._wake.set))  # another replica's change, at once
         current = self.store.current()
         self.restrictions = await asyncio.to_thread(self._build, current.policy, current.version)
         log.info("enforcing policy version %d: %d target(s)", current.version, len(current.policy.targets))
@@ -69,8 +72,12 @@ class LivePolicy:
         async with self._rebuilding:
             try:
                 # Off the event loop: the store's lock may be held by a slow admin write.
-                if await asyncio.to_thread(self.store.version) == self.enforced_version:
+                newest = await asyncio.to_thread(self.store.version)
+                if newest == self.enforced_version:
+                    self.error = None
                     return
+                if newest < self.enforced_version:  # a store restored from an older backup: never go back
+                    raise StoreError(f"the store's newest version is {newest}, older than the enforced one")
                 current = await asyncio.to_thread(self.store.current)
                 started = time.monotonic()
                 restrictions = await asyncio.to_thread(self._build, current.policy, current.version)
@@ -90,12 +97,16 @@ class LivePolicy:
         mtime = _mtime(self.policy_file)
         if mtime == self._file_mtime:
             return
-        self._file_mtime = mtime
         try:
             version = self.store.replace(load_policy(self.policy_file), str(self.policy_file))
+        except StoreError as exc:  # tried again at the next poll
+            log.error("policy file edit not stored yet: %s", exc)
+            return
         except PolicyError as exc:
+            self._file_mtime = mtime
             log.error("policy file edit not applied, the current policy stays: %s", exc)
             return
+        self._file_mtime = mtime
         if version is not None:
             log.info("policy file %s changed: policy version %d", self.policy_file, version)
 

@@ -101,7 +101,8 @@ def _state(request: Request) -> RelayState:
 async def health(request: Request) -> JSONResponse:
     state = _state(request)
     body = dict(model=state.model, upstream=state.settings.upstream, enforcement=state.level.value,
-                targets=len(state.restrictions.policy.targets), policy_version=state.policy.enforced_version)
+                targets=len(state.restrictions.policy.targets), policy_version=state.policy.enforced_version,
+                policy_error=state.policy.error)
     try:
         await state.upstream.get("/models")
     except EngineError as exc:

@@ -159,6 +159,7 @@ class Health(BaseModel):
     targets: int
     policy_version: int
     problem: str | None = None
+    policy_error: str | None = None  # why the store's newest policy is not enforced (its database unreachable, ...)
 
 
 # -- building them -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.restrictions import GuardOptions
@@ -33,6 +33,9 @@ class GuardSettings(BaseSettings, GuardOptions):
                                                           "--state-dir; edits of it while serving are new versions)")
     state_dir: Path | None = Field(default=None, description="folder for the policy store (SQLite): run-time "
                                                              "targets survive restarts; none: kept in memory")
+    state_url: str | None = Field(default=None, pattern=r"^postgres(ql)?://", description=(
+        "PostgreSQL URL of a policy store shared by replicas on many hosts (postgresql://USER:PASSWORD@HOST/DB); "
+        "they hear of each other's changes at once (LISTEN/NOTIFY); instead of --state-dir"))
     reload_seconds: float = Field(default=1.0, ge=0, description="how often the store and the policy file are checked")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -58,6 +61,12 @@ class GuardSettings(BaseSettings, GuardOptions):
     def keys(self) -> tuple[str | None, str | None]:
         """(users' keys, admins' keys), as given."""
         return tuple(k.get_secret_value() if k else None for k in (self.api_keys, self.admin_keys))
+
+    @model_validator(mode="after")
+    def _one_store(self):
+        if self.state_dir is not None and self.state_url is not None:
+            raise ValueError("state_url: give --state-url or --state-dir, not both")
+        return self
 
     @field_validator("tool_call_parser")
     @classmethod

@@ -74,3 +74,40 @@ def proxies(tmp_path_factory, model_dir, servers):
         yield started
     finally:
         stop_all(list(started.values()))
+
+
+class Postgres:
+    """A real PostgreSQL server (pgserver: PostgreSQL's own binaries, from PyPI) in a folder of the
+    test session, reached over a Unix socket: `url`, and a crash (`kill`) and a restart (`start`)."""
+
+    def __init__(self, folder):
+        import pgserver
+
+        self.server = pgserver.get_server(folder, cleanup_mode="stop")
+        self.url = self.server.get_uri()
+
+    def reset(self) -> None:
+        """No policy store in it."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS guard_policy_versions")
+
+    def kill(self) -> None:
+        """SIGKILL to the postmaster, as a crash; its backends end with it."""
+        import psutil
+
+        postmaster = psutil.Process(self.server.get_pid())
+        processes = [postmaster, *postmaster.children(recursive=True)]
+        postmaster.kill()
+        psutil.wait_procs(processes, timeout=30)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    server = Postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.server.cleanup()
