@@ -21,9 +21,9 @@ def call(coroutine):
     return asyncio.run(coroutine)
 
 
-async def _post_and_close(upstream: Upstream, body=None):
+async def _post_and_close(upstream: Upstream, body=None, shape=None):
     try:
-        return await upstream.post("/chat/completions", body or {"model": "m"})
+        return await upstream.post("/chat/completions", body or {"model": "m"}, shape=shape)
     finally:
         await upstream.aclose()
 
@@ -128,14 +128,8 @@ def test_a_whole_reply_may_take_longer_than_the_wait_for_a_byte():
 ])
 def test_a_whole_reply_that_does_not_fit_openais_shape_is_a_502_naming_what_is_wrong(reply, caplog):
     upstream = mock(lambda request: httpx.Response(200, json=reply))
-
-    async def post():
-        try:
-            return await upstream.post("/chat/completions", {"model": "m"}, shape=ChatReply)
-        finally:
-            await upstream.aclose()
     with pytest.raises(EngineFailed) as caught:
-        call(post())
+        call(_post_and_close(upstream, shape=ChatReply))
     assert from_engine(caught.value).status == 502 and "does not fit OpenAI's shape" in caught.value.message
     assert "upstream answered 200" in caplog.text
 
@@ -144,13 +138,7 @@ def test_a_fitting_reply_comes_back_as_it_was_unknown_fields_included():
     reply = {"choices": [{"index": 0, "message": {"content": "hi", "reasoning": "x"}, "finish_reason": "stop"}],
              "kv_transfer_params": None}
     upstream = mock(lambda request: httpx.Response(200, json=reply))
-
-    async def post():
-        try:
-            return await upstream.post("/chat/completions", {"model": "m"}, shape=ChatReply)
-        finally:
-            await upstream.aclose()
-    assert call(post()) == reply
+    assert call(_post_and_close(upstream, shape=ChatReply)) == reply
 
 
 @pytest.mark.parametrize("shape, event", [
