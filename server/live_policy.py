@@ -1,8 +1,8 @@
 """The policy a server enforces, kept up with its policy store (and its policy file, if any).
 
 A change (a target added or deleted over the admin API, by this process or another sharing the
-store, who may say so at once (PostgreSQL's NOTIFY), or an edit of the policy file) is rebuilt in a worker thread: classifier training, forget
-items, span warm-up. The previous restrictions keep serving meanwhile; the swap is one attribute
+store, who may say so at once through PostgreSQL's NOTIFY, or an edit of the policy file) is rebuilt
+in a worker thread: classifier training, forget items, span warm-up. The previous restrictions keep serving meanwhile; the swap is one attribute
 assignment, so a request classified before it finishes under the restriction it got. A rebuild that
 fails, or a store that cannot be reached, leaves the previous restrictions in force, reported in
 `error` (GET /v1/forget, /health); a version older than the enforced one is never enforced.
