@@ -10,8 +10,9 @@ letters. It also undoes the disguises a letter can wear, so that one pattern cov
   folds the same way everywhere, so numbers still match themselves ("1879" folds to "i8t9" in the
   pattern and in the answer alike); 2, 6, 8 and 9 stay digits, so "H2O" and "E = mc2" keep theirs.
 Symbols written for letters ("V@ldemort", "Herm!one") stay separators, as punctuation must: they
-split the name in two, and the leak detector's near-miss rules catch what is left of it. What folding loses, word boundaries, is kept beside it as the set of folded positions
-where a word starts: a forbidden phrase may only *start* at a word start (so "Ron" is not found in
+split the name in two, and the leak detector's near-miss rules catch what is left of it.
+
+What folding loses, word boundaries, is kept beside it as the set of folded positions where a word starts: a forbidden phrase may only *start* at a word start (so "Ron" is not found in
 "iron"), but inside a phrase separators are ignored (so spelled-out names still match).
 """
 

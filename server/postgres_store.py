@@ -17,8 +17,8 @@ import threading
 from contextlib import contextmanager
 from typing import Callable
 
-from server.policy_store import PolicyVersion, Store, StoreError, policy_version
 from guard.policy import Policy
+from server.policy_store import PolicyVersion, Store, StoreError, policy_version
 
 log = logging.getLogger("guard.policy")
 CHANNEL = "guard_policy"
@@ -31,8 +31,6 @@ CREATE TABLE IF NOT EXISTS guard_policy_versions (
     policy    TEXT NOT NULL
 )
 """
-_CURRENT = ("SELECT version, policy, to_char(created AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), change "
-            "FROM guard_policy_versions ORDER BY version DESC LIMIT 1")
 RECONNECT_SECONDS = 0.5
 _SCHEMA_LOCK = 0x6775617264  # "guard": concurrent CREATE TABLE IF NOT EXISTS can collide
 
@@ -80,8 +78,12 @@ class PostgresStore(Store):
             return self._current(conn)
 
     def _current(self, conn) -> PolicyVersion:
-        row = conn.execute(_CURRENT).fetchone()
-        return PolicyVersion(0, Policy()) if row is None else policy_version(*row, where="database")
+        row = conn.execute("SELECT version, policy, created, change FROM guard_policy_versions "
+                           "ORDER BY version DESC LIMIT 1").fetchone()
+        if row is None:
+            return PolicyVersion(0, Policy())
+        version, policy, created, change = row
+        return policy_version(version, policy, created.isoformat(), change, where="database")
 
     def history(self) -> list[dict]:
         with self._connection() as conn:

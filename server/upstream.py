@@ -24,6 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
 
+log = logging.getLogger("guard.upstream")
+
 
 def _unavailable(exc: Exception) -> EngineUnavailable:
     return EngineUnavailable(f"the upstream LLM server is unavailable ({type(exc).__name__})", "upstream_unavailable")
@@ -33,11 +35,14 @@ def _timeout() -> EngineTimeout:
     return EngineTimeout("the upstream LLM server did not answer in time", "upstream_timeout")
 
 
-log = logging.getLogger("guard.upstream")
-
-
 def bad_gateway(message: str) -> EngineFailed:
     return EngineFailed(f"the upstream LLM server failed: {message}", "upstream_error")
+
+
+def _misfit(problem: str, status: int) -> EngineFailed:
+    """A reply that is not what the API promises: logged with the upstream's status, a 502."""
+    log.warning("upstream answered %s: %s", status, problem)
+    return bad_gateway(problem)
 
 
 def fitted(payload: Any, shape: type[BaseModel] | None, what: str, status: int) -> Any:
@@ -48,9 +53,8 @@ def fitted(payload: Any, shape: type[BaseModel] | None, what: str, status: int) 
         except ValidationError as exc:
             error = exc.errors()[0]
             where = ".".join(str(part) for part in error["loc"])
-            problem = f"{what} does not fit OpenAI's shape ({where + ': ' if where else ''}{error['msg']})"
-            log.warning("upstream answered %s: %s", status, problem)
-            raise bad_gateway(problem) from None
+            raise _misfit(f"{what} does not fit OpenAI's shape ({where + ': ' if where else ''}{error['msg']})",
+                          status) from None
     return payload
 
 
@@ -91,8 +95,7 @@ class Upstream:
         try:
             payload = response.json()
         except ValueError:
-            log.warning("upstream answered %s: the reply is not JSON", response.status_code)
-            raise bad_gateway("the reply is not JSON") from None
+            raise _misfit("the reply is not JSON", response.status_code) from None
         return fitted(payload, shape, "the reply", response.status_code)
 
     @asynccontextmanager
@@ -120,8 +123,7 @@ async def _events(source: EventSource, shape: type[BaseModel] | None, status: in
             try:
                 event = json.loads(sse.data)
             except ValueError:
-                log.warning("upstream answered %s: a streamed event is not JSON", status)
-                raise bad_gateway("a streamed event is not JSON") from None
+                raise _misfit("a streamed event is not JSON", status) from None
             if isinstance(event, dict) and "error" in event:  # vLLM reports in-band once streaming
                 error = event["error"]
                 raise bad_gateway(str(error.get("message", error)) if isinstance(error, dict) else str(error))

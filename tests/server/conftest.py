@@ -3,6 +3,8 @@ asks. Every engine runs eager (tests/server/servers.py, EAGER)."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from benchmarks.processes import stop_all
@@ -111,3 +113,14 @@ def postgres(tmp_path_factory):
     server = Postgres(tmp_path_factory.mktemp("postgres"))
     yield server
     server.server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(tmp_path_factory):
+    """The deliberately misbehaving OpenAI-compatible upstream (benchmarks/fake_upstream.py), ready."""
+    server = Server("fake-upstream", tmp_path_factory.mktemp("fake-upstream"),
+                    command=(sys.executable, "-m", "benchmarks.fake_upstream"))
+    try:
+        yield server.wait_ready(30)
+    finally:
+        server.stop()

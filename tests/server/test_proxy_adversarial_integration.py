@@ -8,15 +8,13 @@ target bigger than the guard can enforce. The real `guard proxy` process, the re
 from __future__ import annotations
 
 import json
-import sys
 import threading
 
 import httpx
 import pytest
 
 from benchmarks.fake_upstream import TEXTS, WHOLE
-from benchmarks.processes import stop_all
-from tests.server.servers import Server, guard_proxy, sse_data
+from tests.server.servers import guard_proxy, sse_data
 
 pytestmark = pytest.mark.integration
 
@@ -24,17 +22,13 @@ USER, ADMIN = "user-key", "admin-key"
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory):
-    logs = tmp_path_factory.mktemp("adversarial")
-    upstream = Server("fake-upstream", logs, command=(sys.executable, "-m", "benchmarks.fake_upstream"))
-    started = [upstream]
+def proxy(tmp_path_factory, fake_upstream):
+    proxy = guard_proxy("proxy-adversarial", tmp_path_factory.mktemp("adversarial"), fake_upstream,
+                        "--enforcement", "filter", env={"GUARD_API_KEYS": USER, "GUARD_ADMIN_KEYS": ADMIN})
     try:
-        upstream.wait_ready(30)
-        started.append(guard_proxy("proxy-adversarial", logs, upstream, "--enforcement", "filter",
-                                   env={"GUARD_API_KEYS": USER, "GUARD_ADMIN_KEYS": ADMIN}))
-        yield started[1].wait_ready()
+        yield proxy.wait_ready()
     finally:
-        stop_all(started)
+        proxy.stop()
 
 
 def ask(proxy, script: str, stream: bool, question: str = "Who wrote the Harry Potter books?"):

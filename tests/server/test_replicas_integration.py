@@ -9,7 +9,6 @@ acknowledged is lost, and nothing that was refused was written.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from benchmarks.processes import stop_all
-from tests.server.servers import Server, guard_proxy
+from tests.server.servers import guard_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +25,16 @@ HEADERS = {"authorization": f"Bearer {ADMIN}"}
 
 
 @pytest.fixture(scope="module")
-def replicas(tmp_path_factory, postgres):
+def replicas(tmp_path_factory, postgres, fake_upstream):
     postgres.reset()
     logs = tmp_path_factory.mktemp("replicas")
-    upstream = Server("fake-upstream", logs, command=(sys.executable, "-m", "benchmarks.fake_upstream"))
-    started = [upstream]
+    started = []
     try:
-        upstream.wait_ready(30)
         for i in range(3):  # the classifier is not what is tested here: every target restricts every request
-            started.append(guard_proxy(f"replica-{i}", logs, upstream, "--enforcement", "filter", "--no-classifier",
+            started.append(guard_proxy(f"replica-{i}", logs, fake_upstream, "--enforcement", "filter", "--no-classifier",
                                        "--state-url", postgres.url, "--reload-seconds", "60",
                                        env={"GUARD_ADMIN_KEYS": ADMIN}))
-        yield [replica.wait_ready() for replica in started[1:]]
+        yield [replica.wait_ready() for replica in started]
     finally:
         stop_all(started)
 
