@@ -19,6 +19,7 @@ from runtime.restrictions import build_restrictions
 from server import forget, metrics
 from server.audit import AuditLog
 from server.auth import Keys, install_auth
+from server.rate_limits import rate_limiter
 from server.body_limit import BodyLimit
 from server.embedded_engine import EmbeddedEngine, LoraView
 from server.engine import Engine
@@ -172,7 +173,8 @@ def assemble_app(title: str, lifespan, settings: GuardSettings, routes: APIRoute
         return app.openapi_schema
     app.openapi = with_stream_schemas
     install_error_handlers(app)
-    install_auth(app, Keys.parse(*settings.keys), settings.rate_limit_rpm, settings.rate_limit_tpm)
+    app.state.rate_limiter = rate_limiter(settings.rate_limit_rpm, settings.rate_limit_tpm, settings.state_url)
+    install_auth(app, Keys.parse(*settings.keys), app.state.rate_limiter)
     metrics.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # the last added: the outermost
     app.state.policy = live

@@ -7,7 +7,7 @@
   known in logs and audit records by its id, the first 8 hex digits of its SHA-256.
 - Neither variable set: the server is open, and says so loudly at start-up.
 - Per-key limits (requests and tokens per minute; tokens are the completion tokens a request may
-  ask for) answer 429 with `Retry-After`.
+  ask for: server.rate_limits) answer 429 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ import hmac
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from typing import Literal
 
 from fastapi import FastAPI
-from limits import RateLimitItemPerMinute, storage, strategies
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import OpenAIError
+from server.rate_limits import RateLimiter
 
 log = logging.getLogger("guard.auth")
 OPEN_PATHS = ("/health",)
@@ -65,31 +64,6 @@ class Keys:
         return "admin" if admin else "user" if user else None
 
 
-class RateLimiter:
-    """Per key id and minute: requests, and the tokens they ask for (fixed windows of `limits`, in memory);
-    0 disables a limit."""
-
-    def __init__(self, requests_per_minute: int = 0, tokens_per_minute: int = 0):
-        self._limiter = strategies.FixedWindowRateLimiter(storage.MemoryStorage())
-        self._items = [(RateLimitItemPerMinute(n, namespace=kind), kind)
-                       for kind, n in (("requests", requests_per_minute), ("tokens", tokens_per_minute)) if n]
-
-    @property
-    def active(self) -> bool:
-        return bool(self._items)
-
-    def charge(self, who: str, tokens: int) -> float | None:
-        """Charge one request of `tokens`; None if allowed, else the seconds until the window resets.
-        Nothing is charged unless every limit allows it (no await in between: one event loop)."""
-        costs = [(item, 1 if kind == "requests" else tokens) for item, kind in self._items]
-        for item, cost in costs:
-            if not self._limiter.test(item, who, cost=cost):
-                return max(self._limiter.get_window_stats(item, who).reset_time - time.time(), 0.0)
-        for item, cost in costs:
-            self._limiter.hit(item, who, cost=cost)
-        return None
-
-
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None):
     error = OpenAIError(status, message, type="invalid_request_error" if status < 500 else "server_error", code=code)
     body = json.dumps(error.body()).encode()
@@ -121,7 +95,7 @@ class AuthMiddleware:
         scope.setdefault("state", {})["key_id"] = who
         if not admin_route and scope["method"] == "POST" and self.limiter.active:
             receive, tokens = await _peek_tokens(receive)
-            wait = self.limiter.charge(who, tokens)
+            wait = await self.limiter.charge(who, tokens)
             if wait is not None:
                 return await _send(send, 429, "Rate limit reached for this key; retry later.", "rate_limit_exceeded",
                                    {"retry-after": str(max(1, math.ceil(wait)))})
@@ -169,12 +143,12 @@ async def _send(send: Send, status: int, message: str, code: str, headers: dict[
     await send({"type": "http.response.body", "body": body})
 
 
-def install_auth(app: FastAPI, keys: Keys, requests_per_minute: int = 0, tokens_per_minute: int = 0) -> Keys:
+def install_auth(app: FastAPI, keys: Keys, limiter: RateLimiter) -> Keys:
     if keys.open:
         log.warning("NO API KEYS SET: every route is open to anyone who can reach this server. "
                     "Set GUARD_API_KEYS (users) and GUARD_ADMIN_KEYS (admins).")
     else:
         log.info("API keys: %d user, %d admin (ids %s)", len(keys.user), len(keys.admin),
                  ", ".join(key_id(k) for k in keys.user + keys.admin))
-    app.add_middleware(AuthMiddleware, keys=keys, limiter=RateLimiter(requests_per_minute, tokens_per_minute))
+    app.add_middleware(AuthMiddleware, keys=keys, limiter=limiter)
     return keys

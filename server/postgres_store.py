@@ -61,7 +61,7 @@ class PostgresStore(Store):
             except self._psycopg.Error as exc:
                 if self._conn is not None and (self._conn.closed or self._conn.broken):
                     self._conn = None
-                raise StoreError(f"--state-url: the policy store is unreachable ({_first_line(exc)})") from None
+                raise StoreError(f"--state-url: the policy store is unreachable ({first_line(exc)})") from None
 
     def close(self) -> None:
         self._stop.set()
@@ -124,11 +124,11 @@ class PostgresStore(Store):
             except self._psycopg.Error as exc:
                 if connected:  # the server finds out at once, and says so
                     log.warning("policy store: lost the database (%s); trying again every %.1f s",
-                                _first_line(exc), RECONNECT_SECONDS)
+                                first_line(exc), RECONNECT_SECONDS)
                     changed()
                 connected = False
                 self._stop.wait(RECONNECT_SECONDS)
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

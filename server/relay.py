@@ -102,7 +102,7 @@ async def health(request: Request) -> JSONResponse:
     state = _state(request)
     body = dict(model=state.model, upstream=state.settings.upstream, enforcement=state.level.value,
                 targets=len(state.restrictions.policy.targets), policy_version=state.policy.enforced_version,
-                policy_error=state.policy.error)
+                policy_error=state.policy.error, rate_limit_error=request.app.state.rate_limiter.error)
     try:
         await state.upstream.get("/models")
     except EngineError as exc:

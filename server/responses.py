@@ -160,6 +160,7 @@ class Health(BaseModel):
     policy_version: int
     problem: str | None = None
     policy_error: str | None = None  # why the store's newest policy is not enforced (its database unreachable, ...)
+    rate_limit_error: str | None = None  # why rate limits are counted by this replica alone (server.rate_limits)
 
 
 # -- building them -----------------------------------------------------------------------------

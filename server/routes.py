@@ -67,6 +67,7 @@ async def health(request: Request) -> JSONResponse:
     body = responses.Health(status="unhealthy" if problems else "ok", model=state.served_model,
                             targets=len(state.restrictions.policy.targets),
                             policy_version=state.policy.enforced_version, policy_error=state.policy.error,
+                            rate_limit_error=request.app.state.rate_limiter.error,
                             problem=problems[0] if problems else None, models=list(state.models), **state.health)
     return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
 

@@ -43,9 +43,10 @@ class GuardSettings(BaseSettings, GuardOptions):
     max_request_seconds: float = Field(default=300.0, gt=0, description="longest time a whole answer may take")
     max_request_bytes: int = Field(default=8 * 2**20, ge=1024,
                                    description="largest request body accepted (larger: 413 before it is parsed)")
-    rate_limit_rpm: int = Field(default=0, ge=0, description="requests per minute per API key (0: no limit)")
-    rate_limit_tpm: int = Field(default=0, ge=0,
-                                description="completion tokens asked for per minute per API key (0: no limit)")
+    rate_limit_rpm: int = Field(default=0, ge=0, description="requests per minute per API key (0: no limit); with "
+                                "--state-url, for all replicas together")
+    rate_limit_tpm: int = Field(default=0, ge=0, description="completion tokens asked for per minute per API key "
+                                "(0: no limit); with --state-url, for all replicas together")
     audit_log: Path | None = Field(default=None, description="file for the audit log: a JSON line per restricted "
                                                              "request (rotated)")
     audit_text: bool = Field(default=False, description="include prompt and answer text in the audit log")

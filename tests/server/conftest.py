@@ -89,11 +89,11 @@ class Postgres:
         self.url = self.server.get_uri()
 
     def reset(self) -> None:
-        """No policy store in it."""
+        """No policy store and no rate-limit counters in it."""
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute("DROP TABLE IF EXISTS guard_policy_versions")
+            conn.execute("DROP TABLE IF EXISTS guard_policy_versions, guard_rate_windows")
 
     def kill(self) -> None:
         """SIGKILL to the postmaster, as a crash; its backends end with it."""

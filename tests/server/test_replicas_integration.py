@@ -2,7 +2,7 @@
 (`--state-url`), in front of the standard-library fake upstream.
 
 The replicas poll their store only every 60 s here, so a change that reaches the others sooner came
-by LISTEN/NOTIFY. Then the database is killed while targets are being posted, and started again:
+by LISTEN/NOTIFY. A key's rate limit is one budget across them, counted in the same database. Then the database is killed while targets are being posted, and started again:
 the replicas keep guarding with their last version meanwhile (and say so), nothing that was
 acknowledged is lost, and nothing that was refused was written.
 """
@@ -13,6 +13,7 @@ import threading
 import time
 
 import httpx
+import psycopg
 import pytest
 
 from benchmarks.processes import stop_all
@@ -20,8 +21,9 @@ from tests.server.servers import guard_proxy
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "admin-key"
+ADMIN, USER = "admin-key", "user-key"
 HEADERS = {"authorization": f"Bearer {ADMIN}"}
+REQUESTS_PER_MINUTE = 30  # per key, for the fleet
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def replicas(tmp_path_factory, postgres, fake_upstream):
         for i in range(3):  # the classifier is not what is tested here: every target restricts every request
             started.append(guard_proxy(f"replica-{i}", logs, fake_upstream, "--enforcement", "filter", "--no-classifier",
                                        "--state-url", postgres.url, "--reload-seconds", "60",
-                                       env={"GUARD_ADMIN_KEYS": ADMIN}))
+                                       "--rate-limit-rpm", str(REQUESTS_PER_MINUTE),
+                                       env={"GUARD_ADMIN_KEYS": ADMIN, "GUARD_API_KEYS": USER}))
         yield [replica.wait_ready() for replica in started]
     finally:
         stop_all(started)
@@ -56,11 +59,22 @@ def target(name: str) -> dict:
     return {"id": name.lower(), "description": f"The person {name}.", "phrases": [name]}
 
 
-def says(replica, name: str) -> tuple[str, str | None]:
-    """(text, finish reason) of an upstream answer that names `name` (the fake repeats what it is told)."""
+def ask(replica, key: str = ADMIN) -> httpx.Response:
+    """The fake upstream's innocent answer: "The capital of France is Paris, and 1879 was a year." """
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "Hi #innocent"}]}
-    reply = httpx.post(f"{replica.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=30).json()
+    return httpx.post(f"{replica.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"},
+                      timeout=30)
+
+
+def says(replica) -> tuple[str, str | None]:
+    """(text, finish reason) of the innocent answer."""
+    reply = ask(replica).json()
     return reply["choices"][0]["message"]["content"], reply["choices"][0]["finish_reason"]
+
+
+def database_minute(postgres) -> int:
+    with psycopg.connect(postgres.url) as conn:
+        return conn.execute("SELECT floor(extract(epoch FROM clock_timestamp()) / 60)::bigint").fetchone()[0]
 
 
 def test_a_target_posted_to_one_replica_is_enforced_by_every_other_at_once(replicas):
@@ -75,8 +89,20 @@ def test_a_target_posted_to_one_replica_is_enforced_by_every_other_at_once(repli
     assert delay < 30  # polling every 60 s could not have done it: NOTIFY did (the figure: README)
     print(f"propagation to two replicas: {delay:.2f} s")
     for replica in replicas:  # "The capital of France is Paris, ..." is now cut before "Paris"
-        text, finish = says(replica, "Paris")
+        text, finish = says(replica)
         assert finish == "content_filter" and "Paris" not in text
+
+
+def test_a_keys_rate_limit_is_one_budget_across_the_replicas(replicas, postgres):
+    minute = database_minute(postgres)
+    statuses = [ask(replicas[i % 3], USER).status_code for i in range(REQUESTS_PER_MINUTE + 3)]
+    allowed = statuses.count(200)
+    if database_minute(postgres) == minute:  # a new minute would have reset the count meanwhile
+        assert allowed == REQUESTS_PER_MINUTE  # not 3x: each replica alone would have allowed 30
+        assert statuses[REQUESTS_PER_MINUTE:] == [429] * 3  # refused by every replica
+    else:
+        assert REQUESTS_PER_MINUTE <= allowed <= 2 * REQUESTS_PER_MINUTE
+    assert all(httpx.get(f"{r.url}/health", timeout=30).json()["rate_limit_error"] is None for r in replicas)
 
 
 def test_the_database_killed_mid_update_loses_nothing_acknowledged(replicas, postgres):
@@ -104,9 +130,12 @@ def test_the_database_killed_mid_update_loses_nothing_acknowledged(replicas, pos
         assert down["error"] and "unreachable" in down["error"]  # serving its last version, and saying so
         health = wait_for(lambda: (h := httpx.get(f"{second.url}/health", timeout=30).json())["policy_error"] and h)
         assert health["status"] == "ok" and "unreachable" in health["policy_error"]
-        assert says(second, "Paris")[1] == "content_filter"  # still guarded by what it enforced
+        assert says(second)[1] == "content_filter"  # still guarded by what it enforced
+        assert "alone" in httpx.get(f"{second.url}/health", timeout=30).json()["rate_limit_error"]  # and limited
         postgres.start()
         wait_for(lambda: sum(s == 201 for s in list(outcomes.values())[-3:]) == 3)  # writes go through again
+        wait_for(lambda: says(second) and httpx.get(f"{second.url}/health", timeout=30).json()["rate_limit_error"] is None,
+                 seconds=10)  # the rate limits back in the database (a request a poll: within the key's limit)
     finally:
         stop.set()
         writer.join()
