@@ -10,7 +10,8 @@ with their text, or, where the producer gives no token ids, pieces of text. Afte
 - rewind: a violation (a forbidden phrase, a near-miss of one) begins in an unreleased token. The
   producer's attempt must be aborted and a new one started from `resume_ids` (the tokens accepted so
   far) with `resume_bans` (the token that began the violation, and any banned there before) banned
-  at its first step, so the model rephrases from before it. Only with token ids: text cannot resume;
+  at its first step, and `avoided` (every phrase the answer was rewound for) begun by no token from
+  then on, so the model rephrases from before it. Only with token ids: text cannot resume;
 - finish, with the finish reason: the producer's own, "stop" at the first of the client's stop
   strings (the answer ends before it), or "content_filter" when a violation cannot be rewound (no
   token ids, rewinds used up, or no room left). The answer is then cut before the violation: fail
@@ -66,6 +67,7 @@ class GuardedStream:
         self.sent = 0  # text before this offset was released
         self._judged = 0  # text before this offset was judged innocent
         self._bans: dict[int, set[int]] = {}  # token position -> tokens banned there by rewinds
+        self.avoided: set[str] = set()  # the folded phrases rewound for: not to be begun again
         self._with_tokens = False  # whether units are tokens (only then can a violation be rewound)
         self.rewinds = 0
         self.decoded_tokens = 0  # every token fed, rewound ones included
@@ -85,8 +87,10 @@ class GuardedStream:
         return None if self.max_tokens is None else self.max_tokens - len(self.token_ids)
 
     def attempt_spec(self, spec: GuardSpec) -> GuardSpec:
-        """`spec` for the next attempt: the accepted tokens to replay, the bans where it resumes."""
-        return dataclasses.replace(spec, replay_tokens=len(self.token_ids), resume_bans=self.resume_bans)
+        """`spec` for the next attempt: the accepted tokens to replay, the bans where it resumes, the
+        phrases it must not begin."""
+        return dataclasses.replace(spec, replay_tokens=len(self.token_ids), resume_bans=self.resume_bans,
+                                   avoid=tuple(sorted(self.avoided)))
 
     # -- feeding -------------------------------------------------------------------------------
     def feed(self, text: str, token_ids: Sequence[int] | None = None, finish_reason: str | None = None,
@@ -146,6 +150,7 @@ class GuardedStream:
         if resumable:
             self.rewinds += 1
             self._bans.setdefault(k, set()).add(self.token_ids[k])
+            self.avoided.add(violation.forbidden)
             for position in [p for p in self._bans if p > k]:
                 del self._bans[position]
             self._truncate(k)

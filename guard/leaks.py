@@ -19,6 +19,8 @@ Violations, in one of two rule sets:
 - similar:  a finished word of >= 4 letters within edit similarity FUZZY_RATIO of a forbidden word
             of >= 5 letters, including the parts of multi-word names ("Voldermort", "Granger").
             lenient: not when it is a common word ("rolling" is not "Rowling").
+            strict: not when it is a common word that begins with another letter ("grid" is not
+            "Hagrid"; "Snake" may be "Snape").
 A common word is one of Zipf frequency >= COMMON_ZIPF in wordfreq's English list: misspelt names sit
 below it ("Voldermort" 1.5, "Hermoine" 1.6), everyday words above it ("rolling" 4.5, "hogwash" 2.4).
 
@@ -180,8 +182,8 @@ class LeakDetector:
         if len(folded) < 4 or not self.words:
             return None
         best = process.extractOne(folded, self.words, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO)
-        if best is None or (not self.strict and is_common(folded)):
-            return None
+        if best is None or (is_common(folded) and (not self.strict or folded[0] != best[0][0])):
+            return None  # an everyday word; strict: one that does not even begin as the name does ("grid", "Hagrid")
         return best[0]
 
 

@@ -46,6 +46,10 @@ class GuardSpec:
     replay_tokens: int = 0
     # Tokens banned at the first step of this attempt, where a rewind resumes: how the model rephrases.
     resume_bans: tuple[int, ...] = ()
+    # Folded phrases no token may begin, from this attempt's first step on: what the answer was rewound
+    # for. A model rewound for "Hogwarts" tends to try it again a word later, or spelt by other tokens,
+    # one rewind each; now it must rephrase at once.
+    avoid: tuple[str, ...] = ()
     # (token id, penalty <= 0): tokens close in meaning to a forbidden span (guard.semantic).
     semantic: tuple[tuple[int, float], ...] = field(default=())
     # The JSON schema the answer must follow (JSON text; guard.grammar.ANY_OBJECT for any object), or None.
@@ -64,6 +68,7 @@ class GuardSpec:
                 "penalised": None if self.penalised is None else list(self.penalised),
                 "replay_tokens": self.replay_tokens,
                 "resume_bans": list(self.resume_bans),
+                "avoid": list(self.avoid),
                 "semantic": [[token_id, penalty] for token_id, penalty in self.semantic],
                 **({"json_schema": self.json_schema} if self.json_schema is not None else {}),
             }
@@ -95,10 +100,12 @@ class GuardSpec:
             raise ValueError(f"{where}: {message.removeprefix('Value error, ')}") from None
         penalised = None if fields.penalised is None else tuple(sorted(set(fields.penalised)))
         return cls(tuple(sorted(set(fields.patterns))), fields.penalty, penalised, fields.replay_tokens,
-                   tuple(sorted(set(fields.resume_bans))), tuple(fields.semantic), fields.json_schema)
+                   tuple(sorted(set(fields.resume_bans))), tuple(sorted(set(fields.avoid))),
+                   tuple(fields.semantic), fields.json_schema)
 
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
+Pattern = Annotated[StrictStr, Field(min_length=1, max_length=MAX_PATTERN_CHARS)]
 
 
 class _SpecFields(BaseModel):
@@ -106,12 +113,12 @@ class _SpecFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patterns: list[Annotated[StrictStr, Field(min_length=MIN_FOLDED_PHRASE, max_length=MAX_PATTERN_CHARS)]] = Field(
-        max_length=MAX_PATTERNS)
+    patterns: list[Annotated[Pattern, Field(min_length=MIN_FOLDED_PHRASE)]] = Field(max_length=MAX_PATTERNS)
     penalty: Annotated[StrictFloat, Field(ge=0, le=100)] = DEFAULT_PENALTY
     penalised: list[StrictStr] | None = None
     replay_tokens: TokenId = 0
     resume_bans: list[TokenId] = Field(default=[], max_length=MAX_PATTERNS)
+    avoid: list[Pattern] = Field(default=[], max_length=MAX_PATTERNS)
     semantic: list[tuple[TokenId, Annotated[StrictFloat, Field(ge=-100, le=0)]]] = []
     json_schema: StrictStr | None = None
 
@@ -122,7 +129,7 @@ class _SpecFields(BaseModel):
             check_schema(schema)
         return schema
 
-    @field_validator("patterns")
+    @field_validator("patterns", "avoid")
     @classmethod
     def _folded(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:

@@ -60,6 +60,7 @@ class _Row:
     output_ids: list[int]  # vLLM's live list of this request's output tokens
     resume_bans: tuple[int, ...] = ()  # banned at the first step only (a rewind's resume position)
     grammar: Any = None  # the answer's JSON grammar matcher (guard.grammar), if it must be JSON
+    avoided: dict[bool, tuple[torch.Tensor, torch.Tensor]] | None = None  # GuardLogitsProcessor._avoided
     seen: int = 0
 
     def catch_up(self) -> None:
@@ -133,10 +134,26 @@ class GuardLogitsProcessor(LogitsProcessor):
                 if self._grammars is None:
                     self._grammars = Grammars(self._tokenizer, self._vocab_size)
                 grammar = self._grammars.matcher(spec.json_schema, replayed)
-            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, spec.resume_bans, grammar)
+            return _Row(compiled, compiled.matcher.replay(replayed), output_ids, spec.resume_bans, grammar,
+                        self._avoided(spec.avoid))
         except Exception:  # noqa: BLE001
             log.exception("guard: cannot compile a spec")
             return _Row(None, MatchState((), True), output_ids)
+
+    def _avoided(self, phrases: tuple[str, ...]) -> dict[bool, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The bans of every token that would begin one of `phrases`, where the next letter starts a
+        word (True) and where it does not; None: nothing avoided."""
+        if not phrases:
+            return None
+        bans = {}
+        for boundary in (True, False):
+            ids = set()
+            for phrase in phrases:
+                completing, beginning = self.index.pattern_starts(phrase, boundary)
+                ids |= completing | beginning.keys()
+            bans[boundary] = (torch.tensor(sorted(ids), dtype=torch.long, device=self.device),
+                              torch.full((len(ids),), float("-inf"), device=self.device))
+        return bans
 
     def _compile(self, spec: GuardSpec) -> _CompiledMatcher:
         if self.index is None:
@@ -173,6 +190,9 @@ class GuardLogitsProcessor(LogitsProcessor):
                 grammar_rows.append(index)
             row_indices.append(index)
             biases.append(self._bias_tensors(row))
+            if row.avoided is not None:
+                row_indices.append(index)
+                biases.append(row.avoided[row.state.at_boundary])
             if row.resume_bans and not row.output_ids:
                 row_indices.append(index)
                 cols = torch.tensor(row.resume_bans, dtype=torch.long, device=self.device)

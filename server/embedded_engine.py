@@ -29,6 +29,11 @@ from server.engine import (DecodeParams, Delta, EngineStats, EngineUnavailable, 
 
 log = logging.getLogger("guard.engine")
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+# vLLM's CPU backend caches prefixes in blocks of 128 tokens by default: a rewind (and a chat's next
+# request) would re-prefill everything after the last full block, often the whole answer so far. 32,
+# the smallest block its attention kernel takes, caps that at 31 tokens; greedy answers are the same,
+# token for token (checked on the bundled model), and benchmarks/throughput.py measures the rest.
+CPU_BLOCK_SIZE = 32
 
 
 class SchedulerCounts:
@@ -92,10 +97,11 @@ class EmbeddedEngine:
 
     def engine_args(self):
         """vLLM's engine arguments: `vllm serve`'s defaults but for the context length, the guard's
-        processor, prefix caching (rewinds re-prefill the same prefix), log-probabilities of the
-        distribution each token is sampled from (after the guard's biases, not the model's raw one) and,
-        where asked, eager and LoRA."""
+        processor, prefix caching (rewinds re-prefill the same prefix) in small blocks on a CPU,
+        log-probabilities of the distribution each token is sampled from (after the guard's biases, not
+        the model's raw one) and, where asked, eager and LoRA."""
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
 
         lora_args = {}
         if self._loras:  # only then: LoRA support costs the base model a little per step
@@ -103,6 +109,7 @@ class EmbeddedEngine:
         return AsyncEngineArgs(model=self.model_path, max_model_len=self.max_model_len, logits_processors=[PROCESSOR],
                                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                                kv_cache_memory_bytes=self._kv_cache_gib * 2**30,
+                               block_size=CPU_BLOCK_SIZE if current_platform.is_cpu() else None,
                                enforce_eager=self._enforce_eager, **lora_args)
 
     async def _load_loras(self) -> None:

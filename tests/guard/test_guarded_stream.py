@@ -113,6 +113,7 @@ def test_the_next_attempt_spec_carries_the_replay_and_the_bans():
     assert [s.action for s in steps] == ["continue"] * 4 + ["rewind"]
     spec = machine.attempt_spec(GuardSpec(compile_patterns(HP_PHRASES)))
     assert (spec.replay_tokens, spec.resume_bans) == (3, (3,))
+    assert spec.avoid == ("jkrowling",)  # no spelling of it may begin again
     assert machine.decoded_tokens == 5 and machine.token_ids == [0, 1, 2]
 
 

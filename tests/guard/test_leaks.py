@@ -29,10 +29,16 @@ def test_violations(text, kind, span):
 @pytest.mark.parametrize(
     "text",
     ["The capital of France is Paris.", "Her herbs were here.", "J. R. R. Tolkien wrote it.", "Iron ore.",
-     "The Hog's Head"],
+     "The Hog's Head", "A rectangular grid."],  # "grid": within the ratio of "Hagrid", an everyday word, another first letter
 )
 def test_innocent_text(text):
     assert detector.violations(text) == []
+
+
+def test_an_everyday_word_that_begins_as_the_name_does_is_still_a_near_miss():
+    snape = LeakDetector(["Severus Snape"])
+    assert [(v.kind, v.forbidden) for v in snape.violations("Professor Snake taught potions.")] == [("similar", "snape")]
+    assert snape.violations("Professor Drake taught potions.") == []  # as near, but another first letter
 
 
 def test_growing_text_holds_back_the_undecided_tail():

@@ -81,6 +81,24 @@ def test_replayed_prompt_tail_and_resume_bans(processor_factory, tokenizer):
     assert processor.apply(torch.zeros(1, len(tokenizer)))[0, 42] == 0  # ... and only there
 
 
+def test_a_phrase_rewound_for_may_not_begin_again_by_any_token(processor_factory, tokenizer):
+    processor = processor_factory()
+    accepted = ids(tokenizer, "He went to")
+    spec = GuardSpec(SPEC.patterns, replay_tokens=len(accepted), avoid=("hogwarts",))
+    output: list[int] = []
+    add(processor, (0, SamplingParams(extra_args=spec.to_extra_args()), [7] + accepted, output))
+    beginnings = [ids(tokenizer, text)[0] for text in (" Hog", " Ho", " H")]
+    for word in (" the", " school", " of"):
+        logits = processor.apply(torch.zeros(1, len(tokenizer)))[0]
+        assert torch.all(logits[beginnings] == float("-inf"))  # every way into "Hogwarts", at every word
+        assert logits[ids(tokenizer, " Harry")[0]] == 0 and logits[ids(tokenizer, " How")[0]] == 0  # only those
+        output.append(ids(tokenizer, word)[0])
+        processor.update_state(None)
+    output.append(ids(tokenizer, "-")[0])  # after a separator, a bare "Hog" would begin a word too
+    processor.update_state(None)
+    assert processor.apply(torch.zeros(1, len(tokenizer)))[0, ids(tokenizer, "Hog")[0]] == float("-inf")
+
+
 def test_the_safety_net_blocks_without_penalising(processor_factory, tokenizer):
     """A spec that penalises nothing leaves every logit but those completing a phrase untouched."""
     processor = processor_factory()

@@ -13,8 +13,10 @@ import pytest
 from server.embedded_engine import PROCESSOR, EmbeddedEngine
 
 # What guard serve sets on purpose; none of it changes how the model computes a token. (logprobs_mode:
-# a client's logprobs describe the distribution a token was sampled from, the guard's biases applied.)
-DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching", "logprobs_mode", "kv_cache_memory_bytes"}
+# a client's logprobs describe the distribution a token was sampled from, the guard's biases applied;
+# block_size: the prefix cache's granularity on a CPU, the end-to-end tests compare answers with it.)
+DELIBERATE = {"max_model_len", "logits_processors", "enable_prefix_caching", "logprobs_mode", "kv_cache_memory_bytes",
+              "block_size"}
 
 
 def vllm_serve_args(*argv: str):
