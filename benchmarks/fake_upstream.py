@@ -4,8 +4,8 @@ proxy's adversarial tests and the filter's cost benchmark: `python -m benchmarks
 It answers `/health` and `/v1/models` as vLLM does, and every completion request by a script named in
 the last user message (or the prompt) as `#name`: the answer's text, sent whole or as a stream of
 4-character pieces (`stream: true`), or a reply of the wrong shape (`#late-NAME`: streamed after a
-first good event). `#long-N` answers one unbroken word of N characters. A message naming no script
-gets "Hello."
+first good event). `#long-N` answers one unbroken word of N characters, `#port` the port it listens
+on ("Port 8123."). A message naming no script gets "Hello."
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ def script_of(body: dict) -> str | None:
     return found.group(1) if found else None
 
 
-def text_of(script: str | None) -> str:
+def text_of(script: str | None, port: int = 0) -> str:
     if script and (long := re.fullmatch(r"long-(\d+)", script)):
         return "a" * int(long.group(1))
+    if script == "port":
+        return f"Port {port}."
     return TEXTS.get(script or "", "Hello.")
 
 
@@ -101,7 +103,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._stream(chat, script)
         if script in WHOLE:
             return self._send(200, json.dumps(WHOLE[script]).encode())
-        text = text_of(script)
+        text = text_of(script, self.server.server_address[1])
         choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"} if chat
                   else {"index": 0, "text": text, "finish_reason": "stop"})
         self._send(200, json.dumps({"id": "fake-1", "object": "chat.completion" if chat else "text_completion",
@@ -125,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
             datas = ([event("Hi ", None)] if script.startswith("late-") else []) + (
                 [events] if isinstance(events, str) else [json.dumps(e) for e in events])
         else:
-            datas = [event(piece, None) for piece in pieces(text_of(script))] + [event(None, "stop")]
+            datas = [event(piece, None) for piece in pieces(text_of(script, self.server.server_address[1]))] + [event(None, "stop")]
         try:
             for data in datas:
                 self.wfile.write(f"data: {data}\n\n".encode())

@@ -87,12 +87,7 @@ class LeakDetector:
         self.patterns = compile_patterns(phrases)
         self._prefixes = {p[:k] for p in self.patterns for k in range(1, len(p) + 1)}
         self._pattern_set = set(self.patterns)
-        # Folded prefixes of multi-word phrases that end where one of its words ends ("jk" of
-        # "J.K. Rowling", "ron" of "Ron Weasley"): having written them, the model meant the name.
-        self._leading_words = {
-            lead for phrase in phrases for lead in _leading_word_prefixes(phrase)
-            if len(lead) >= 2 and lead not in self._pattern_set
-        } if strict else set()
+        self._leading_words = leading_words(phrases) if strict else frozenset()
         # Folded initials that lead a phrase ("jrr" of "J.R.R. Tolkien"): with a letter of the name after
         # them, the name is being written.
         self._initials = {lead for phrase in phrases if (lead := _leading_initials(phrase))}
@@ -233,6 +228,25 @@ def _leading_initials(phrase: str) -> str | None:
     words = [fold(w) for w in re.split(r"[\s.]+", phrase) if fold(w)]
     lead = words[:-1]
     return "".join(lead) if lead and all(len(w) == 1 for w in lead) else None
+
+
+def leading_words(phrases: Iterable[str]) -> frozenset[str]:
+    """Folded prefixes of multi-word phrases that end where one of their words ends, of two letters
+    or more ("jk" of "J.K. Rowling", "ron" of "Ron Weasley"): having written one, the model meant the
+    name. (One that is a phrase itself, "hermione" of "Hermione Granger", is matched whole.)"""
+    phrases = list(phrases)
+    patterns = set(compile_patterns(phrases))
+    return frozenset(lead for phrase in phrases for lead in _leading_word_prefixes(phrase)
+                     if len(lead) >= 2 and lead not in patterns)
+
+
+def doomed_depth(pattern: str, leading: frozenset[str] | tuple[str, ...]) -> int | None:
+    """How many letters of `pattern`, written from a word start, the strict rules judge a near-miss
+    whatever follows: NEAR_MISS_DEPTH, or fewer where they cover a leading word. None where only the
+    whole pattern counts (it is no longer than that). The engine's matcher blocks a partial match
+    from there on, so the strict rules have nothing left to rewind."""
+    depth = min([NEAR_MISS_DEPTH] + [len(lead) for lead in leading if pattern.startswith(lead)])
+    return depth if depth < len(pattern) else None
 
 
 def _leading_word_prefixes(phrase: str) -> list[str]:

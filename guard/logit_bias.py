@@ -29,8 +29,8 @@ class LogitBiases:
         return self._cached(spec.compile_key, strongest)
 
     def _compute(self, compile_key: tuple, strongest: bool) -> dict[str, float]:
-        patterns, penalised, penalty, semantic = compile_key
-        bias = Matcher(patterns, penalty, self.index, semantic, penalised).bias(INITIAL_STATE)
+        patterns, penalised, penalty, semantic, leading_words = compile_key
+        bias = Matcher(patterns, penalty, self.index, semantic, penalised, leading_words).bias(INITIAL_STATE)
         entries = sorted(zip(bias.token_ids, bias.values), key=lambda entry: (entry[1], entry[0]))
         return {str(token_id): LOGIT_BIAS_MIN if strongest else max(LOGIT_BIAS_MIN, round(value, 2))
                 for token_id, value in entries[:self.max_entries]}

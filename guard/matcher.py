@@ -5,7 +5,9 @@ A row's state is what of its output text matters for matching: the partial match
 word. For a state the matcher yields a bias over token ids: -inf for every token that would
 complete a pattern, and an adaptive penalty, growing with the depth a token would reach, for
 every token that would begin or extend a *penalised* one (the safety net on conversations the
-classifier did not flag penalises nothing: it only blocks). States repeat (most rows sit in the empty state most
+classifier did not flag penalises nothing: it only blocks). A penalised pattern is blocked from its
+doomed depth on (guard.leaks.doomed_depth: "Hogw", "J.K"), where the strict rules would judge any
+continuation a near-miss: steered off before it, rather than rewound after. States repeat (most rows sit in the empty state most
 of the time), so both the transition and the bias are cached per state: a decode step costs dict
 lookups, never a pass over the vocabulary.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from guard.leaks import doomed_depth
 from guard.vocab import TokenIndex
 
 BLOCK = float("-inf")
@@ -35,10 +38,13 @@ class Bias(NamedTuple):
 
 class Matcher:
     def __init__(self, patterns: tuple[str, ...], penalty: float, index: TokenIndex,
-                 semantic: tuple[tuple[int, float], ...] = (), penalised: tuple[str, ...] | None = None):
-        """`penalised`: the patterns steered away from by depth (None: all); the others are only blocked."""
+                 semantic: tuple[tuple[int, float], ...] = (), penalised: tuple[str, ...] | None = None,
+                 leading_words: tuple[str, ...] = ()):
+        """`penalised`: the patterns steered away from by depth (None: all), and blocked from their
+        doomed depth (`leading_words`: guard.leaks.leading_words); the others are only blocked."""
         self.patterns = patterns
         self.penalised = frozenset(patterns if penalised is None else penalised) if penalty else frozenset()
+        self._doomed = {p: depth for p in self.penalised if (depth := doomed_depth(p, leading_words)) is not None}
         self.penalty = penalty
         self.index = index
         self.semantic = dict(semantic)  # token id -> penalty, in every state (guard.semantic)
@@ -95,10 +101,12 @@ class Matcher:
         for done in state.active:
             for pattern in self._extending[done]:
                 rest = pattern[len(done) :]
-                blocked.update(whole.with_prefix(rest))
                 if pattern not in self.penalised:
+                    blocked.update(whole.with_prefix(rest))
                     continue
-                for k in range(1, len(rest)):
+                doomed = max(self._doomed.get(pattern, len(pattern)) - len(done), 1)
+                blocked.update(whole.with_prefix(rest[:doomed]))
+                for k in range(1, doomed):
                     _deepen(depth, whole.equal(rest[:k]), (len(done) + k) / len(pattern))
         return self._to_bias(blocked, depth)
 
@@ -107,11 +115,13 @@ class Matcher:
         blocked: set[int] = set()
         depth: dict[int, float] = {}
         for pattern in self.patterns:
-            pattern_blocked, pattern_depth = self.index.pattern_starts(pattern, boundary)
+            doomed = self._doomed.get(pattern)
+            pattern_blocked, pattern_depth = self.index.pattern_starts(pattern[:doomed] if doomed else pattern, boundary)
             blocked |= pattern_blocked
             if pattern not in self.penalised:
                 continue
             for token_id, fraction in pattern_depth.items():
+                fraction *= (doomed or len(pattern)) / len(pattern)  # of the pattern, not of its doomed prefix
                 if depth.get(token_id, 0.0) < fraction:
                     depth[token_id] = fraction
         return blocked, depth

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Iterable
 
 from guard.conversation import Conversation
-from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation, phrase_owners
+from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation, leading_words, phrase_owners
 from guard.mentions import Mentions
 from guard.policy import REQUEST_SPANS, Policy
 from guard.spans import KEY_FACT_ZIPF, SpanExtractor, forget_items, nearest
@@ -123,7 +123,8 @@ class Restrictions:
             detectors.append(LeakDetector([p for _, p in lenient], strict=False))
         penalty = round(self.penalty * (0.5 + 0.5 * confidence), 2) if target_ids else 0.0  # surer, firmer
         semantic = self.semantic.penalties([p for _, p in detected], penalty) if self.semantic and detected else ()
-        spec = GuardSpec(patterns, penalty, compile_patterns(p for _, p in detected), semantic=semantic)
+        spec = GuardSpec(patterns, penalty, compile_patterns(p for _, p in detected),
+                         tuple(sorted(leading_words(p for _, p in detected))), semantic=semantic)
         detector = detectors[0] if len(detectors) == 1 else CombinedDetector(detectors)
         return Restriction(target_ids, spec, detector, self.version, phrase_owners(detected + lenient))
 

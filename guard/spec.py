@@ -41,6 +41,9 @@ class GuardSpec:
     # conversation the classifier did not flag penalises none, so that its answer stays token for
     # token the unguarded one until it approaches a phrase.
     penalised: tuple[str, ...] | None = None
+    # Folded leading words of the penalised phrases (guard.leaks.leading_words): with NEAR_MISS_DEPTH,
+    # where a penalised partial match is doomed, and so blocked (guard.leaks.doomed_depth).
+    leading_words: tuple[str, ...] = ()
     # After a rewind the prompt ends with model output already accepted: the processor replays
     # that many trailing prompt tokens through its matcher so partial matches span the seam.
     replay_tokens: int = 0
@@ -58,7 +61,7 @@ class GuardSpec:
     @property
     def compile_key(self) -> tuple:
         """What the worker compiles a matcher from; requests sharing it share the cache."""
-        return (self.patterns, self.penalised, self.penalty, self.semantic)
+        return (self.patterns, self.penalised, self.penalty, self.semantic, self.leading_words)
 
     def to_extra_args(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class GuardSpec:
                 "patterns": list(self.patterns),
                 "penalty": self.penalty,
                 "penalised": None if self.penalised is None else list(self.penalised),
+                "leading_words": list(self.leading_words),
                 "replay_tokens": self.replay_tokens,
                 "resume_bans": list(self.resume_bans),
                 "avoid": list(self.avoid),
@@ -99,7 +103,8 @@ class GuardSpec:
             message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
             raise ValueError(f"{where}: {message.removeprefix('Value error, ')}") from None
         penalised = None if fields.penalised is None else tuple(sorted(set(fields.penalised)))
-        return cls(tuple(sorted(set(fields.patterns))), fields.penalty, penalised, fields.replay_tokens,
+        return cls(tuple(sorted(set(fields.patterns))), fields.penalty, penalised,
+                   tuple(sorted(set(fields.leading_words))), fields.replay_tokens,
                    tuple(sorted(set(fields.resume_bans))), tuple(sorted(set(fields.avoid))),
                    tuple(fields.semantic), fields.json_schema)
 
@@ -116,6 +121,7 @@ class _SpecFields(BaseModel):
     patterns: list[Annotated[Pattern, Field(min_length=MIN_FOLDED_PHRASE)]] = Field(max_length=MAX_PATTERNS)
     penalty: Annotated[StrictFloat, Field(ge=0, le=100)] = DEFAULT_PENALTY
     penalised: list[StrictStr] | None = None
+    leading_words: list[Pattern] = Field(default=[], max_length=MAX_PATTERNS)
     replay_tokens: TokenId = 0
     resume_bans: list[TokenId] = Field(default=[], max_length=MAX_PATTERNS)
     avoid: list[Pattern] = Field(default=[], max_length=MAX_PATTERNS)
@@ -129,7 +135,7 @@ class _SpecFields(BaseModel):
             check_schema(schema)
         return schema
 
-    @field_validator("patterns", "avoid")
+    @field_validator("patterns", "leading_words", "avoid")
     @classmethod
     def _folded(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:

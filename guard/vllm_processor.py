@@ -160,7 +160,8 @@ class GuardLogitsProcessor(LogitsProcessor):
             raise RuntimeError("no token index")
         compiled = self._compiled.get(spec.compile_key)
         if compiled is None:
-            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic, spec.penalised))
+            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic, spec.penalised,
+                                                spec.leading_words))
             self._compiled[spec.compile_key] = compiled
         return compiled
 

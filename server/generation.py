@@ -55,6 +55,7 @@ async def generate_guarded(engine: Engine, prompt_ids: list[int], params: Decode
         attempt_params = dataclasses.replace(params, max_tokens=stream.tokens_left, stop=(), logprobs=asked)
         attempt_spec = stream.attempt_spec(spec) if spec is not None else None
         step = Step()
+        # Named ANSWER-N: an upstream engine keeps one answer's attempts on one upstream, where its prefix is cached.
         async with aclosing(engine.stream(prompt_ids + stream.resume_ids, attempt_params, attempt_spec,
                                           f"{request_id}-{attempt}")) as deltas:
             async for delta in deltas:

@@ -25,7 +25,7 @@ from server.app import Deployment, guarded_app, open_live_policy
 from server.engine import EngineError
 from server.routes import ServedModel
 from server.settings import Enforcement, ProxySettings
-from server.upstream import Upstream
+from server.upstream import Upstream, upstream_urls
 
 log = logging.getLogger("guard.proxy")
 PROBE_ERROR = "guard: not valid JSON"  # what the plugin's validate_params answers to a broken spec
@@ -80,9 +80,18 @@ def choose_level(requested: Enforcement, plugin: bool, tokenizer: str | None) ->
 
 
 async def probe(settings: ProxySettings) -> UpstreamModel:
-    """Wait for the upstream, find its model, and choose the enforcement level (RuntimeError if the
-    asked-for level cannot be had)."""
-    upstream = Upstream(settings.upstream, settings.upstream_key, settings.upstream_timeout)
+    """Wait for the upstreams, find their model, and choose the enforcement level (RuntimeError if the
+    asked-for level cannot be had, or if several upstreams do not serve the same model alike)."""
+    found = await asyncio.gather(*(_probe_one(settings, url) for url in upstream_urls(settings.upstream)))
+    if len(set(found)) > 1:
+        raise RuntimeError("--upstream: the upstreams must serve the same model alike; they serve "
+                           + "; ".join(f"{url}: {f.model} at level {f.level}, context {f.max_model_len}"
+                                       for url, f in zip(upstream_urls(settings.upstream), found)))
+    return found[0]
+
+
+async def _probe_one(settings: ProxySettings, url: str) -> UpstreamModel:
+    upstream = Upstream(url, settings.upstream_key, settings.upstream_timeout)
     try:
         listed = (await wait_for_models(upstream, settings.upstream_wait))["data"][0]
         model = listed["id"]

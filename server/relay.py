@@ -34,7 +34,6 @@ from runtime.restrictions import build_restrictions
 from server.app import assemble_app, following
 from server.audit import AuditLog
 from server.decisions import classify, record
-from server.engine import EngineError
 from server.generation import MAX_LOGPROBS, SPARE_ALTERNATIVES
 from server.live_policy import LivePolicy
 from server.output_filter import filtered_events, judged_choice
@@ -103,10 +102,8 @@ async def health(request: Request) -> JSONResponse:
     body = dict(model=state.model, upstream=state.settings.upstream, enforcement=state.level.value,
                 targets=len(state.restrictions.policy.targets), policy_version=state.policy.enforced_version,
                 policy_error=state.policy.error, rate_limit_error=request.app.state.rate_limiter.error)
-    try:
-        await state.upstream.get("/models")
-    except EngineError as exc:
-        return JSONResponse(responses.Health(status="unhealthy", problem=exc.message, **body).model_dump(),
+    if (problem := await state.upstream.problem()) is not None:  # not one upstream answers
+        return JSONResponse(responses.Health(status="unhealthy", problem=problem, **body).model_dump(),
                             status_code=503)
     return JSONResponse(responses.Health(status="ok", **body).model_dump())
 

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.restrictions import GuardOptions
+from server.upstream import upstream_urls
 from server.variants import parse_variant
 
 _ENV_ONLY = {"flag": None}  # a secret: from the environment, never on a command line others can read
@@ -103,7 +104,8 @@ class Settings(GuardSettings):
 
 class ProxySettings(GuardSettings):
     """`guard proxy`: the guard in front of an OpenAI-compatible server that someone else runs."""
-    upstream: str = Field(description="the upstream's OpenAI base URL, e.g. http://host:8000/v1")
+    upstream: str = Field(description="the upstream's OpenAI base URL, e.g. http://host:8000/v1; several serving "
+                                      "the same model, comma-separated: the proxy spreads requests over them")
     upstream_api_key: SecretStr | None = Field(default=None, description="bearer token for the upstream (better: "
                                                                          "GUARD_UPSTREAM_API_KEY)")
     enforcement: Enforcement = Field(
@@ -124,7 +126,11 @@ class ProxySettings(GuardSettings):
 
     @field_validator("upstream")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if not url.startswith(("http://", "https://")) or not url.split("://", 1)[1]:
-            raise ValueError("must be an http:// or https:// URL, e.g. http://host:8000/v1")
-        return url.rstrip("/")
+    def _http_urls(cls, given: str) -> str:
+        urls = upstream_urls(given)
+        for url in urls or [""]:
+            if not url.startswith(("http://", "https://")) or not url.split("://", 1)[1]:
+                raise ValueError("must be http:// or https:// URLs, e.g. http://host:8000/v1 (several: comma-separated)")
+        if len(set(urls)) < len(urls):
+            raise ValueError("names an upstream twice")
+        return ",".join(urls)

@@ -1,4 +1,10 @@
-"""The proxy's connection to an upstream OpenAI-compatible server: pooled, bounded in time, failures named.
+"""The proxy's connection to its upstream OpenAI-compatible servers: pooled, bounded in time, failures named.
+
+One upstream, or several serving the same model (`--upstream URL,URL,...`), which the proxy spreads
+requests over itself, round robin. An upstream that refuses or drops a connection is left out for
+`RESTING_SECONDS` (then tried again); a request whose connection was refused, so that it never
+reached that upstream, goes to the next one. The attempts of one guarded answer (a rewind's
+resubmission) go to the same upstream, where its prefix is cached (`affinity`).
 
 What each failure of the upstream becomes (server.engine's exceptions; server.errors maps them to
 what the proxy's clients see, always an OpenAI-shaped error and never a hang):
@@ -13,18 +19,28 @@ Streams are read with httpx-sse.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import time
+import zlib
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import httpx
 from httpx_sse import EventSource, SSEError
 from pydantic import BaseModel, ValidationError
 
-from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
+from server.engine import EngineError, EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
 
 log = logging.getLogger("guard.upstream")
+RESTING_SECONDS = 5.0
+
+
+def upstream_urls(urls: str | Sequence[str]) -> list[str]:
+    """`--upstream`'s URLs: one, or several comma-separated."""
+    listed = urls.split(",") if isinstance(urls, str) else list(urls)
+    return [url.strip().rstrip("/") for url in listed if url.strip()]
 
 
 def _unavailable(exc: Exception) -> EngineUnavailable:
@@ -59,22 +75,53 @@ def fitted(payload: Any, shape: type[BaseModel] | None, what: str, status: int) 
 
 
 class Upstream:
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0, connect_timeout: float = 5.0,
-                 max_connections: int = 256, transport: httpx.AsyncBaseTransport | None = None):
-        """`url`: the upstream's OpenAI base, e.g. http://host:8000/v1. `timeout` bounds every wait
-        for a byte (a streamed answer may take longer in all; each gap may not)."""
+    def __init__(self, urls: str | Sequence[str], api_key: str | None = None, timeout: float = 30.0,
+                 connect_timeout: float = 5.0, max_connections: int = 256,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        """`urls`: the upstreams' OpenAI bases, e.g. http://host:8000/v1 (upstream_urls). `timeout`
+        bounds every wait for a byte (a streamed answer may take longer in all; each gap may not)."""
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = url.rstrip("/")
+        self.urls = upstream_urls(urls)
+        self.url = ",".join(self.urls)
         self.client = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            headers=headers, timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport)
+        self._turn = itertools.count()
+        self._resting_until = dict.fromkeys(self.urls, 0.0)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
+    def _order(self, affinity: str | None) -> list[str]:
+        """The upstreams to try, in order: the chosen one first (round robin, or the one `affinity`
+        hashes to), then the others; those resting after a failure go last."""
+        now = time.monotonic()
+        ready = [url for url in self.urls if self._resting_until[url] <= now]
+        ready = ready or list(self.urls)  # every one failed lately: try them anyway
+        first = zlib.crc32(affinity.encode()) if affinity is not None else next(self._turn)
+        first %= len(ready)
+        ordered = ready[first:] + ready[:first]
+        return ordered + [url for url in self.urls if url not in ordered]
+
+    def _rest(self, url: str, exc: Exception) -> None:
+        if self._resting_until[url] <= time.monotonic():
+            log.warning("upstream %s failed (%s); leaving it out for %.0f s", url, type(exc).__name__, RESTING_SECONDS)
+        self._resting_until[url] = time.monotonic() + RESTING_SECONDS
+
     async def get(self, path: str) -> dict:
         return await self._json("GET", path)
+
+    async def problem(self) -> str | None:
+        """None if any upstream lists its models; else why none does (for /health)."""
+        problems = []
+        for url in self.urls:
+            try:
+                await self._json("GET", "/models", url=url)
+                return None
+            except EngineError as exc:
+                problems.append(exc.message if len(self.urls) == 1 else f"{url}: {exc.message}")
+        return "; ".join(problems)
 
     async def post(self, path: str, body: dict, timeout: float | None = None,
                    shape: type[BaseModel] | None = None) -> dict:
@@ -83,14 +130,18 @@ class Upstream:
         return await self._json("POST", path, body, timeout, shape)
 
     async def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
-                    shape: type[BaseModel] | None = None) -> dict:
+                    shape: type[BaseModel] | None = None, url: str | None = None) -> dict:
         extra = {"timeout": httpx.Timeout(timeout, connect=self.client.timeout.connect)} if timeout else {}
-        try:
-            response = await self.client.request(method, path, json=body, **extra)
-        except httpx.TimeoutException:
-            raise _timeout() from None
-        except httpx.TransportError as exc:
-            raise _unavailable(exc) from None
+        for base, last in _with_last([url] if url else self._order(None)):
+            try:
+                response = await self.client.request(method, base + path, json=body, **extra)
+                break
+            except httpx.TimeoutException:
+                raise _timeout() from None
+            except httpx.TransportError as exc:
+                self._rest(base, exc)
+                if last or not isinstance(exc, httpx.ConnectError):
+                    raise _unavailable(exc) from None
         _raise_for_status(response.status_code, response.content)
         try:
             payload = response.json()
@@ -99,23 +150,34 @@ class Upstream:
         return fitted(payload, shape, "the reply", response.status_code)
 
     @asynccontextmanager
-    async def stream(self, path: str, body: dict,
-                     shape: type[BaseModel] | None = None) -> AsyncIterator[AsyncIterator[Any]]:
+    async def stream(self, path: str, body: dict, shape: type[BaseModel] | None = None,
+                     affinity: str | None = None) -> AsyncIterator[AsyncIterator[Any]]:
         """`async with upstream.stream(path, body) as events:` the server-sent events' JSON payloads,
         up to `[DONE]`, each fitting `shape`. Errors before the first event raise here; later ones
-        raise from the iterator."""
-        try:
-            async with self.client.stream("POST", path, json=body) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response.status_code, await response.aread())
-                yield _events(EventSource(response), shape, response.status_code)
-        except httpx.TimeoutException:
-            raise _timeout() from None
-        except httpx.TransportError as exc:
-            raise _unavailable(exc) from None
+        raise from the iterator. `affinity`: streams with the same one go to the same upstream."""
+        for base, last in _with_last(self._order(affinity)):
+            try:
+                async with self.client.stream("POST", base + path, json=body) as response:
+                    if response.status_code >= 400:
+                        _raise_for_status(response.status_code, await response.aread())
+                    yield _events(EventSource(response), shape, response.status_code,
+                                  lambda exc, failed=base: self._rest(failed, exc))
+                    return
+            except httpx.TimeoutException:
+                raise _timeout() from None
+            except httpx.TransportError as exc:
+                self._rest(base, exc)
+                if last or not isinstance(exc, httpx.ConnectError):
+                    raise _unavailable(exc) from None
 
 
-async def _events(source: EventSource, shape: type[BaseModel] | None, status: int) -> AsyncIterator[Any]:
+def _with_last(items: list) -> list[tuple[Any, bool]]:
+    return [(item, i == len(items) - 1) for i, item in enumerate(items)]
+
+
+async def _events(source: EventSource, shape: type[BaseModel] | None, status: int,
+                  dropped) -> AsyncIterator[Any]:
+    """`dropped(exc)`: the connection failed mid-stream."""
     try:
         async for sse in source.aiter_sse():
             if sse.data == "[DONE]":
@@ -133,6 +195,7 @@ async def _events(source: EventSource, shape: type[BaseModel] | None, status: in
     except httpx.TimeoutException:
         raise _timeout() from None
     except httpx.TransportError as exc:
+        dropped(exc)
         raise _unavailable(exc) from None
     raise _unavailable(ConnectionError("the stream ended before [DONE]"))
 

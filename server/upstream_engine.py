@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import AsyncIterator
 
 from guard.spec import GuardSpec
-from server.engine import DecodeParams, Delta, EngineError, PositionLogprobs, TokenLogprob
+from server.engine import DecodeParams, Delta, PositionLogprobs, TokenLogprob
 from server.upstream import Upstream, bad_gateway
 from server.upstream_shapes import TokenChunk
 
@@ -33,11 +33,7 @@ class UpstreamEngine:
             await self.upstream.aclose()
 
     async def health(self) -> str | None:
-        try:
-            await self.upstream.get("/models")
-        except EngineError as exc:
-            return exc.message
-        return None
+        return await self.upstream.problem()
 
     def stats(self) -> None:
         return None  # the engine runs in the upstream's process
@@ -61,7 +57,8 @@ class UpstreamEngine:
             body["logprobs"] = params.logprobs
         if spec is not None:
             body["vllm_xargs"] = spec.to_vllm_xargs()
-        async with self.upstream.stream("/completions", body, TokenChunk) as events:
+        answer = request_id.rpartition("-")[0] or request_id  # generation names attempts ANSWER-N
+        async with self.upstream.stream("/completions", body, TokenChunk, affinity=answer) as events:
             async for event in events:
                 if not event["choices"]:
                     continue  # a usage-only event

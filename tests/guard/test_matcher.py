@@ -2,6 +2,7 @@
 
 import pytest
 
+from guard.leaks import NEAR_MISS_DEPTH, leading_words
 from guard.matcher import BLOCK, INITIAL_STATE, Matcher
 from guard.spec import compile_patterns
 from tests.conftest import HP_PHRASES
@@ -56,17 +57,34 @@ def test_phrases_start_only_at_word_starts(matcher, tokenizer):
     assert first_blocked(matcher, tokenizer, "The answer is", " (Hermione)")[0] is not None
 
 
-def test_penalty_grows_along_a_partial_match(matcher, tokenizer):
-    ids = [tokenizer.encode(t, add_special_tokens=False)[0] for t in (" V", "old", "em")]
-    state, penalties = INITIAL_STATE, []
-    for token_id in ids:
-        penalties.append(dict(zip(*matcher.bias(state))).get(token_id, 0.0))
-        state = matcher.advance(state, token_id)
-    assert state.active == ("voldem",)
-    assert 0 > penalties[0] > penalties[1] > penalties[2] > BLOCK  # each step steers harder
+def test_penalty_grows_along_a_partial_match_until_it_is_doomed(matcher, tokenizer):
+    """Penalised: steered harder at each letter, then blocked where the strict rules would call any
+    continuation a near-miss (NEAR_MISS_DEPTH letters), not only where the name would complete."""
+    state, penalties = matcher.replay(tokenizer.encode("His enemy", add_special_tokens=False)), []
+    for token_id in tokenizer.encode(" Voldemort", add_special_tokens=False):
+        penalty = dict(zip(*matcher.bias(state))).get(token_id, 0.0)
+        following = matcher.advance(state, token_id)
+        reached = max(map(len, following.active), default=0)
+        if reached >= NEAR_MISS_DEPTH or not following.active:
+            assert penalty == BLOCK
+            break
+        penalties.append(penalty)
+        state = following
+    assert penalties and 0 > penalties[0] and penalties == sorted(penalties, reverse=True)  # each step steers harder
+    assert max(map(len, state.active)) < NEAR_MISS_DEPTH
 
 
-def test_partial_match_spans_steps_and_separators(matcher, tokenizer):
+def test_a_leading_word_is_doomed_at_once(token_index, tokenizer):
+    strict = Matcher(compile_patterns(HP_PHRASES), 8.0, token_index, leading_words=tuple(leading_words(HP_PHRASES)))
+    assert first_blocked(strict, tokenizer, "The actor is", " Ron Howard")[0] == 0  # "Ron" of "Ron Weasley"
+    step, _ = first_blocked(strict, tokenizer, "The actor is", " J.K. Simmons")  # "J.K" of "J.K. Rowling"
+    assert step is not None and tokenizer.decode(tokenizer.encode(" J.K. Simmons", add_special_tokens=False)[:step + 1]) \
+        .replace(" ", "").startswith("J.K")
+    assert first_blocked(strict, tokenizer, "The answer is", " a row of houses")[0] is None
+
+
+def test_partial_match_spans_steps_and_separators(token_index, tokenizer):
+    matcher = Matcher(compile_patterns(HP_PHRASES), 8.0, token_index, penalised=())  # blocked at the end only
     state = matcher.replay(tokenizer.encode("by J.K.", add_special_tokens=False))
     assert "jk" in state.active and state.at_boundary
     blocked = {t for t, v in zip(*matcher.bias(state)) if v == BLOCK}

@@ -8,7 +8,7 @@ def test_compile_patterns_merges_variants():
 
 
 def test_round_trip_through_extra_args():
-    for spec in [GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, resume_bans=(11, 12),
+    for spec in [GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, resume_bans=(11, 12), leading_words=("jk", "ron"),
                            avoid=("hogwarts", "jkrowling")),
                  GuardSpec(("jkrowling", "rowling"), 5.0, penalised=("rowling",)),
                  GuardSpec(("rowling",), 0.0, penalised=())]:

@@ -30,8 +30,14 @@ def test_a_weaker_level_can_be_asked_for():
     assert choose_level("bias", True, "tok") == "bias"
 
 
-@pytest.mark.parametrize("field, value", [("upstream", "ftp://x"), ("enforcement", "strict"),
+@pytest.mark.parametrize("field, value", [("upstream", "ftp://x"), ("upstream", "http://a/v1,ftp://b"),
+                                          ("upstream", "http://a/v1,http://a/v1/"), ("upstream", ","),
+                                          ("enforcement", "strict"),
                                           ("upstream_timeout", 0), ("max_logit_bias", 0)])
 def test_bad_settings_name_the_field(field, value):
     with pytest.raises(ValidationError, match=field):
         ProxySettings(**{"upstream": "http://x/v1", field: value})
+
+
+def test_several_upstreams_comma_separated():
+    assert ProxySettings(upstream=" http://a:8000/v1/, http://b:8000/v1").upstream == "http://a:8000/v1,http://b:8000/v1"

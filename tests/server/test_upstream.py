@@ -160,3 +160,56 @@ def test_a_streamed_event_that_does_not_fit_is_an_error_after_the_good_ones(shap
     with pytest.raises(EngineFailed):
         call(read())
     assert got == [good]
+
+
+# -- several upstreams (`--upstream URL,URL`) ------------------------------------------------------
+def pool(down: set[str], seen: list[str], streamed: bool = False) -> Upstream:
+    """Upstreams a, b and c; a connection to one in `down` is refused."""
+    def handler(request: httpx.Request):
+        host = request.url.host
+        if host in down:
+            raise httpx.ConnectError("refused", request=request)
+        seen.append(host)
+        if streamed:
+            event = {"choices": [{"index": 0, "text": host, "token_ids": [1], "finish_reason": "stop"}]}
+            return httpx.Response(200, text=f"data: {json.dumps(event)}\n\ndata: [DONE]\n\n",
+                                  headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json={"data": [{"id": "m"}]})
+    return Upstream("http://a/v1, http://b/v1,http://c/v1", transport=httpx.MockTransport(handler))
+
+
+def test_requests_go_round_robin_and_around_an_upstream_that_refuses():
+    seen: list[str] = []
+    upstream = pool({"b"}, seen)
+
+    async def requests(n):
+        for _ in range(n):
+            await upstream.post("/completions", {"model": "m"})
+    call(requests(6))
+    assert seen[:2] == ["a", "c"]  # b refused the second: it went to c, and nobody saw an error
+    assert "b" not in seen and seen.count("a") == 3 and seen.count("c") == 3  # b rests meanwhile
+
+
+def test_an_answers_attempts_stay_on_one_upstream():
+    seen: list[str] = []
+    upstream = pool(set(), seen, streamed=True)
+
+    async def attempts(affinity, n):
+        for _ in range(n):
+            async with upstream.stream("/completions", {"model": "m"}, TokenChunk, affinity=affinity) as events:
+                async for _ in events:
+                    pass
+    call(attempts("answer-1", 4))
+    assert len(set(seen)) == 1  # where its prefix is cached
+    seen.clear()
+    call(attempts(None, 3))
+    assert sorted(seen) == ["a", "b", "c"]
+
+
+def test_only_when_every_upstream_refuses_is_a_request_refused():
+    seen: list[str] = []
+    upstream = pool({"a", "b", "c"}, seen)
+    with pytest.raises(EngineUnavailable):
+        call(upstream.post("/completions", {"model": "m"}))
+    assert "a" in call(upstream.problem()) and "c" in call(upstream.problem())
+    assert call(pool({"a", "b"}, seen).problem()) is None  # one answers: healthy

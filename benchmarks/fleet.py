@@ -1,0 +1,210 @@
+"""A fleet on one machine: N `guard proxy` replicas over M `vllm serve` upstreams, sharing one
+PostgreSQL policy store, with clients spread over the proxies round robin (as a load balancer would).
+
+    python -m benchmarks.fleet [--proxies 3] [--upstreams 2] [--clients 8] [--seconds 60] [--out bench-results]
+
+Under a steady closed-loop load it measures:
+- how requests spread: per proxy (the clients' round robin) and per upstream (each upstream's own
+  count of finished requests, `vllm:request_success_total` in its /metrics; a guarded answer that is
+  rewound asks its upstream more than once);
+- propagation: a target posted to one proxy, the time until every other one enforces its version,
+  and then each proxy asked the question whose answer names it;
+- an upstream killed (SIGKILL) at mid-run: the requests that failed, by status, against the requests
+  in flight when it died, and whether the proxies then send everything to the survivors.
+The upstreams run the guard's logits processor (the proxies' `full` level), eager, in 32-token cache
+blocks as `guard serve` does on a CPU. PostgreSQL comes from the `pgserver` wheel (the `test` extra)
+unless `--state-url` names one. Writes fleet.json into --out and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+from tqdm import tqdm
+
+from benchmarks.processes import ServerProcess, stop_all
+from runtime.models import resolve_model
+
+PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+USER, ADMIN = "fleet-user-key", "fleet-admin-key"
+QUESTIONS = ["Who wrote the Harry Potter books?", "What is the capital of Japan?", "Who founded Microsoft?",
+             "Describe the school Harry Potter attends.", "Explain photosynthesis briefly.",
+             "Write a short poem about the sea.", "Who is Harry Potter's greatest enemy?", "How do vaccines work?"]
+NEW_TARGET = {"id": "paris", "description": "The city of Paris.", "phrases": ["Paris"]}
+NEW_TARGET_QUESTION = "What is the capital of France?"  # the unguarded model answers "Paris"
+
+
+def start_fleet(args, logs: Path, state_url: str) -> tuple[list[ServerProcess], list[ServerProcess]]:
+    model = str(resolve_model(None))
+    upstreams = [ServerProcess([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+                                "--max-model-len", "2048", "--enforce-eager", "--block-size", "32",
+                                "--logits-processors", PROCESSOR, "--logprobs-mode", "processed_logprobs"],
+                               logs / f"upstream-{i}.log", env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+                 for i in range(args.upstreams)]
+    for upstream in tqdm(upstreams, desc="upstreams (vllm serve)", unit="server"):
+        upstream.wait_ready(600)
+    urls = ",".join(f"{u.url}/v1" for u in upstreams)
+    proxies = [ServerProcess([sys.executable, "-m", "cli.main", "proxy", "--upstream", urls, "--enforcement", "full",
+                              "--policy", args.policy, "--state-url", state_url],
+                             logs / f"proxy-{i}.log", env={"GUARD_API_KEYS": USER, "GUARD_ADMIN_KEYS": ADMIN})
+               for i in range(args.proxies)]
+    for proxy in tqdm(proxies, desc="proxies (guard proxy)", unit="server"):
+        proxy.wait_ready(600)
+    return upstreams, proxies
+
+
+def finished_requests(upstream: ServerProcess) -> int:
+    """The upstream's own count of finished requests (every finish reason)."""
+    text = httpx.get(f"{upstream.url}/metrics", timeout=10).text
+    return round(sum(float(v) for v in re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)", text, re.M)))
+
+
+async def run_load(args, proxies, upstreams) -> dict:
+    """The closed loop, with the target posted at a quarter of the run and an upstream killed at half."""
+    sent: list[dict] = []  # one per request: proxy, status, started, ended
+    in_flight = 0
+    turn = iter(range(10**9))
+    deadline = time.monotonic() + args.seconds
+    user = {"authorization": f"Bearer {USER}"}
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    events: dict = {}
+
+    async def client(http: httpx.AsyncClient, number: int) -> None:
+        nonlocal in_flight
+        k = number
+        while time.monotonic() < deadline:
+            index = next(turn) % len(proxies)
+            body = {"model": "m", "messages": [{"role": "user", "content": QUESTIONS[k % len(QUESTIONS)]}],
+                    "max_tokens": args.max_tokens, "temperature": 0}
+            k += 1
+            started = time.monotonic()
+            in_flight += 1
+            try:
+                response = await http.post(f"{proxies[index].url}/v1/chat/completions", json=body, headers=user)
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            in_flight -= 1
+            sent.append({"proxy": index, "status": status, "started": started, "ended": time.monotonic()})
+
+    async def post_target(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(args.seconds / 4)
+        posted_at = time.monotonic()
+        posted = await http.post(f"{proxies[0].url}/v1/forget", json={**NEW_TARGET, "id": NEW_TARGET["id"]},
+                                 headers=admin)
+        version = posted.json()["version"]
+        delays = {}
+        while len(delays) < len(proxies):
+            for i, proxy in enumerate(proxies):
+                if i not in delays:
+                    listed = (await http.get(f"{proxy.url}/v1/forget", headers=admin)).json()
+                    if listed["enforced_version"] >= version:
+                        delays[i] = time.monotonic() - posted_at
+            await asyncio.sleep(0.02)
+        answers = []
+        for proxy in proxies:
+            body = {"model": "m", "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
+                    "temperature": 0}
+            reply = (await http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=user)).json()
+            answers.append(reply["choices"][0]["message"]["content"])
+        events["target"] = {"status": posted.status_code, "version": version, "acknowledged_after_s": None,
+                            "enforced_after_s": [round(delays[i], 3) for i in range(len(proxies))],
+                            "answers": answers, "named": [("paris" in a.lower()) for a in answers]}
+
+    async def kill_upstream() -> None:
+        await asyncio.sleep(args.seconds / 2)
+        victim = upstreams[-1]
+        events["kill"] = {"at": time.monotonic(), "in_flight": in_flight,
+                          "victim_finished_before": await asyncio.to_thread(finished_requests, victim)}
+        await asyncio.to_thread(victim.kill)
+
+    limits = httpx.Limits(max_connections=args.clients + 8)
+    before = {i: finished_requests(u) for i, u in enumerate(upstreams)}
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        await asyncio.gather(*(client(http, n) for n in range(args.clients)), post_target(http), kill_upstream())
+    after = {i: finished_requests(u) for i, u in enumerate(upstreams[:-1])}
+    killed_at = events["kill"]["at"]
+    window = [r for r in sent if r["started"] <= killed_at + 1.0 and r["ended"] >= killed_at]
+    later = [r for r in sent if r["started"] > killed_at + 1.0]
+    return {
+        "requests": len(sent), "seconds": round(time.monotonic() - started, 1),
+        "per_proxy": dict(sorted(Counter(r["proxy"] for r in sent).items())),
+        "statuses": dict(Counter(str(r["status"]) for r in sent)),
+        "upstream_requests": {i: (after.get(i, events["kill"]["victim_finished_before"]) - before[i])
+                              for i in range(len(upstreams))},
+        "target": events["target"],
+        "kill": {"in_flight_at_kill": events["kill"]["in_flight"],
+                 "around_kill": dict(Counter(str(r["status"]) for r in window)),
+                 "after_kill": dict(Counter(str(r["status"]) for r in later)),
+                 "errors_before_kill": sum(r["status"] != 200 for r in sent if r["ended"] < killed_at)},
+    }
+
+
+def start_postgres(folder: Path):
+    import pgserver  # the test extra: PostgreSQL's own binaries, from PyPI
+
+    return pgserver.get_server(folder, cleanup_mode="stop")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--proxies", type=int, default=3)
+    parser.add_argument("--upstreams", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--policy", default="examples/harry-potter.yaml")
+    parser.add_argument("--state-url", default=None, help="a PostgreSQL database to use (default: one started here)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args(argv)
+    if args.upstreams < 2:
+        parser.error("--upstreams: at least 2 (one is killed mid-run)")
+    with tempfile.TemporaryDirectory(prefix="guard-fleet-") as tmp:
+        folder = Path(tmp)
+        postgres = None if args.state_url else start_postgres(folder / "postgres")
+        state_url = args.state_url or postgres.get_uri()
+        servers: list[ServerProcess] = []
+        try:
+            upstreams, proxies = start_fleet(args, folder, state_url)
+            servers = [*proxies, *upstreams]
+            result = asyncio.run(run_load(args, proxies, upstreams))
+        finally:
+            stop_all(servers)
+            if postgres is not None:
+                postgres.cleanup()
+    result.update(proxies=args.proxies, upstreams=args.upstreams, clients=args.clients, max_tokens=args.max_tokens,
+                  machine=platform.platform(), processor=platform.processor() or platform.machine())
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fleet.json").write_text(json.dumps(result, indent=2))
+    print(report(result))
+
+
+def report(result: dict) -> str:
+    target, kill = result["target"], result["kill"]
+    rows = [
+        ("requests (statuses)", f"{result['requests']} in {result['seconds']} s ({result['statuses']})"),
+        ("per proxy", ", ".join(f"{n}" for n in result["per_proxy"].values())),
+        ("per upstream (its own count, rewinds included)", ", ".join(f"{n}" for n in result["upstream_requests"].values())),
+        ("target posted to proxy 0: enforced by each after (s)", ", ".join(f"{s:.2f}" for s in target["enforced_after_s"])),
+        ("then the answer to its question names it", ", ".join("yes" if n else "no" for n in target["named"])),
+        ("upstream killed: requests in flight then", str(kill["in_flight_at_kill"])),
+        ("requests around the kill (statuses)", str(kill["around_kill"])),
+        ("requests after it (statuses)", str(kill["after_kill"])),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+if __name__ == "__main__":
+    main()
