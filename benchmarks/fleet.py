@@ -9,11 +9,13 @@ Under a steady closed-loop load it measures:
   rewound asks its upstream more than once);
 - propagation: a target posted to one proxy, the time until every other one enforces its version,
   and then each proxy asked the question whose answer names it;
-- an upstream killed (SIGKILL) at mid-run: the requests that failed, by status, against the requests
-  in flight when it died, and whether the proxies then send everything to the survivors.
+- an upstream killed (SIGKILL) at mid-run, while it is generating: the requests that failed, by
+  status, against those running on it when it died, and whether the proxies then send everything
+  to the survivors.
 The upstreams run the guard's logits processor (the proxies' `full` level), eager, in 32-token cache
 blocks as `guard serve` does on a CPU. PostgreSQL comes from the `pgserver` wheel (the `test` extra)
-unless `--state-url` names one. Writes fleet.json into --out and prints a table.
+unless `--state-url` names one. Writes fleet.json and every server's log (fleet-logs/) into --out, and
+prints a table.
 """
 
 from __future__ import annotations
@@ -63,20 +65,26 @@ def start_fleet(args, logs: Path, state_url: str) -> tuple[list[ServerProcess], 
     return upstreams, proxies
 
 
+def upstream_metric(upstream: ServerProcess, name: str) -> int:
+    """A vLLM metric of the upstream's /metrics, summed over its labels."""
+    text = httpx.get(f"{upstream.url}/metrics", timeout=10).text
+    return round(sum(float(v) for v in re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} (\S+)", text, re.M)))
+
+
 def finished_requests(upstream: ServerProcess) -> int:
     """The upstream's own count of finished requests (every finish reason)."""
-    text = httpx.get(f"{upstream.url}/metrics", timeout=10).text
-    return round(sum(float(v) for v in re.findall(r"^vllm:request_success_total\{[^}]*\} (\S+)", text, re.M)))
+    return upstream_metric(upstream, "vllm:request_success_total")
 
 
 async def run_load(args, proxies, upstreams) -> dict:
-    """The closed loop, with the target posted at a quarter of the run and an upstream killed at half."""
+    """The closed loop, with the target posted at an eighth of the run and an upstream killed at half."""
     sent: list[dict] = []  # one per request: proxy, status, started, ended
     in_flight = 0
     turn = iter(range(10**9))
     deadline = time.monotonic() + args.seconds
     user = {"authorization": f"Bearer {USER}"}
     admin = {"authorization": f"Bearer {ADMIN}"}
+    model = httpx.get(f"{proxies[0].url}/v1/models", headers=user, timeout=30).json()["data"][0]["id"]
     events: dict = {}
 
     async def client(http: httpx.AsyncClient, number: int) -> None:
@@ -84,7 +92,7 @@ async def run_load(args, proxies, upstreams) -> dict:
         k = number
         while time.monotonic() < deadline:
             index = next(turn) % len(proxies)
-            body = {"model": "m", "messages": [{"role": "user", "content": QUESTIONS[k % len(QUESTIONS)]}],
+            body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[k % len(QUESTIONS)]}],
                     "max_tokens": args.max_tokens, "temperature": 0}
             k += 1
             started = time.monotonic()
@@ -98,10 +106,9 @@ async def run_load(args, proxies, upstreams) -> dict:
             sent.append({"proxy": index, "status": status, "started": started, "ended": time.monotonic()})
 
     async def post_target(http: httpx.AsyncClient) -> None:
-        await asyncio.sleep(args.seconds / 4)
+        await asyncio.sleep(args.seconds / 8)
         posted_at = time.monotonic()
-        posted = await http.post(f"{proxies[0].url}/v1/forget", json={**NEW_TARGET, "id": NEW_TARGET["id"]},
-                                 headers=admin)
+        posted = await http.post(f"{proxies[0].url}/v1/forget", json=NEW_TARGET, headers=admin)
         version = posted.json()["version"]
         delays = {}
         while len(delays) < len(proxies):
@@ -111,21 +118,29 @@ async def run_load(args, proxies, upstreams) -> dict:
                     if listed["enforced_version"] >= version:
                         delays[i] = time.monotonic() - posted_at
             await asyncio.sleep(0.02)
-        answers = []
-        for proxy in proxies:
-            body = {"model": "m", "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
-                    "temperature": 0}
-            reply = (await http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=user)).json()
-            answers.append(reply["choices"][0]["message"]["content"])
-        events["target"] = {"status": posted.status_code, "version": version, "acknowledged_after_s": None,
+        body = {"model": model, "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
+                "temperature": 0}
+        replies = await asyncio.gather(*(http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=user)
+                                         for proxy in proxies))
+        answers = [r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else f"status {r.status_code}"
+                   for r in replies]
+        events["target"] = {"status": posted.status_code, "version": version,
                             "enforced_after_s": [round(delays[i], 3) for i in range(len(proxies))],
-                            "answers": answers, "named": [("paris" in a.lower()) for a in answers]}
+                            "answers": answers,
+                            "named": [None if r.status_code != 200 else "paris" in a.lower() for r, a in zip(replies, answers)]}
 
     async def kill_upstream() -> None:
+        """At half-time, once the victim is generating (within 10 s): killed with requests on it."""
         await asyncio.sleep(args.seconds / 2)
         victim = upstreams[-1]
-        events["kill"] = {"at": time.monotonic(), "in_flight": in_flight,
-                          "victim_finished_before": await asyncio.to_thread(finished_requests, victim)}
+        for _ in range(50):
+            if (running := await asyncio.to_thread(upstream_metric, victim, "vllm:num_requests_running")) > 0:
+                break
+            await asyncio.sleep(0.2)
+        counts = [await asyncio.to_thread(finished_requests, u) for u in upstreams]
+        waiting = await asyncio.to_thread(upstream_metric, victim, "vllm:num_requests_waiting")
+        events["kill"] = {"at": time.monotonic(), "in_flight": in_flight, "upstream_counts": counts,
+                          "running_on_victim": running + waiting}
         await asyncio.to_thread(victim.kill)
 
     limits = httpx.Limits(max_connections=args.clients + 8)
@@ -141,10 +156,11 @@ async def run_load(args, proxies, upstreams) -> dict:
         "requests": len(sent), "seconds": round(time.monotonic() - started, 1),
         "per_proxy": dict(sorted(Counter(r["proxy"] for r in sent).items())),
         "statuses": dict(Counter(str(r["status"]) for r in sent)),
-        "upstream_requests": {i: (after.get(i, events["kill"]["victim_finished_before"]) - before[i])
-                              for i in range(len(upstreams))},
+        "upstream_requests_before_kill": {i: events["kill"]["upstream_counts"][i] - before[i]
+                                          for i in range(len(upstreams))},
+        "upstream_requests_after_kill": {i: after[i] - events["kill"]["upstream_counts"][i] for i in after},
         "target": events["target"],
-        "kill": {"in_flight_at_kill": events["kill"]["in_flight"],
+        "kill": {"in_flight_at_kill": events["kill"]["in_flight"], "running_on_victim": events["kill"]["running_on_victim"],
                  "around_kill": dict(Counter(str(r["status"]) for r in window)),
                  "after_kill": dict(Counter(str(r["status"]) for r in later)),
                  "errors_before_kill": sum(r["status"] != 200 for r in sent if r["ended"] < killed_at)},
@@ -170,13 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.upstreams < 2:
         parser.error("--upstreams: at least 2 (one is killed mid-run)")
+    logs = args.out / "fleet-logs"  # every server's log, kept
+    logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="guard-fleet-") as tmp:
-        folder = Path(tmp)
-        postgres = None if args.state_url else start_postgres(folder / "postgres")
+        postgres = None if args.state_url else start_postgres(Path(tmp) / "postgres")
         state_url = args.state_url or postgres.get_uri()
         servers: list[ServerProcess] = []
         try:
-            upstreams, proxies = start_fleet(args, folder, state_url)
+            upstreams, proxies = start_fleet(args, logs, state_url)
             servers = [*proxies, *upstreams]
             result = asyncio.run(run_load(args, proxies, upstreams))
         finally:
@@ -185,7 +202,6 @@ def main(argv: list[str] | None = None) -> None:
                 postgres.cleanup()
     result.update(proxies=args.proxies, upstreams=args.upstreams, clients=args.clients, max_tokens=args.max_tokens,
                   machine=platform.platform(), processor=platform.processor() or platform.machine())
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fleet.json").write_text(json.dumps(result, indent=2))
     print(report(result))
 
@@ -195,10 +211,14 @@ def report(result: dict) -> str:
     rows = [
         ("requests (statuses)", f"{result['requests']} in {result['seconds']} s ({result['statuses']})"),
         ("per proxy", ", ".join(f"{n}" for n in result["per_proxy"].values())),
-        ("per upstream (its own count, rewinds included)", ", ".join(f"{n}" for n in result["upstream_requests"].values())),
+        ("per upstream before the kill (its own count, rewinds included)",
+         ", ".join(f"{n}" for n in result["upstream_requests_before_kill"].values())),
+        ("per surviving upstream after it", ", ".join(f"{n}" for n in result["upstream_requests_after_kill"].values())),
         ("target posted to proxy 0: enforced by each after (s)", ", ".join(f"{s:.2f}" for s in target["enforced_after_s"])),
-        ("then the answer to its question names it", ", ".join("yes" if n else "no" for n in target["named"])),
-        ("upstream killed: requests in flight then", str(kill["in_flight_at_kill"])),
+        ("then the answer to its question names it", ", ".join({True: "yes", False: "no", None: "error"}[n]
+                                                               for n in target["named"])),
+        ("upstream killed: requests in flight then (all; on it, running or waiting, by its own count)",
+         f"{kill['in_flight_at_kill']}; {kill['running_on_victim']}"),
         ("requests around the kill (statuses)", str(kill["around_kill"])),
         ("requests after it (statuses)", str(kill["after_kill"])),
     ]

@@ -2,8 +2,9 @@
 
 One upstream, or several serving the same model (`--upstream URL,URL,...`), which the proxy spreads
 requests over itself, round robin. An upstream that refuses or drops a connection is left out for
-`RESTING_SECONDS` (then tried again); a request whose connection was refused, so that it never
-reached that upstream, goes to the next one. The attempts of one guarded answer (a rewind's
+`RESTING_SECONDS` (then tried again); a request that failed so before any of its answer came (refused,
+or a pooled connection the upstream had closed) goes to the next one: asking again costs an upstream
+some work, never an answer sent twice. A stream that fails part-way is not asked again. The attempts of one guarded answer (a rewind's
 resubmission) go to the same upstream, where its prefix is cached (`affinity`).
 
 What each failure of the upstream becomes (server.engine's exceptions; server.errors maps them to
@@ -140,7 +141,7 @@ class Upstream:
                 raise _timeout() from None
             except httpx.TransportError as exc:
                 self._rest(base, exc)
-                if last or not isinstance(exc, httpx.ConnectError):
+                if last:
                     raise _unavailable(exc) from None
         _raise_for_status(response.status_code, response.content)
         try:
@@ -167,7 +168,7 @@ class Upstream:
                 raise _timeout() from None
             except httpx.TransportError as exc:
                 self._rest(base, exc)
-                if last or not isinstance(exc, httpx.ConnectError):
+                if last:
                     raise _unavailable(exc) from None
 
 

@@ -163,12 +163,15 @@ def test_a_streamed_event_that_does_not_fit_is_an_error_after_the_good_ones(shap
 
 
 # -- several upstreams (`--upstream URL,URL`) ------------------------------------------------------
-def pool(down: set[str], seen: list[str], streamed: bool = False) -> Upstream:
-    """Upstreams a, b and c; a connection to one in `down` is refused."""
+def pool(down: set[str], seen: list[str], streamed: bool = False, dropped: set[str] = frozenset()) -> Upstream:
+    """Upstreams a, b and c; a connection to one in `down` is refused, one to one in `dropped` closed
+    before any answer (a pooled connection the upstream had closed)."""
     def handler(request: httpx.Request):
         host = request.url.host
         if host in down:
             raise httpx.ConnectError("refused", request=request)
+        if host in dropped:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
         seen.append(host)
         if streamed:
             event = {"choices": [{"index": 0, "text": host, "token_ids": [1], "finish_reason": "stop"}]}
@@ -188,6 +191,16 @@ def test_requests_go_round_robin_and_around_an_upstream_that_refuses():
     call(requests(6))
     assert seen[:2] == ["a", "c"]  # b refused the second: it went to c, and nobody saw an error
     assert "b" not in seen and seen.count("a") == 3 and seen.count("c") == 3  # b rests meanwhile
+
+
+def test_a_connection_dropped_before_any_answer_is_asked_again_elsewhere():
+    seen: list[str] = []
+    upstream = pool(set(), seen, streamed=True, dropped={"a"})
+
+    async def one():
+        async with upstream.stream("/completions", {"model": "m"}, TokenChunk) as events:
+            return [event async for event in events]
+    assert call(one())[0]["choices"][0]["text"] == "b" and seen == ["b"]
 
 
 def test_an_answers_attempts_stay_on_one_upstream():
