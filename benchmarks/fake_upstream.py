@@ -127,7 +127,8 @@ class Handler(BaseHTTPRequestHandler):
             datas = ([event("Hi ", None)] if script.startswith("late-") else []) + (
                 [events] if isinstance(events, str) else [json.dumps(e) for e in events])
         else:
-            datas = [event(piece, None) for piece in pieces(text_of(script, self.server.server_address[1]))] + [event(None, "stop")]
+            text = text_of(script, self.server.server_address[1])
+            datas = [event(piece, None) for piece in pieces(text)] + [event(None, "stop")]
         try:
             for data in datas:
                 self.wfile.write(f"data: {data}\n\n".encode())

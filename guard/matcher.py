@@ -7,9 +7,9 @@ complete a pattern, and an adaptive penalty, growing with the depth a token woul
 every token that would begin or extend a *penalised* one (the safety net on conversations the
 classifier did not flag penalises nothing: it only blocks). A penalised pattern is blocked from its
 doomed depth on (guard.leaks.doomed_depth: "Hogw", "J.K"), where the strict rules would judge any
-continuation a near-miss: steered off before it, rather than rewound after. States repeat (most rows sit in the empty state most
-of the time), so both the transition and the bias are cached per state: a decode step costs dict
-lookups, never a pass over the vocabulary.
+continuation a near-miss: steered off before it, rather than rewound after. States repeat (most
+rows sit in the empty state most of the time), so both the transition and the bias are cached per
+state: a decode step costs dict lookups, never a pass over the vocabulary.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class Matcher:
         depth: dict[int, float] = {}
         for pattern in self.patterns:
             doomed = self._doomed.get(pattern)
-            pattern_blocked, pattern_depth = self.index.pattern_starts(pattern[:doomed] if doomed else pattern, boundary)
+            pattern_blocked, pattern_depth = self.index.pattern_starts(pattern[:doomed or None], boundary)
             blocked |= pattern_blocked
             if pattern not in self.penalised:
                 continue

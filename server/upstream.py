@@ -2,10 +2,11 @@
 
 One upstream, or several serving the same model (`--upstream URL,URL,...`), which the proxy spreads
 requests over itself, round robin. An upstream that refuses or drops a connection is left out for
-`RESTING_SECONDS` (then tried again); a request that failed so before any of its answer came (refused,
+`RESTING_SECONDS` (then tried again). A request that failed so before any of its answer came (refused,
 or a pooled connection the upstream had closed) goes to the next one: asking again costs an upstream
-some work, never an answer sent twice. A stream that fails part-way is not asked again. The attempts of one guarded answer (a rewind's
-resubmission) go to the same upstream, where its prefix is cached (`affinity`).
+some work, never an answer sent twice. A stream that fails part-way is not asked again. The attempts
+of one guarded answer (a rewind's resubmission) go to the same upstream, where its prefix is cached
+(`affinity`).
 
 What each failure of the upstream becomes (server.engine's exceptions; server.errors maps them to
 what the proxy's clients see, always an OpenAI-shaped error and never a hang):
@@ -26,7 +27,7 @@ import logging
 import time
 import zlib
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -110,6 +111,21 @@ class Upstream:
             log.warning("upstream %s failed (%s); leaving it out for %.0f s", url, type(exc).__name__, RESTING_SECONDS)
         self._resting_until[url] = time.monotonic() + RESTING_SECONDS
 
+    async def _reach(self, bases: list[str],
+                     send: Callable[[str], Awaitable[httpx.Response]]) -> tuple[str, httpx.Response]:
+        """(base, `send(base)`'s response) for the first of `bases` that answers; a connection that fails
+        before any answer rests its upstream and tries the next one; the last one's failure raises."""
+        for i, base in enumerate(bases):
+            try:
+                return base, await send(base)
+            except httpx.TimeoutException:
+                raise _timeout() from None
+            except httpx.TransportError as exc:
+                self._rest(base, exc)
+                if i == len(bases) - 1:
+                    raise _unavailable(exc) from None
+        raise AssertionError("no upstream to try")  # pragma: no cover: there is always one
+
     async def get(self, path: str) -> dict:
         return await self._json("GET", path)
 
@@ -133,16 +149,8 @@ class Upstream:
     async def _json(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
                     shape: type[BaseModel] | None = None, url: str | None = None) -> dict:
         extra = {"timeout": httpx.Timeout(timeout, connect=self.client.timeout.connect)} if timeout else {}
-        for base, last in _with_last([url] if url else self._order(None)):
-            try:
-                response = await self.client.request(method, base + path, json=body, **extra)
-                break
-            except httpx.TimeoutException:
-                raise _timeout() from None
-            except httpx.TransportError as exc:
-                self._rest(base, exc)
-                if last:
-                    raise _unavailable(exc) from None
+        _, response = await self._reach([url] if url else self._order(None),
+                                        lambda base: self.client.request(method, base + path, json=body, **extra))
         _raise_for_status(response.status_code, response.content)
         try:
             payload = response.json()
@@ -156,24 +164,21 @@ class Upstream:
         """`async with upstream.stream(path, body) as events:` the server-sent events' JSON payloads,
         up to `[DONE]`, each fitting `shape`. Errors before the first event raise here; later ones
         raise from the iterator. `affinity`: streams with the same one go to the same upstream."""
-        for base, last in _with_last(self._order(affinity)):
-            try:
-                async with self.client.stream("POST", base + path, json=body) as response:
-                    if response.status_code >= 400:
-                        _raise_for_status(response.status_code, await response.aread())
-                    yield _events(EventSource(response), shape, response.status_code,
-                                  lambda exc, failed=base: self._rest(failed, exc))
-                    return
-            except httpx.TimeoutException:
-                raise _timeout() from None
-            except httpx.TransportError as exc:
-                self._rest(base, exc)
-                if last:
+        base, response = await self._reach(self._order(affinity), lambda base: self.client.send(
+            self.client.build_request("POST", base + path, json=body), stream=True))
+        try:
+            if response.status_code >= 400:
+                try:
+                    content = await response.aread()
+                except httpx.TimeoutException:
+                    raise _timeout() from None
+                except httpx.TransportError as exc:
                     raise _unavailable(exc) from None
-
-
-def _with_last(items: list) -> list[tuple[Any, bool]]:
-    return [(item, i == len(items) - 1) for i, item in enumerate(items)]
+                _raise_for_status(response.status_code, content)
+            yield _events(EventSource(response), shape, response.status_code,
+                          lambda exc: self._rest(base, exc))
+        finally:
+            await response.aclose()
 
 
 async def _events(source: EventSource, shape: type[BaseModel] | None, status: int,
