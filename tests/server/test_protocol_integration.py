@@ -118,6 +118,10 @@ def test_logprobs_of_a_guarded_answer_spell_no_forbidden_name(every_server, leve
 def test_three_choices_are_each_guarded(every_server, level):
     """At the bias and filter levels, the upstream's three choices, each through the output filter."""
     fields = dict(n=3, temperature=1.0, seed=11, max_tokens=40)
+    # Asked once first: a prompt prefilled anew and one found in the prefix cache are computed in
+    # different shapes, which bf16 rounds differently; at temperature 1 that can flip a near tie
+    # (seen at the full level: "film" on a cold cache, "book" on every later call, whole or streamed).
+    create(every_server[level], FORGET, **fields)
     completion = create(every_server[level], FORGET, **fields)
     assert [c.index for c in completion.choices] == [0, 1, 2]
     for choice in completion.choices:
