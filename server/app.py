@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ from server.errors import install_error_handlers
 from server.live_policy import LivePolicy
 from server.policy_store import PolicyStore
 from server.responses import stream_components
-from server.routes import ServedModel, ServerState, router
+from server.routes import HealthFields, ServedModel, ServerState, no_more_health, router
 from server.settings import GuardSettings, Settings
 from server.variants import Variant, engine_lora_rank, load_variants, model_names
 
@@ -83,7 +83,7 @@ class Deployment:
     models: dict[str, ServedModel]
     served_model: str  # the base model's name
     tokenizer_path: str | None
-    health: dict = field(default_factory=dict)  # more for /health
+    health: HealthFields = no_more_health  # more for /health, asked at each call
 
 
 EngineFactory = Callable[[str, dict[str, str], int | None, int], Engine]
@@ -103,6 +103,7 @@ def create_app(settings: Settings, make_engine: EngineFactory | None = None) -> 
     if make_engine is None:
         def make_engine(path, loras, rank, max_model_len):
             return EmbeddedEngine(path, max_model_len=max_model_len, kv_cache_gib=settings.kv_cache_gib,
+                                  block_size=settings.block_size,
                                   enforce_eager=settings.enforce_eager, loras=loras, max_lora_rank=rank)
 
     def deploy() -> Deployment:

@@ -31,8 +31,10 @@ log = logging.getLogger("guard.engine")
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 # vLLM's CPU backend caches prefixes in blocks of 128 tokens by default: a rewind (and a chat's next
 # request) would re-prefill everything after the last full block, often the whole answer so far. 32,
-# the smallest block its attention kernel takes, caps that at 31 tokens; greedy answers are the same,
-# token for token (checked on the bundled model), and benchmarks/throughput.py measures the rest.
+# the smallest block its attention kernel takes, caps that at 31 tokens (benchmarks/throughput.py
+# measures the rest). A price: a prompt's blocks found in the cache may have been computed in another
+# shape (decoded token by token, or prefilled in a longer prompt), which bf16 rounds differently, so a
+# near tie can go another way than on a cold cache; with 128-token blocks short chats rarely fill one.
 CPU_BLOCK_SIZE = 32
 
 
@@ -60,11 +62,14 @@ class SchedulerCounts:
 
 class EmbeddedEngine:
     def __init__(self, model_path: str, *, max_model_len: int, kv_cache_gib: int, enforce_eager: bool = False,
-                 loras: dict[str, str] | None = None, max_lora_rank: int | None = None):
-        """`loras`: LoRA adapters this engine serves beside its model, by name (folder paths)."""
+                 loras: dict[str, str] | None = None, max_lora_rank: int | None = None,
+                 block_size: int | None = None):
+        """`loras`: LoRA adapters this engine serves beside its model, by name (folder paths).
+        `block_size`: the KV cache's block in tokens (default: CPU_BLOCK_SIZE on a CPU, vLLM's elsewhere)."""
         self.model_path = model_path
         self.max_model_len = max_model_len
         self._kv_cache_gib = kv_cache_gib
+        self._block_size = block_size
         self._enforce_eager = enforce_eager
         self._loras = dict(loras or {})
         self._max_lora_rank = max_lora_rank
@@ -109,7 +114,7 @@ class EmbeddedEngine:
         return AsyncEngineArgs(model=self.model_path, max_model_len=self.max_model_len, logits_processors=[PROCESSOR],
                                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                                kv_cache_memory_bytes=self._kv_cache_gib * 2**30,
-                               block_size=CPU_BLOCK_SIZE if current_platform.is_cpu() else None,
+                               block_size=self._block_size or (CPU_BLOCK_SIZE if current_platform.is_cpu() else None),
                                enforce_eager=self._enforce_eager, **lora_args)
 
     async def _load_loras(self) -> None:

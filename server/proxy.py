@@ -121,7 +121,10 @@ def create_proxy_app(settings: ProxySettings, found: UpstreamModel | None = None
         engine = UpstreamEngine(settings.upstream, found.model, AutoTokenizer.from_pretrained(found.tokenizer),
                                 found.max_model_len, api_key=settings.upstream_key,
                                 timeout=settings.upstream_timeout)
-        return Deployment([engine], {found.model: ServedModel(engine, True)}, found.model, found.tokenizer,
-                          {"upstream": settings.upstream, "enforcement": Enforcement.FULL.value})
+        async def health() -> dict:
+            return {"upstream": settings.upstream, "enforcement": Enforcement.FULL.value,
+                    "upstreams_failing": await engine.upstream.failing()}
+
+        return Deployment([engine], {found.model: ServedModel(engine, True)}, found.model, found.tokenizer, health)
 
     return guarded_app("guard proxy", settings, live, deploy)

@@ -102,10 +102,11 @@ async def health(request: Request) -> JSONResponse:
     body = dict(model=state.model, upstream=state.settings.upstream, enforcement=state.level.value,
                 targets=len(state.restrictions.policy.targets), policy_version=state.policy.enforced_version,
                 policy_error=state.policy.error, rate_limit_error=request.app.state.rate_limiter.error)
-    if (problem := await state.upstream.problem()) is not None:  # not one upstream answers
-        return JSONResponse(responses.Health(status="unhealthy", problem=problem, **body).model_dump(),
-                            status_code=503)
-    return JSONResponse(responses.Health(status="ok", **body).model_dump())
+    failing = await state.upstream.failing()
+    if (problem := state.upstream.problem(failing)) is not None:  # not one upstream answers
+        return JSONResponse(responses.Health(status="unhealthy", problem=problem, upstreams_failing=failing,
+                                             **body).model_dump(), status_code=503)
+    return JSONResponse(responses.Health(status="ok", upstreams_failing=failing, **body).model_dump())
 
 
 @router.get("/v1/models", responses=ERRORS)

@@ -161,6 +161,7 @@ class Health(BaseModel):
     problem: str | None = None
     policy_error: str | None = None  # why the store's newest policy is not enforced (its database unreachable, ...)
     rate_limit_error: str | None = None  # why rate limits are counted by this replica alone (server.rate_limits)
+    upstreams_failing: dict[str, str] | None = None  # a proxy: each upstream that does not answer now, and why
 
 
 # -- building them -----------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -40,6 +40,13 @@ class ServedModel:
     root: str | None = None  # the variant's folder; None for the base model
 
 
+HealthFields = Callable[[], Awaitable[dict[str, Any]]]
+
+
+async def no_more_health() -> dict[str, Any]:
+    return {}
+
+
 @dataclass
 class ServerState:
     settings: GuardSettings
@@ -48,7 +55,7 @@ class ServerState:
     policy: LivePolicy
     served_model: str  # the base model's name
     audit: AuditLog | None = None
-    health: dict[str, Any] = field(default_factory=dict)  # more for /health (a proxy: its upstream, its level)
+    health: HealthFields = no_more_health  # more for /health, asked at each call (a proxy: its upstreams, its level)
 
     @property
     def restrictions(self) -> Restrictions:
@@ -68,7 +75,8 @@ async def health(request: Request) -> JSONResponse:
                             targets=len(state.restrictions.policy.targets),
                             policy_version=state.policy.enforced_version, policy_error=state.policy.error,
                             rate_limit_error=request.app.state.rate_limiter.error,
-                            problem=problems[0] if problems else None, models=list(state.models), **state.health)
+                            problem=problems[0] if problems else None, models=list(state.models),
+                            **await state.health())
     return JSONResponse(body.model_dump(), status_code=503 if problems else 200)
 
 

@@ -89,6 +89,9 @@ class Settings(GuardSettings):
                                                                     "model's name)")
     max_model_len: int = Field(default=2048, ge=64)
     kv_cache_gib: int = Field(default=1, ge=1, description="KV cache size on CPU (whole GiB)")
+    block_size: int | None = Field(default=None, ge=1, description="KV-cache block in tokens, the prefix cache's "
+                                   "granularity (a rewind re-prefills from the last full block); default: 32 on a "
+                                   "CPU, vLLM's own elsewhere")
     enforce_eager: bool = Field(default=False, description="run the model eagerly, as `vllm serve --enforce-eager`: "
                                 "a faster first start, but answers that may differ from vLLM's default (compiled) ones")
     variants: dict[str, Path] = Field(default={}, json_schema_extra={"flag": "--variant", "append": True},

@@ -21,6 +21,7 @@ Streams are read with httpx-sse.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -129,16 +130,23 @@ class Upstream:
     async def get(self, path: str) -> dict:
         return await self._json("GET", path)
 
-    async def problem(self) -> str | None:
-        """None if any upstream lists its models; else why none does (for /health)."""
-        problems = []
-        for url in self.urls:
+    async def failing(self) -> dict[str, str]:
+        """Each upstream that does not list its models now, with why (all asked at once; for /health)."""
+        async def why(url: str) -> str | None:
             try:
                 await self._json("GET", "/models", url=url)
                 return None
             except EngineError as exc:
-                problems.append(exc.message if len(self.urls) == 1 else f"{url}: {exc.message}")
-        return "; ".join(problems)
+                return exc.message
+
+        found = await asyncio.gather(*(why(url) for url in self.urls))
+        return {url: problem for url, problem in zip(self.urls, found) if problem is not None}
+
+    def problem(self, failing: dict[str, str]) -> str | None:
+        """None while any upstream answers; else why none does (`failing`: as `failing()` found them)."""
+        if len(failing) < len(self.urls):
+            return None
+        return "; ".join(failing.values() if len(self.urls) == 1 else (f"{u}: {m}" for u, m in failing.items()))
 
     async def post(self, path: str, body: dict, timeout: float | None = None,
                    shape: type[BaseModel] | None = None) -> dict:

@@ -33,7 +33,7 @@ class UpstreamEngine:
             await self.upstream.aclose()
 
     async def health(self) -> str | None:
-        return await self.upstream.problem()
+        return self.upstream.problem(await self.upstream.failing())
 
     def stats(self) -> None:
         return None  # the engine runs in the upstream's process

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks.processes import stop_all
-from tests.server.servers import (ADMIN_KEY, EAGER, POLICY, PROCESSOR, USER_KEY, Server, guard_proxy,
+from tests.server.servers import (ADMIN_KEY, EAGER, POLICY, PROCESSOR, USER_KEY, VLLM_CPU_BLOCKS, Server, guard_proxy,
                                   vllm_serve)
 
 FILTER_KEY, FILTER_ADMIN_KEY = "unused", "admin-key"  # the filter proxy runs with keys (the openai client's "unused")
@@ -18,7 +18,7 @@ def _start_guarded(tmp_path_factory) -> Server:
     """The guarded server runs as in production: keys, a state dir, an audit log; it reads the Hermes
     tool-call format, as the plain reference does."""
     logs = tmp_path_factory.mktemp("servers")
-    return Server("guarded", logs, "--policy", POLICY, EAGER, "--tool-call-parser", "hermes",
+    return Server("guarded", logs, "--policy", POLICY, EAGER, *VLLM_CPU_BLOCKS, "--tool-call-parser", "hermes",
                   "--state-dir", str(logs / "state"), "--audit-log", str(logs / "audit.jsonl"),
                   env={"GUARD_API_KEYS": USER_KEY, "GUARD_ADMIN_KEYS": ADMIN_KEY}, key=USER_KEY)
 

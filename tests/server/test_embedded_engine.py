@@ -48,6 +48,14 @@ def test_eager_is_vllm_serves_eager(tmp_path):
     assert differences(ours, theirs) - {"mm_device_do_normalize"} <= DELIBERATE
 
 
+def test_the_block_is_32_tokens_on_a_cpu_unless_given(tmp_path):
+    """Where the prefix cache's granularity comes from (the tests give vLLM's CPU default, 128)."""
+    assert EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1).engine_args().block_size == 32
+    given = EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1, block_size=128).engine_args()
+    theirs = vllm_serve_args("--model", str(tmp_path), "--block-size", "128")
+    assert given.block_size == 128 and "block_size" not in differences(given, theirs)
+
+
 def test_the_check_can_fail(tmp_path):
     ours = EmbeddedEngine(str(tmp_path), max_model_len=2048, kv_cache_gib=1, enforce_eager=True).engine_args()
     assert "enforce_eager" in differences(ours, vllm_serve_args("--model", str(tmp_path)))

@@ -21,7 +21,8 @@ def full(proxies):
 
 
 def test_the_proxy_finds_the_plugin(full):
-    assert httpx.get(f"{full.url}/health", timeout=10).json()["enforcement"] == "full"
+    health = httpx.get(f"{full.url}/health", timeout=10).json()
+    assert health["enforcement"] == "full" and health["upstreams_failing"] == {}
 
 
 # Every probe once, whole and streamed in turn (the two share the generation loop: test_integration

@@ -224,5 +224,14 @@ def test_only_when_every_upstream_refuses_is_a_request_refused():
     upstream = pool({"a", "b", "c"}, seen)
     with pytest.raises(EngineUnavailable):
         call(upstream.post("/completions", {"model": "m"}))
-    assert "a" in call(upstream.problem()) and "c" in call(upstream.problem())
-    assert call(pool({"a", "b"}, seen).problem()) is None  # one answers: healthy
+    failing = call(upstream.failing())
+    assert set(failing) == set(upstream.urls) and all("ConnectError" in why for why in failing.values())
+    assert "http://a/v1: " in upstream.problem(failing) and "http://c/v1: " in upstream.problem(failing)
+
+
+def test_an_upstream_that_fails_beside_one_that_answers_is_named_but_not_a_problem():
+    upstream = pool({"a", "b"}, [])
+    failing = call(upstream.failing())
+    assert list(failing) == ["http://a/v1", "http://b/v1"]
+    assert upstream.problem(failing) is None  # c answers: healthy
+    assert upstream.problem({}) is None

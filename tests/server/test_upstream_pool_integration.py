@@ -1,6 +1,6 @@
 """End to end: one `guard proxy` over two upstreams (`--upstream URL,URL`; the standard-library fake
 upstream twice): requests are spread over both, and when one dies the other takes every request,
-with no error for any client and /health still ok."""
+with no error for any client and /health still ok, naming the dead one."""
 
 from __future__ import annotations
 
@@ -55,3 +55,4 @@ def test_requests_spread_over_the_upstreams_and_survive_one_dying(pair, fake_ups
     assert after == {str(fake_upstream.port): 8}  # a refused connection goes to the other one: no error
     health = httpx.get(f"{proxy.url}/health", timeout=30)
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert list(health.json()["upstreams_failing"]) == [f"{second.url}/v1"]  # named, for its operator
