@@ -39,11 +39,11 @@ from runtime.models import resolve_model
 
 PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
 USER, ADMIN = "fleet-user-key", "fleet-admin-key"
-QUESTIONS = ["Who wrote the Harry Potter books?", "What is the capital of Japan?", "Who founded Microsoft?",
+QUESTIONS = ["Who wrote the Harry Potter books?", "What is the capital of France?", "Who founded Microsoft?",
              "Describe the school Harry Potter attends.", "Explain photosynthesis briefly.",
              "Write a short poem about the sea.", "Who is Harry Potter's greatest enemy?", "How do vaccines work?"]
-NEW_TARGET = {"id": "paris", "description": "The city of Paris.", "phrases": ["Paris"]}
-NEW_TARGET_QUESTION = "What is the capital of France?"  # the unguarded model answers "Paris"
+NEW_TARGET = {"id": "tokyo", "description": "The city of Tokyo.", "phrases": ["Tokyo"]}
+NEW_TARGET_QUESTION = "What is the capital of Japan?"  # asked on each proxy before the target and after
 
 
 def start_fleet(args, logs: Path, state_url: str) -> tuple[list[ServerProcess], list[ServerProcess]]:
@@ -105,8 +105,20 @@ async def run_load(args, proxies, upstreams) -> dict:
             in_flight -= 1
             sent.append({"proxy": index, "status": status, "started": started, "ended": time.monotonic()})
 
+    async def ask_each(http: httpx.AsyncClient) -> tuple[list[str], list[bool | None]]:
+        """Each proxy's answer to the target's question, and whether it names the target (None: an error)."""
+        body = {"model": model, "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
+                "temperature": 0}
+        replies = await asyncio.gather(*(http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=user)
+                                         for proxy in proxies))
+        answers = [r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else f"status {r.status_code}"
+                   for r in replies]
+        named = [None if r.status_code != 200 else NEW_TARGET["id"] in a.lower() for r, a in zip(replies, answers)]
+        return answers, named
+
     async def post_target(http: httpx.AsyncClient) -> None:
         await asyncio.sleep(args.seconds / 8)
+        answers_before, named_before = await ask_each(http)
         posted_at = time.monotonic()
         posted = await http.post(f"{proxies[0].url}/v1/forget", json=NEW_TARGET, headers=admin)
         version = posted.json()["version"]
@@ -118,16 +130,11 @@ async def run_load(args, proxies, upstreams) -> dict:
                     if listed["enforced_version"] >= version:
                         delays[i] = time.monotonic() - posted_at
             await asyncio.sleep(0.02)
-        body = {"model": model, "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
-                "temperature": 0}
-        replies = await asyncio.gather(*(http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=user)
-                                         for proxy in proxies))
-        answers = [r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else f"status {r.status_code}"
-                   for r in replies]
+        answers, named = await ask_each(http)
         events["target"] = {"status": posted.status_code, "version": version,
                             "enforced_after_s": [round(delays[i], 3) for i in range(len(proxies))],
-                            "answers": answers,
-                            "named": [None if r.status_code != 200 else "paris" in a.lower() for r, a in zip(replies, answers)]}
+                            "answers_before": answers_before, "named_before": named_before,
+                            "answers": answers, "named": named}
 
     async def kill_upstream() -> None:
         """At half-time, once the victim is generating (within 10 s): killed with requests on it."""
@@ -215,8 +222,9 @@ def report(result: dict) -> str:
          ", ".join(f"{n}" for n in result["upstream_requests_before_kill"].values())),
         ("per surviving upstream after it", ", ".join(f"{n}" for n in result["upstream_requests_after_kill"].values())),
         ("target posted to proxy 0: enforced by each after (s)", ", ".join(f"{s:.2f}" for s in target["enforced_after_s"])),
-        ("then the answer to its question names it", ", ".join({True: "yes", False: "no", None: "error"}[n]
-                                                               for n in target["named"])),
+        ("the answer to its question on each proxy names it: before, after",
+         "; ".join(", ".join({True: "yes", False: "no", None: "error"}[n] for n in target[key])
+                   for key in ("named_before", "named"))),
         ("upstream killed: requests in flight then (all; on it, running or waiting, by its own count)",
          f"{kill['in_flight_at_kill']}; {kill['running_on_victim']}"),
         ("requests around the kill (statuses)", str(kill["around_kill"])),
