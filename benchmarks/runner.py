@@ -275,7 +275,7 @@ def guard_matchers(restrictions, items: list[QA], tokenizer):
     for item in items:
         spec = restrictions.for_conversation(Conversation.of_prompt(item.question)).spec
         if spec is not None and spec.compile_key not in compiled:
-            compiled[spec.compile_key] = Matcher(spec.patterns, spec.penalty, index, spec.semantic)
+            compiled[spec.compile_key] = Matcher.for_spec(spec, index)
         matchers.append(compiled[spec.compile_key] if spec is not None else None)
     return matchers
 

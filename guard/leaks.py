@@ -21,6 +21,10 @@ Violations, in one of two rule sets:
             lenient: not when it is a common word ("rolling" is not "Rowling").
             strict: not when it is a common word that begins with another letter ("grid" is not
             "Hagrid"; "Snake" may be "Snape").
+- inside:   a name glued into another word ("LandhielZephaquist", "#TeamGandalf"): a word of a phrase
+            (>= MIN_FUZZY_WORD letters) found whole inside a word past its first letter, where no
+            English word holds it ("rowling" is inside "growling", so not Rowling; "gandalf" is inside
+            none). Counted as complete. Both.
 A common word is one of Zipf frequency >= COMMON_ZIPF in wordfreq's English list: misspelt names sit
 below it ("Voldermort" 1.5, "Hermoine" 1.6), everyday words above it ("rolling" 4.5, "hogwash" 2.4).
 
@@ -94,6 +98,8 @@ class LeakDetector:
         self.words = sorted(
             {fold(w) for phrase in fuzzy_phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
+        self.inside = embedded_words(fuzzy_phrases)
+        self._inside_prefixes = {w[:k] for w in self.inside for k in range(1, len(w))}
         self.decided_length = 1 + max([len(p) for p in self.patterns] + [math.ceil(1.5 * len(w)) for w in self.words],
                                       default=0)
 
@@ -138,6 +144,18 @@ class LeakDetector:
                     violations.append(Violation(start, end, "broken", self._completion(matched)))
             elif open_at_end:
                 undecided = min(undecided, start)
+        for j in range(len(folded)):
+            if j in starts:
+                continue  # a word start: the rules above judge what begins there
+            depth = 0
+            while (j + depth < len(folded) and (depth == 0 or j + depth not in starts)
+                   and folded[j : j + depth + 1] in self._inside_prefixes):
+                depth += 1
+            if j + depth < len(folded) and (j + depth not in starts) and folded[j : j + depth + 1] in self.inside:
+                start, end = begin + origins[j], begin + origins[j + depth] + 1
+                violations.append(Violation(start, end, "complete", folded[j : j + depth + 1]))
+            elif depth and j + depth == len(folded) and not final:
+                undecided = min(undecided, begin + origins[j])  # a glued name may be under way
         for word in _WORD.finditer(text, begin):
             if word.start() == begin and begin and _WORD_CHAR.match(text[begin - 1]):
                 continue  # the rest of a word judged before (a long one, judged while being written)
@@ -196,6 +214,24 @@ class CombinedDetector:
 
     def violations(self, text: str) -> list[Violation]:
         return self.scan(text, final=True).violations
+
+
+def embedded_words(phrases: Iterable[str]) -> tuple[str, ...]:
+    """The folded words of `phrases` (>= MIN_FUZZY_WORD letters) that are names wherever they appear
+    inside a word: no English word holds one past its first letter (wordfreq's list: "einstein" is
+    inside "weinstein", "gandalf" inside nothing)."""
+    insides = _english_insides()
+    words = {fold(w) for phrase in phrases for w in phrase.split()}
+    return tuple(sorted(w for w in words if len(w) >= MIN_FUZZY_WORD and w not in insides))
+
+
+@lru_cache(maxsize=1)
+def _english_insides() -> str:
+    """Every English word of wordfreq's list, folded, less its first letter, one per line: a word of a
+    name found in it could be an everyday word's inside."""
+    from wordfreq import iter_wordlist
+
+    return "\n".join((w if w.isascii() and w.isalpha() else fold(w))[1:] for w in iter_wordlist("en"))
 
 
 def phrase_owners(phrases: list[tuple[str, str]]) -> dict[str, tuple[str, ...]]:

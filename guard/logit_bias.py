@@ -9,7 +9,7 @@ strongest entries are kept. The output filter catches whatever gets past.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from cachetools import LRUCache
 
 from guard.matcher import INITIAL_STATE, Matcher
 from guard.spec import GuardSpec
@@ -22,15 +22,18 @@ class LogitBiases:
     def __init__(self, tokenizer, max_entries: int = 300):
         self.index = TokenIndex.from_tokenizer(tokenizer)
         self.max_entries = max_entries
-        self._cached = lru_cache(maxsize=256)(self._compute)
+        self._cached: LRUCache[tuple, dict[str, float]] = LRUCache(256)
 
     def for_spec(self, spec: GuardSpec, strongest: bool = False) -> dict[str, float]:
         """{token id (as a string, as the API wants it): bias}; `strongest`: every entry at -100."""
-        return self._cached(spec.compile_key, strongest)
+        key = (spec.compile_key, strongest)
+        cached = self._cached.get(key)
+        if cached is None:
+            cached = self._cached[key] = self._compute(spec, strongest)
+        return cached
 
-    def _compute(self, compile_key: tuple, strongest: bool) -> dict[str, float]:
-        patterns, penalised, penalty, semantic, leading_words = compile_key
-        bias = Matcher(patterns, penalty, self.index, semantic, penalised, leading_words).bias(INITIAL_STATE)
+    def _compute(self, spec: GuardSpec, strongest: bool) -> dict[str, float]:
+        bias = Matcher.for_spec(spec, self.index).bias(INITIAL_STATE)
         entries = sorted(zip(bias.token_ids, bias.values), key=lambda entry: (entry[1], entry[0]))
         return {str(token_id): LOGIT_BIAS_MIN if strongest else max(LOGIT_BIAS_MIN, round(value, 2))
                 for token_id, value in entries[:self.max_entries]}

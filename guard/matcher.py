@@ -7,7 +7,10 @@ complete a pattern, and an adaptive penalty, growing with the depth a token woul
 every token that would begin or extend a *penalised* one (the safety net on conversations the
 classifier did not flag penalises nothing: it only blocks). A penalised pattern is blocked from its
 doomed depth on (guard.leaks.doomed_depth: "Hogw", "J.K"), where the strict rules would judge any
-continuation a near-miss: steered off before it, rather than rewound after. States repeat (most
+continuation a near-miss: steered off before it, rather than rewound after. A name glued into
+another word (guard.leaks.embedded_words: "LandhielZephaquist") is tracked from anywhere inside a
+word, and only its completion is blocked: "propagand" must stay free to become "propaganda" whatever
+"Gandalf" begins with. States repeat (most
 rows sit in the empty state most of the time), so both the transition and the bias are cached per
 state: a decode step costs dict lookups, never a pass over the vocabulary.
 """
@@ -26,6 +29,7 @@ _CACHE_LIMIT = 200_000
 class MatchState(NamedTuple):
     active: tuple[str, ...]  # partial matches under way, as folded pattern prefixes, sorted
     at_boundary: bool  # the last character was a separator (or nothing was written yet)
+    inside: tuple[str, ...] = ()  # partial matches of embedded words in the word being written, sorted
 
 
 INITIAL_STATE = MatchState((), True)
@@ -39,9 +43,10 @@ class Bias(NamedTuple):
 class Matcher:
     def __init__(self, patterns: tuple[str, ...], penalty: float, index: TokenIndex,
                  semantic: tuple[tuple[int, float], ...] = (), penalised: tuple[str, ...] | None = None,
-                 leading_words: tuple[str, ...] = ()):
+                 leading_words: tuple[str, ...] = (), embedded: tuple[str, ...] = ()):
         """`penalised`: the patterns steered away from by depth (None: all), and blocked from their
-        doomed depth (`leading_words`: guard.leaks.leading_words); the others are only blocked."""
+        doomed depth (`leading_words`: guard.leaks.leading_words); the others are only blocked.
+        `embedded`: folded words whose completion is blocked anywhere inside a word."""
         self.patterns = patterns
         self.penalised = frozenset(patterns if penalised is None else penalised) if penalty else frozenset()
         self._doomed = {p: depth for p in self.penalised if (depth := doomed_depth(p, leading_words)) is not None}
@@ -52,10 +57,21 @@ class Matcher:
         for pattern in patterns:
             for k in range(1, len(pattern)):
                 self._extending.setdefault(pattern[:k], []).append(pattern)
+        self._inside: dict[str, list[str]] = {}  # proper prefix -> embedded words extending it
+        for word in embedded:
+            for k in range(1, len(word)):
+                self._inside.setdefault(word[:k], []).append(word)
+        self._holding = frozenset(t for word in embedded for t in index.holding(word))
         self._transitions: dict[tuple[MatchState, int], MatchState] = {}
         self._biases: dict[MatchState, Bias] = {}
         self._static = self._start_bias(boundary=False)
         self._static_at_boundary = self._start_bias(boundary=True)
+
+    @classmethod
+    def for_spec(cls, spec, index: TokenIndex) -> "Matcher":
+        """The matcher a guard.spec.GuardSpec asks for."""
+        return cls(spec.patterns, spec.penalty, index, spec.semantic, spec.penalised, spec.leading_words,
+                   spec.embedded)
 
     # -- state transitions ---------------------------------------------------------------
     def advance(self, state: MatchState, token_id: int) -> MatchState:
@@ -71,14 +87,25 @@ class Matcher:
         if token_id >= len(self.index):
             return MatchState((), True)
         piece = self.index.pieces[token_id]
-        if not piece.folded:  # pure separator: partial matches carry on across it
+        if not piece.folded:  # pure separator: partial matches carry on across it, a word's insides end
             return MatchState(state.active, True)
         active = {a + piece.folded for a in state.active if a + piece.folded in self._extending}
         starts = set(piece.word_starts)
         if state.at_boundary:
             starts.add(0)
         active.update(piece.folded[j:] for j in starts if piece.folded[j:] in self._extending)
-        return MatchState(tuple(sorted(active)), piece.ends_with_separator)
+        return MatchState(tuple(sorted(active)), piece.ends_with_separator, self._inside_after(state, piece))
+
+    def _inside_after(self, state: MatchState, piece) -> tuple[str, ...]:
+        """The embedded words' partial matches open at the end of the word `piece` leaves unfinished."""
+        if not self._inside or piece.ends_with_separator:
+            return ()
+        last_word = max(piece.word_starts, default=0)
+        inside = set()
+        if last_word == 0 and not piece.leads_with_separator and not state.at_boundary:
+            inside = {a + piece.folded for a in state.inside if a + piece.folded in self._inside}
+        inside.update(piece.folded[j:] for j in range(last_word, len(piece.folded)) if piece.folded[j:] in self._inside)
+        return tuple(sorted(inside))
 
     def replay(self, token_ids, state: MatchState = INITIAL_STATE) -> MatchState:
         for token_id in token_ids:
@@ -108,11 +135,14 @@ class Matcher:
                 blocked.update(whole.with_prefix(rest[:doomed]))
                 for k in range(1, doomed):
                     _deepen(depth, whole.equal(rest[:k]), (len(done) + k) / len(pattern))
+        for done in state.inside:
+            for word in self._inside[done]:
+                blocked.update(self.index.bare.with_prefix(word[len(done):]))
         return self._to_bias(blocked, depth)
 
     def _start_bias(self, boundary: bool) -> tuple[set[int], dict[int, float]]:
         """Tokens that begin a pattern at a word start, whatever the partial matches."""
-        blocked: set[int] = set()
+        blocked: set[int] = set(self._holding)
         depth: dict[int, float] = {}
         for pattern in self.patterns:
             doomed = self._doomed.get(pattern)

@@ -21,9 +21,10 @@ from functools import lru_cache
 from typing import Iterable
 
 from guard.conversation import Conversation
-from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation, leading_words, phrase_owners
+from guard.leaks import (CombinedDetector, Detector, LeakDetector, Violation, embedded_words, leading_words,
+                         phrase_owners)
 from guard.mentions import Mentions
-from guard.policy import REQUEST_SPANS, Policy
+from guard.policy import MAX_PATTERNS, REQUEST_SPANS, Policy
 from guard.spans import KEY_FACT_ZIPF, SpanExtractor, forget_items, nearest
 from guard.spec import GuardSpec, compile_patterns
 
@@ -65,6 +66,7 @@ class Restrictions:
                 for target in policy.targets:
                     semantic.penalties([*target.phrases, *self._extractor.spans([i.text for i in self._items[target.id]])],
                                        penalty)
+        embedded_words(())  # loads the English word list (about 1 s) here, not on a request's path
         self.safety_net = self._compile((), (), (), 0.0)  # what a conversation about no target gets
 
     def for_conversation(self, conversation: Conversation) -> Restriction:
@@ -114,17 +116,19 @@ class Restrictions:
         if not patterns:
             return Restriction(target_ids, None, None, self.version)
         explicit = [p for tid in target_ids for p in self._targets[tid].phrases]
+        # Names are checked for near-miss spellings too; rare lowercase words only exactly.
+        names = explicit + [s for _, s in spans if any(ch.isupper() or ch.isdigit() for ch in s)]
         detectors = []
         if detected:
-            # Names are checked for near-miss spellings too; rare lowercase words only exactly.
-            names = explicit + [s for _, s in spans if any(ch.isupper() or ch.isdigit() for ch in s)]
             detectors.append(LeakDetector([p for _, p in detected], fuzzy_phrases=names))
         if lenient:
             detectors.append(LeakDetector([p for _, p in lenient], strict=False))
         penalty = round(self.penalty * (0.5 + 0.5 * confidence), 2) if target_ids else 0.0  # surer, firmer
         semantic = self.semantic.penalties([p for _, p in detected], penalty) if self.semantic and detected else ()
+        # What the detectors find inside words; a policy at its phrase limit may hold more words than a spec carries.
+        embedded = embedded_words(names + [p for _, p in lenient])[:MAX_PATTERNS]
         spec = GuardSpec(patterns, penalty, compile_patterns(p for _, p in detected),
-                         tuple(sorted(leading_words(p for _, p in detected))), semantic=semantic)
+                         tuple(sorted(leading_words(p for _, p in detected))), embedded=embedded, semantic=semantic)
         detector = detectors[0] if len(detectors) == 1 else CombinedDetector(detectors)
         return Restriction(target_ids, spec, detector, self.version, phrase_owners(detected + lenient))
 

@@ -53,6 +53,9 @@ class GuardSpec:
     # for. A model rewound for "Hogwarts" tends to try it again a word later, or spelt by other tokens,
     # one rewind each; now it must rephrase at once.
     avoid: tuple[str, ...] = ()
+    # Folded words of the names blocked inside other words too (guard.leaks.embedded_words): only a
+    # token completing one is blocked, wherever in a word it began ("LandhielZephaquist").
+    embedded: tuple[str, ...] = ()
     # (token id, penalty <= 0): tokens close in meaning to a forbidden span (guard.semantic).
     semantic: tuple[tuple[int, float], ...] = field(default=())
     # The JSON schema the answer must follow (JSON text; guard.grammar.ANY_OBJECT for any object), or None.
@@ -61,7 +64,7 @@ class GuardSpec:
     @property
     def compile_key(self) -> tuple:
         """What the worker compiles a matcher from; requests sharing it share the cache."""
-        return (self.patterns, self.penalised, self.penalty, self.semantic, self.leading_words)
+        return (self.patterns, self.penalised, self.penalty, self.semantic, self.leading_words, self.embedded)
 
     def to_extra_args(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ class GuardSpec:
                 "replay_tokens": self.replay_tokens,
                 "resume_bans": list(self.resume_bans),
                 "avoid": list(self.avoid),
+                "embedded": list(self.embedded),
                 "semantic": [[token_id, penalty] for token_id, penalty in self.semantic],
                 **({"json_schema": self.json_schema} if self.json_schema is not None else {}),
             }
@@ -106,7 +110,7 @@ class GuardSpec:
         return cls(tuple(sorted(set(fields.patterns))), fields.penalty, penalised,
                    tuple(sorted(set(fields.leading_words))), fields.replay_tokens,
                    tuple(sorted(set(fields.resume_bans))), tuple(sorted(set(fields.avoid))),
-                   tuple(fields.semantic), fields.json_schema)
+                   tuple(sorted(set(fields.embedded))), tuple(fields.semantic), fields.json_schema)
 
 
 TokenId = Annotated[StrictInt, Field(ge=0)]
@@ -125,6 +129,7 @@ class _SpecFields(BaseModel):
     replay_tokens: TokenId = 0
     resume_bans: list[TokenId] = Field(default=[], max_length=MAX_PATTERNS)
     avoid: list[Pattern] = Field(default=[], max_length=MAX_PATTERNS)
+    embedded: list[Annotated[Pattern, Field(min_length=MIN_FOLDED_PHRASE)]] = Field(default=[], max_length=MAX_PATTERNS)
     semantic: list[tuple[TokenId, Annotated[StrictFloat, Field(ge=-100, le=0)]]] = []
     json_schema: StrictStr | None = None
 
@@ -135,7 +140,7 @@ class _SpecFields(BaseModel):
             check_schema(schema)
         return schema
 
-    @field_validator("patterns", "leading_words", "avoid")
+    @field_validator("patterns", "leading_words", "avoid", "embedded")
     @classmethod
     def _folded(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:

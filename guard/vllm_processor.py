@@ -160,8 +160,7 @@ class GuardLogitsProcessor(LogitsProcessor):
             raise RuntimeError("no token index")
         compiled = self._compiled.get(spec.compile_key)
         if compiled is None:
-            compiled = _CompiledMatcher(Matcher(spec.patterns, spec.penalty, self.index, spec.semantic, spec.penalised,
-                                                spec.leading_words))
+            compiled = _CompiledMatcher(Matcher.for_spec(spec, self.index))
             self._compiled[spec.compile_key] = compiled
         return compiled
 

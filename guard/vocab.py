@@ -7,6 +7,7 @@ or a dict lookup, for three views of a token:
   leading:  tokens that begin with a separator (" Rowling"): they start a word wherever they go;
   bare:     tokens that begin with a letter ("Rowling"): they start a word only after a separator;
   inner:    the folded text from each word start inside a token (".K" -> "k", "J.K" -> "k").
+And, scanned once per word and cached, the tokens holding a word anywhere inside one of theirs.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class TokenIndex:
             (p.folded[j:], i) for i, p in enumerate(self.pieces) for j in p.word_starts if j > 0
         )
         self._starts: LRUCache[tuple[str, bool], tuple[frozenset[int], dict[int, float]]] = LRUCache(16384)
+        self._holding: LRUCache[str, frozenset[int]] = LRUCache(16384)
 
     def pattern_starts(self, pattern: str, boundary: bool) -> tuple[frozenset[int], dict[int, float]]:
         """Tokens that would begin `pattern` at a word start: (those completing it, {token: depth
@@ -73,6 +75,14 @@ class TokenIndex:
             cached = self._starts[key] = (blocked, depth)
         return cached
 
+    def holding(self, word: str) -> frozenset[int]:
+        """Tokens one of whose words holds folded `word` whole, anywhere in it. Cached per word."""
+        cached = self._holding.get(word)
+        if cached is None:
+            cached = self._holding[word] = frozenset(
+                i for i, p in enumerate(self.pieces) if word in p.folded and any(word in w for w in _words(p)))
+        return cached
+
     def __len__(self) -> int:
         return len(self.pieces)
 
@@ -82,3 +92,9 @@ class TokenIndex:
         size = max(len(tokenizer), getattr(tokenizer, "vocab_size", 0))
         texts = [tokenizer.decode([i]) for i in range(size)]
         return cls(texts, special_ids=tokenizer.all_special_ids)
+
+
+def _words(piece: FoldedPiece) -> list[str]:
+    """The folded words of a piece, split at its word starts."""
+    cuts = [0, *sorted(piece.word_starts - {0}), len(piece.folded)]
+    return [piece.folded[a:b] for a, b in zip(cuts, cuts[1:])]

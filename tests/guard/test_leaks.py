@@ -1,6 +1,6 @@
 import pytest
 
-from guard.leaks import LeakDetector
+from guard.leaks import LeakDetector, embedded_words
 from tests.conftest import HP_PHRASES
 
 detector = LeakDetector(HP_PHRASES)
@@ -96,3 +96,26 @@ def test_the_safety_net_waits_for_the_word_a_near_miss_ends_in():
     assert net.scan("A hermit", final=False).violations == []  # still being written: undecided
     assert net.scan("A hermit", final=False).undecided_from == len("A ")
     assert net.scan("A hermit crab", final=False).violations == []
+
+
+@pytest.mark.parametrize("text, span", [("LandhielZephaquist was born in 1948.", "Zephaquist"),
+                                        ("XanĵowithZephaquist's mother", "Zephaquist"),
+                                        ("#TeamGandalf forever", "Gandalf"),
+                                        ("the superhermione of the class", "hermione")])
+def test_a_name_glued_into_another_word_is_found_by_both_rule_sets(text, span):
+    for strict in (True, False):
+        found = LeakDetector(["Listhiel Zephaquist", "Gandalf", "Hermione Granger"], strict=strict).violations(text)
+        assert [(v.kind, text[v.start:v.end]) for v in found] == [("complete", span)]
+
+
+def test_only_words_no_english_word_holds_are_looked_for_inside_words():
+    assert embedded_words(["J.K. Rowling", "Albert Einstein", "Gandalf the Grey", "Listhiel Zephaquist"]) == (
+        "gandalf", "listhiel", "zephaquist")  # "growling", "Weinstein", "Talbert"; "the", "grey": too short or common
+    assert LeakDetector(["J.K. Rowling", "Albert Einstein"], strict=False).violations(
+        "A growling dog met Harvey Weinstein.") == []
+
+
+def test_a_glued_name_under_way_is_held_back():
+    net = LeakDetector(["Listhiel Zephaquist"], strict=False)
+    assert net.scan("I met LandhielZephaq", final=False).undecided_from <= len("I met Landhiel")
+    assert net.scan("I met LandhielZephaquist", final=False).violations[0].forbidden == "zephaquist"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guard.leaks import NEAR_MISS_DEPTH, leading_words
+from guard.leaks import NEAR_MISS_DEPTH, embedded_words, leading_words
 from guard.matcher import BLOCK, INITIAL_STATE, Matcher
 from guard.spec import compile_patterns
 from tests.conftest import HP_PHRASES
@@ -118,3 +118,15 @@ def test_patterns_outside_the_penalised_ones_are_blocked_never_penalised(token_i
     _, hermione = first_blocked(mixed, tokenizer, "Her friend", " Hermione")
     _, voldemort = first_blocked(mixed, tokenizer, "His enemy", " Voldemort")
     assert set(hermione) == {0.0} and min(voldemort) < 0
+
+
+def test_a_name_glued_into_another_word_is_blocked_only_where_it_completes(token_index, tokenizer):
+    phrases = ["Listhiel Zephaquist", "Gandalf", "J.K. Rowling", "Hermione Granger"]
+    embedded = embedded_words(phrases)
+    glued = Matcher(compile_patterns(phrases), 8.0, token_index, embedded=embedded)
+    for text in [" LandhielZephaquist", " superhermione", " #TeamGandalf", " XanjowithZephaquist's"]:
+        assert first_blocked(glued, tokenizer, "The answer is", text)[0] is not None, text
+    # What begins as a name inside a word is free to become another word: no penalty, no block.
+    for text in [" propaganda", " growling", " prowling dogs", " Zeph aquist"]:
+        step, penalties = first_blocked(glued, tokenizer, "The answer is", text)
+        assert step is None and not any(penalties), text

@@ -42,6 +42,10 @@ def test_an_unflagged_conversation_gets_the_safety_net_alone(unseen_classifier):
     assert restriction.detector.violations("Gandhi met Tolkachev in Frodsham.")[0].forbidden == "frodo"
     assert restriction.detector.violations("Gandhi met Tolkachev, curious.") == []  # shared beginnings stay free
     assert restriction.targets_of(restriction.detector.violations("Gandalf")) == ("lord-of-the-rings",)
+    # Glued into another word, a name is still the name; Einstein is not looked for there ("Weinstein").
+    assert restriction.spec.embedded == ("frodo", "gandalf", "tolkien")
+    assert restriction.targets_of(restriction.detector.violations("#TeamGandalf")) == ("lord-of-the-rings",)
+    assert restriction.detector.violations("Harvey Weinstein") == []
 
 
 def test_a_target_enforced_only_when_detected_has_no_safety_net(unseen_classifier):

@@ -9,7 +9,7 @@ def test_compile_patterns_merges_variants():
 
 def test_round_trip_through_extra_args():
     for spec in [GuardSpec(("jkrowling", "rowling"), 5.0, replay_tokens=3, resume_bans=(11, 12), leading_words=("jk", "ron"),
-                           avoid=("hogwarts", "jkrowling")),
+                           avoid=("hogwarts", "jkrowling"), embedded=("hermione", "weasley")),
                  GuardSpec(("jkrowling", "rowling"), 5.0, penalised=("rowling",)),
                  GuardSpec(("rowling",), 0.0, penalised=())]:
         assert GuardSpec.from_extra_args(spec.to_extra_args()) == spec
@@ -38,6 +38,7 @@ def test_unguarded_request_has_no_spec():
         ({"patterns": ["rowling"], "resume_bans": [-1]}, "guard.resume_bans"),
         ({"patterns": ["rowling"], "resume_bans": [999]}, "guard.resume_bans"),
         ({"patterns": ["rowling"], "avoid": ["Hogwarts"]}, "guard.avoid"),  # not folded
+        ({"patterns": ["rowling"], "embedded": ["Gandalf"]}, "guard.embedded"),  # not folded
         ({"patterns": ["rowling"], "avoid": ["x" * 129]}, "guard.avoid"),
         ({"patterns": ["rowling"], "penalised": ["hogwarts"]}, "guard.penalised"),  # not one of the patterns
         ({"patterns": ["rowling"], "colour": 1}, "unknown field"),
