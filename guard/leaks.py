@@ -20,7 +20,8 @@ Violations, in one of two rule sets:
             of >= 5 letters, including the parts of multi-word names ("Voldermort", "Granger").
             lenient: not when it is a common word ("rolling" is not "Rowling").
             strict: not when it is a common word that begins with another letter ("grid" is not
-            "Hagrid"; "Snake" may be "Snape").
+            "Hagrid"; "Snake" may be "Snape"); and a longer word, not a common one, part of which is
+            within INSIDE_RATIO of a name's word of >= MIN_INSIDE_WORD letters ("aurilorqueliholim").
 - inside:   a name glued into another word ("LandhielZephaquist", "#TeamGandalf"): a word of a phrase
             (>= MIN_FUZZY_WORD letters) found whole inside a word past its first letter, where no
             English word holds it ("rowling" is inside "growling", so not Rowling; "gandalf" is inside
@@ -52,6 +53,8 @@ from guard.spec import compile_patterns
 NEAR_MISS_DEPTH = 4
 LENIENT_FRACTION = 0.6
 FUZZY_RATIO = 80.0
+INSIDE_RATIO = 85.0  # rapidfuzz's partial_ratio: the best-aligned part of a longer word
+MIN_INSIDE_WORD = 6
 MIN_FUZZY_WORD = 5
 COMMON_ZIPF = 2.0
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
@@ -161,8 +164,8 @@ class LeakDetector:
                 continue  # the rest of a word judged before (a long one, judged while being written)
             if not final and self._being_written(word, text):
                 undecided = min(undecided, word.start())
-            elif any(v.start <= word.start() < v.end for v in violations):
-                continue  # already reported as a (partial) match
+            elif any(v.start < word.end() and word.start() < v.end for v in violations):
+                continue  # already reported as a (partial) match, or a name inside it
             elif (similar := self._similar_word(word.group())) is not None:
                 violations.append(Violation(word.start(), word.end(), "similar", similar))
         violations.sort(key=lambda v: v.start)
@@ -195,6 +198,10 @@ class LeakDetector:
         if len(folded) < 4 or not self.words:
             return None
         best = process.extractOne(folded, self.words, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO)
+        if best is None and self.strict and not is_common(folded):  # a misspelt name glued into a word
+            inside = [w for w in self.words if len(w) >= MIN_INSIDE_WORD and len(folded) >= len(w) + 2]
+            best = process.extractOne(folded, inside, scorer=fuzz.partial_ratio, score_cutoff=INSIDE_RATIO)
+            return None if best is None else best[0]
         if best is None or (is_common(folded) and (not self.strict or folded[0] != best[0][0])):
             return None  # an everyday word; strict: one that does not even begin as the name does ("grid", "Hagrid")
         return best[0]

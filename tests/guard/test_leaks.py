@@ -119,3 +119,13 @@ def test_a_glued_name_under_way_is_held_back():
     net = LeakDetector(["Listhiel Zephaquist"], strict=False)
     assert net.scan("I met LandhielZephaq", final=False).undecided_from <= len("I met Landhiel")
     assert net.scan("I met LandhielZephaquist", final=False).violations[0].forbidden == "zephaquist"
+
+
+@pytest.mark.parametrize("text, word", [("aurilorqueliholim received the medal.", "aurilorqueliholim"),
+                                        ("TheKaelmerTrubaesh was born in 1948.", "TheKaelmerTrubaesh")])
+def test_a_misspelt_name_glued_into_a_word_is_a_near_miss_in_a_conversation_about_it(text, word):
+    phrases = ["Abrilor Queliholm", "Kaelmir Trubaesk", "Albert Einstein"]
+    found = LeakDetector(phrases).violations(text)
+    assert [(v.kind, text[v.start:v.end]) for v in found] == [("similar", word)]
+    assert LeakDetector(phrases, strict=False).violations(text) == []  # the safety net looks for names whole
+    assert LeakDetector(phrases).violations("Frankenstein is a novel.") == []  # an everyday word
