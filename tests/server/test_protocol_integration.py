@@ -128,18 +128,16 @@ def three_samples(server, stream: bool) -> list[str]:
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_three_choices_are_each_guarded(every_server, level):
-    """Three sampled choices (seeds 11, 12, 13), each guarded, whole and streamed. At the bias and filter
-    levels, the upstream's own three choices through the output filter, streamed exactly as sent whole."""
+    """Three sampled choices (seeds 11, 12, 13), each guarded, whole and streamed, and different.
+    Whole and streamed are not compared sample for sample: a seed gives the same sample only in a batch
+    of the same shapes (vLLM is not batch-invariant), and a fresh clone's run drew different samples
+    for the same seed at the filter level, where the guard does not touch the upstream's sampling.
+    Greedy whole and streamed answers are compared on `guard serve` (test_integration), and the filter's
+    whole and streamed paths are held to the same scripted replies (test_proxy_adversarial_integration)."""
     for stream in (False, True):
         samples = three_samples(every_server[level], stream)
         assert all(text and not names_or_near_misses(text) for text in samples), samples
         assert len(set(samples)) > 1
-    if level in ("bias", "filter"):
-        # A seed gives the same sample only in a batch of the same shapes (vLLM is not batch-invariant).
-        # Where the guard rewinds (serve, full), an attempt's re-prefill lands at a moment that varies
-        # from call to call, which can flip a near tie at temperature 1; so only here, and once both
-        # calls above have put the prompt in the prefix cache (a cached prompt rounds differently).
-        assert three_samples(every_server[level], True) == three_samples(every_server[level], False)
 
 
 def test_choices_of_an_unflagged_request_are_plain_vllms(guarded, plain):
