@@ -101,8 +101,8 @@ class LeakDetector:
         self.words = sorted(
             {fold(w) for phrase in fuzzy_phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
-        self.inside = embedded_words(fuzzy_phrases)
-        self._inside_prefixes = {w[:k] for w in self.inside for k in range(1, len(w))}
+        self.embedded = embedded_words(fuzzy_phrases)
+        self._embedded_prefixes = {w[:k] for w in self.embedded for k in range(1, len(w))}
         self.decided_length = 1 + max([len(p) for p in self.patterns] + [math.ceil(1.5 * len(w)) for w in self.words],
                                       default=0)
 
@@ -147,14 +147,14 @@ class LeakDetector:
                     violations.append(Violation(start, end, "broken", self._completion(matched)))
             elif open_at_end:
                 undecided = min(undecided, start)
-        for j in range(len(folded)):
+        for j in range(len(folded) if self.embedded else 0):
             if j in starts:
                 continue  # a word start: the rules above judge what begins there
             depth = 0
             while (j + depth < len(folded) and (depth == 0 or j + depth not in starts)
-                   and folded[j : j + depth + 1] in self._inside_prefixes):
+                   and folded[j : j + depth + 1] in self._embedded_prefixes):
                 depth += 1
-            if j + depth < len(folded) and (j + depth not in starts) and folded[j : j + depth + 1] in self.inside:
+            if j + depth < len(folded) and (j + depth not in starts) and folded[j : j + depth + 1] in self.embedded:
                 start, end = begin + origins[j], begin + origins[j + depth] + 1
                 violations.append(Violation(start, end, "complete", folded[j : j + depth + 1]))
             elif depth and j + depth == len(folded) and not final:
