@@ -11,7 +11,8 @@ path (classifier -> retrieval and spans -> token guard and rewinds). Reported:
 - flag rate: unrelated and near-domain prompts flagged (x-guard-targets not empty), near-entity
   prompts flagged (other people, works and places of a target's domain, in English, in French and as
   JSON requests), and forget probes missed;
-- latency: detection p50 per conversation (the classifier and the name scan), and the guard's added time to the first engine token
+- latency: detection p50 per conversation (the classifier and the name scan; also for the conversations
+  translated into English alone), and the guard's added time to the first engine token
   (classification, spans, spec compilation in the worker), medians over repeated runs.
 Writes `detection.json` into `--out` and prints a summary.
 """
@@ -86,9 +87,12 @@ async def evaluate(args) -> dict:
         jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain", "near_entity")
                  for item in probes[kind]]
         for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
-            # One after the other, each alone on the engine: asked together, the two share a batch and the
-            # prefix cache in a different order, which alone can change a greedy answer of this model.
+            # One after the other, each alone on the engine and on an empty prefix cache: asked together,
+            # or the second finding the first's blocks (computed in another shape, rounded otherwise in
+            # bf16), the two can differ where the guard changed nothing.
+            await engine.reset_prefix_cache()
             plain, _ = await answer(engine, restrictions, question, False, args.tokens)
+            await engine.reset_prefix_cache()
             guarded, flagged = await answer(engine, restrictions, question, True, args.tokens)
             rows.append({"kind": kind, "target": target, "question": question, "flagged": list(flagged),
                          "unguarded": plain, "guarded": guarded,
@@ -100,13 +104,16 @@ async def evaluate(args) -> dict:
             ttft["guarded"].append(await first_token_ms(engine, restrictions, flagged_question, True))
     finally:
         engine.close()
-    classifier_ms = []
+    classifier_ms, translated_ms = [], []
     questions = [r["question"] for r in rows]
     for _ in range(3):
         for question in questions:
             started = time.perf_counter()
             restrictions.detect(Conversation.of_prompt(question))
-            classifier_ms.append((time.perf_counter() - started) * 1000)
+            elapsed = (time.perf_counter() - started) * 1000
+            classifier_ms.append(elapsed)
+            if restrictions.translate and len(restrictions.translate([question])) > 1:
+                translated_ms.append(elapsed)
     facts = [r for r in rows if r["kind"] == "fact"]
     stated = [r for r in facts if r["unguarded_states"]]
     others = [r for r in rows if r["kind"] != "fact"]
@@ -124,6 +131,8 @@ async def evaluate(args) -> dict:
         "flag_rate_near_entity": sum(bool(r["flagged"]) for r in near_entity) / len(near_entity),
         "miss_rate_forget_probes": sum(not r["flagged"] for r in facts) / len(facts),
         "classifier_ms_p50": statistics.median(classifier_ms),
+        "classifier_ms_p50_translated": statistics.median(translated_ms) if translated_ms else None,
+        "translated": f"{len(translated_ms) // 3}/{len(questions)}",
         "ttft_ms": {"plain_p50": statistics.median(ttft["plain"]), "guarded_p50": statistics.median(ttft["guarded"]),
                     "added_p50": statistics.median(g - p for g, p in zip(ttft["guarded"], ttft["plain"]))},
         "classifier_report": {"threshold": report.threshold, "fpr_general": report.fpr_general,
@@ -151,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"flagged {result['flag_rate_unrelated_near_domain']:.1%} of unrelated/near-domain prompts, "
           f"{result['flag_rate_near_entity']:.1%} of near-entity prompts; "
           f"missed {result['miss_rate_forget_probes']:.1%} of forget probes")
+    if result["classifier_ms_p50_translated"] is not None:
+        print(f"detection of the {result['translated']} conversations translated into English p50 "
+              f"{result['classifier_ms_p50_translated']:.1f} ms")
     print(f"detection (classifier and names) p50 {result['classifier_ms_p50']:.1f} ms; time to first token p50 plain "
           f"{result['ttft_ms']['plain_p50']:.1f} ms, guarded {result['ttft_ms']['guarded_p50']:.1f} ms, "
           f"added {result['ttft_ms']['added_p50']:.1f} ms")

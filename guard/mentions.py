@@ -5,10 +5,11 @@ request, a follow-up) and flag one about its neighbours; a name cannot be mistak
 conversation that mentions one of a target's *anchors* is about that target, outright. Anchors:
 - its explicit phrases (names, aliases), always;
 - the names and titles its own forget data uses for its subject: capitalised spans of its
-  description, forget questions and example prompts ("Harry Potter", "The Lord of the Rings",
-  "Mordor"), a single word only when rare (Zipf < SUBJECT_WORD_ZIPF: "Hogwarts", not "Harry");
-- the names its forget answers and passages give, when they hold a rare word ("Frodo Baggins",
-  "Lord Voldemort"; not "Nobel Prize", which many people share).
+  description, and of the forget questions and example prompts that do not name it already
+  ("Harry Potter", "The Lord of the Rings", "Mordor"), a single word only when rare
+  (Zipf < SUBJECT_WORD_ZIPF: "Hogwarts", not "Harry");
+- the names its forget answers, passages and the questions that name it give, when they hold a
+  rare word ("Frodo Baggins", "Lord Voldemort"; not "Nobel Prize", which many people share).
 A derived anchor that the target's neighbours also use is dropped: one found in its `keep` list or
 in the classifier's negatives (general and near-domain prompts) that are not about the target.
 
@@ -55,8 +56,13 @@ def anchors(target: Target, background: Sequence[str] = ()) -> list[str]:
     own = set(_words(" ".join([target.description, *target.phrases])).split())
     unrelated = [text for text in background if not (set(text.split()) & own)]  # about another subject
     neighbours = [_words(text) for text in target.keep] + unrelated
-    subject = [target.description, *(qa.question for qa in target.qa), *target.examples]
-    facts = [*(qa.answer for qa in target.qa), *target.documents]
+    # A question that names the subject already is about something of the subject's: its other
+    # names are facts ("the Nobel Prize" in "For what did Einstein win the Nobel Prize?").
+    named = [f" {_words(p)} " for p in target.phrases]
+    asked = [*(qa.question for qa in target.qa), *target.examples]
+    naming = [text for text in asked if any(n in f" {_words(text)} " for n in named)]
+    subject = [target.description, *(text for text in asked if text not in naming)]
+    facts = [*(qa.answer for qa in target.qa), *target.documents, *naming]
     derived = [s for text in subject for s in capitalised_spans(text) if _names_the_subject(s)]
     derived += [s for text in facts for s in capitalised_spans(text) if _names_a_fact(s)]
     derived = [s for s in derived if not any(f" {_words(s)} " in f" {n} " for n in neighbours)]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable
+from typing import Callable, Iterable
 
 from guard.conversation import Conversation
 from guard.leaks import (CombinedDetector, Detector, LeakDetector, Violation, embedded_words, leading_words,
@@ -49,11 +49,13 @@ UNRESTRICTED = Restriction((), None, None)
 
 
 class Restrictions:
-    def __init__(self, policy: Policy, penalty: float, classifier=None, semantic=None, version: int = 0):
+    def __init__(self, policy: Policy, penalty: float, classifier=None, semantic=None, version: int = 0,
+                 translate: Callable[[list[str]], list[str]] | None = None):
         """`semantic`: a guard.semantic.SemanticIndex for the engine's tokenizer (optional).
-        `version`: the policy's version in the server's policy store."""
+        `version`: the policy's version in the server's policy store. `translate`: a conversation's
+        views as the classifier reads them, English translations added (classifiers.translation)."""
         self.policy, self.penalty, self.classifier, self.semantic = policy, penalty, classifier, semantic
-        self.version = version
+        self.version, self.translate = version, translate
         self._targets = {t.id: t for t in policy.targets}
         self._compile = lru_cache(maxsize=512)(self._compile_uncached)
         if classifier is not None:
@@ -98,8 +100,9 @@ class Restrictions:
 
     def _detect(self, conversation: Conversation):
         """(target -> confidence: the classifier's, 1.0 for a target the conversation names; the
-        embedded views, the last user turn last)."""
-        vectors = self.classifier.encoder.embed(conversation.views)
+        embedded views, the last user turn (in English where it was translated) last)."""
+        views = self.translate(conversation.views) if self.translate else conversation.views
+        vectors = self.classifier.encoder.embed(views)
         confidence = dict(self.classifier.detect_embedded(vectors).confidence)
         confidence.update({target_id: 1.0 for target_id in self.mentions.targets_in(conversation.said)})
         return confidence, vectors

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from guard.policy import Policy
 from runtime.models import guard_home
@@ -29,6 +29,21 @@ class GuardOptions(BaseModel):
                                                        "every request")
     encoder: str = Field(default="all-MiniLM-L6-v2", description="sentence-transformers model of the classifier")
     target_fpr: float = Field(default=0.01, gt=0, lt=0.5, description="classifier false-positive rate to calibrate to")
+    translate: str = Field(default="fr,es,it,pt,ca", description=(
+        "languages whose conversations the classifier also reads in English, translated by Apertium "
+        "(comma-separated; '' for none)"))
+
+    @field_validator("translate")
+    @classmethod
+    def _translatable(cls, value: str) -> str:
+        from classifiers.translation import check_languages
+
+        check_languages(languages(value))
+        return value
+
+
+def languages(translate: str) -> tuple[str, ...]:
+    return tuple(lang.strip() for lang in translate.split(",") if lang.strip())
 
 
 def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: str | None,
@@ -52,8 +67,11 @@ def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: st
 
         semantic = SemanticIndex(AutoTokenizer.from_pretrained(tokenizer_path), classifier.encoder.embed,
                                  options.encoder, guard_home() / "semantic")
+    from classifiers.translation import translator
+
     r = classifier.report
     log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
              "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
              r.examples, r.seconds)
-    return Restrictions(policy, options.penalty, classifier, semantic, version)
+    return Restrictions(policy, options.penalty, classifier, semantic, version,
+                        translator(languages(options.translate)).views if options.translate.strip() else None)

@@ -138,6 +138,11 @@ class EmbeddedEngine:
     async def health(self) -> str | None:
         return None if self.healthy else "the engine is not running"
 
+    async def reset_prefix_cache(self) -> None:
+        """Forget every cached block (for measurements that must not depend on what ran before: a
+        block found in the cache was computed in another shape, which bf16 rounds differently)."""
+        await self._llm.reset_prefix_cache()
+
     def stats(self) -> EngineStats:
         """The scheduler's running and waiting requests at the engine's last step (0 when not running)."""
         if self._llm is None:

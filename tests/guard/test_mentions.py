@@ -23,6 +23,16 @@ def test_anchors_are_the_phrases_and_the_names_the_forget_data_gives_its_subject
     assert "Nobel Prize" not in MENTIONS.anchors["einstein"]  # many people's: in the background
 
 
+def test_a_question_that_names_the_subject_gives_only_rare_names():
+    """"For what did Einstein win the Nobel Prize in 1921?" is about a prize many people share: with
+    no background to tell, it is still not an anchor (a rare name in such a question still is)."""
+    einstein = POLICY.targets[0]
+    assert "Nobel Prize" not in anchors(einstein)
+    asking = einstein.model_copy(update={"qa": (*einstein.qa, einstein.qa[0].model_copy(
+        update={"question": "Where did Einstein meet Mileva Maric?"}))})
+    assert "Mileva Maric" in anchors(asking)
+
+
 def test_a_derived_anchor_that_a_neighbour_to_keep_uses_is_dropped():
     target = POLICY.targets[2].model_copy(update={"keep": ("Harry Potter and friends",)})
     assert "Harry Potter" not in anchors(target) and "J.K. Rowling" in anchors(target)  # explicit phrases stay
