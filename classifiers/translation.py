@@ -124,12 +124,10 @@ class Translator:
     view is in one of `languages`."""
 
     def __init__(self, languages: tuple[str, ...]):
-        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        import py3langid.langid as langid
 
         check_languages(languages)
-        import py3langid.langid
-
-        self._identify = LanguageIdentifier.from_modelpath(Path(py3langid.langid.__file__).parent / MODEL_FILE)
+        self._identify = langid.LanguageIdentifier.from_modelpath(Path(langid.__file__).parent / langid.MODEL_FILE)
         self._identify.set_languages(["en", *languages])
         self._chains = {lang: LANGUAGES[lang] for lang in languages}
         # One pipeline per mode, shared: French, Italian and Portuguese all end in Spanish-English.
@@ -151,10 +149,6 @@ class Translator:
     def views(self, views: list[str]) -> list[str]:
         """`views`, each followed by its translation where it has one: the last user turn's stays last."""
         return list(dict.fromkeys(v for view in views for v in (view, self.english(view)) if v))
-
-    def close(self) -> None:
-        for pipeline in self._pipelines.values():
-            pipeline.close()
 
 
 @lru_cache(maxsize=None)
