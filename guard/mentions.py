@@ -15,7 +15,8 @@ in the classifier's negatives (general and near-domain prompts) that are not abo
 
 Mentions are found as the safety net finds names in answers (guard.leaks, lenient rules): folded,
 so "R-o-w-l-i-n-g" and "ROWLING" count, and near-miss spellings ("Rowlings", "Voldermort") too,
-never an everyday word that shares a name's letters.
+never an everyday word that shares a name's letters. But a question is not an answer: a title's
+first words followed by other words name another work ("Lord of the Flies"), not an evasion.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Iterable, Sequence
 
 from wordfreq import zipf_frequency
 
-from guard.leaks import LeakDetector, phrase_owners
+from guard.leaks import LeakDetector, Violation, phrase_owners
 from guard.policy import MIN_FOLDED_PHRASE, Policy, Target
 from guard.spans import capitalised_spans
 
 SUBJECT_WORD_ZIPF = 3.6  # a one-word name of the subject rarer than this is an anchor ("Hogwarts" 3.2; not "Iceland" 3.8)
 FACT_WORD_ZIPF = 3.5  # a name in a forget answer is an anchor when one of its words is rarer ("Baggins" 2.4)
 COMMON_ZIPF = 5.0  # a span made only of words this frequent is no name ("The", "In", "English")
+EVERYDAY_ZIPF = 4.0  # a word this frequent is an everyday word, even in a name ("rings" 4.3, "Potter" 4.1; "Einstein" 3.7)
 
 
 class Mentions:
@@ -47,8 +49,23 @@ class Mentions:
         """The targets whose anchors `text` mentions, sorted."""
         if self._detector is None:
             return ()
-        found = self._detector.violations(text)
+        found = [v for v in self._detector.violations(text) if _names(v, text)]
         return tuple(sorted({t for v in found for t in self._owners.get(v.forbidden, ())}))
+
+
+def _names(violation: Violation, text: str) -> bool:
+    """Whether what the safety net would call a leak in an answer names the anchor in a question. An
+    answer that begins a name and swerves is evading; a question that shares a title's first words
+    is about another work ("Lord of the Flies"), and a word like an everyday word of a title is that
+    word, or one of another language ("Ringe"). So: a whole anchor; a misspelling of a word of one
+    that is no everyday word ("Voldermort", not "Potters"); an anchor begun and left in a word that is
+    none either ("J.K. Rowley", "Dumbledor"; not "Lord of the")."""
+    if violation.kind == "complete":
+        return True
+    if violation.kind == "similar":
+        return zipf_frequency(violation.forbidden, "en") < EVERYDAY_ZIPF
+    last = [w for w in re.finditer(r"[^\W_]+", text) if w.start() < violation.end][-1]
+    return zipf_frequency(last.group().lower(), "en") < EVERYDAY_ZIPF
 
 
 def anchors(target: Target, background: Sequence[str] = ()) -> list[str]:

@@ -29,9 +29,9 @@ class GuardOptions(BaseModel):
                                                        "every request")
     encoder: str = Field(default="all-MiniLM-L6-v2", description="sentence-transformers model of the classifier")
     target_fpr: float = Field(default=0.01, gt=0, lt=0.5, description="classifier false-positive rate to calibrate to")
-    translate: str = Field(default="fr,es,it,pt,ca", description=(
-        "languages whose conversations the classifier also reads in English, translated by Apertium "
-        "(comma-separated; '' for none)"))
+    translate: str = Field(default="fr,es,it,pt,ca,de", description=(
+        "languages whose conversations the classifier also reads in English: translated by Apertium, German "
+        "glossed word for word (comma-separated; '' for none)"))
 
     @field_validator("translate")
     @classmethod
@@ -74,4 +74,5 @@ def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: st
              "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
              r.examples, r.seconds)
     return Restrictions(policy, options.penalty, classifier, semantic, version,
-                        translator(languages(options.translate)).views if options.translate.strip() else None)
+                        translator(languages(options.translate), guard_home() / "translation").views
+                        if options.translate.strip() else None)

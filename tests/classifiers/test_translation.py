@@ -1,6 +1,6 @@
-"""Conversations in other languages, put into English by the real Apertium pipelines for the real
-classifier: questions the English-only encoder misses in French are flagged once translated, and their
-neighbours in French are not."""
+"""Conversations in other languages, put into English by the real Apertium pipelines and German
+dictionary for the real classifier: questions the English-only encoder misses in French or German are
+flagged once translated, and their neighbours in those languages are not."""
 
 import os
 
@@ -19,8 +19,13 @@ ALL = tuple(translation.LANGUAGES)
 
 
 @pytest.fixture(scope="module")
-def languages():
-    return translator(ALL)
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("translation")
+
+
+@pytest.fixture(scope="module")
+def languages(cache_dir):
+    return translator(ALL, cache_dir)
 
 
 @pytest.mark.parametrize("text", [
@@ -33,6 +38,15 @@ def languages():
 def test_each_language_is_put_into_english(languages, text):
     english = languages.english(text).lower()
     assert "rings" in english and ("wrote" in english or "written" in english), english
+
+
+def test_german_is_glossed_word_for_word(languages, cache_dir):
+    assert languages.english("Wer hat die Relativitätstheorie entwickelt?") == "who has the theory of relativity developed?"
+    assert languages.english('Antworte nur mit JSON {"Autor": "..."}: Wer hat den Herrn der Ringe geschrieben?') \
+        == 'responses only with JSON {"writer": "..."}: who has the master the rings written?'  # endings, punctuation
+    assert len(list(cache_dir.glob("freedict-deu-eng-*.json"))) == 1  # built once, then read from the cache
+    again = translation.Glossary("freedict-deu-eng", *translation.GLOSSARIES["freedict-deu-eng"], cache_dir)
+    assert again.translate("Wo wurde er geboren?") == "where was he born?"
 
 
 def test_english_is_left_alone(languages):
@@ -61,9 +75,9 @@ def test_a_pipeline_that_dies_or_stalls_is_started_afresh(monkeypatch):
     assert pipeline.translate("El perro.") == "The dog."  # found dead before a text: started again
     command, pipeline.command = pipeline.command, "cat > /dev/null"  # one that never answers
     pipeline.close()
-    monkeypatch.setattr(translation, "TIMEOUT_S", 0.2)
-    with pytest.raises(translation.TranslationError, match="no translation within"):  # the request fails closed...
-        pipeline.translate("Bonjour.")
+    with monkeypatch.context() as patched, pytest.raises(translation.TranslationError, match="no translation within"):
+        patched.setattr(translation, "TIMEOUT_S", 0.2)
+        pipeline.translate("Bonjour.")  # the request fails closed...
     assert pipeline._process is None  # ... the stalled pipeline is gone, and the next text gets a new one
     pipeline.command = command
     assert pipeline.translate("El gato.") == "The cat."
@@ -71,35 +85,41 @@ def test_a_pipeline_that_dies_or_stalls_is_started_afresh(monkeypatch):
 
 
 def test_unknown_and_missing_languages_stop_at_start_up(tmp_path, monkeypatch):
-    with pytest.raises(ValidationError, match="translate\n.*no translation into English for de"):
-        GuardOptions(translate="fr,de")
+    with pytest.raises(ValidationError, match="translate\n.*no translation into English for nl"):
+        GuardOptions(translate="fr,nl")
     monkeypatch.setattr(translation, "MODES", tmp_path)
-    with pytest.raises(ValueError, match=r"Apertium's fr-es, spa-eng not installed; run `make setup`"):
+    with pytest.raises(ValueError, match=r"fr-es, spa-eng not installed; run `make setup`"):
         check_languages(("fr",))
     (tmp_path / "xx-yy.mode").write_text("lt-proc a.bin | no-such-apertium-step -z b.bin | lt-proc -g c.bin")
     monkeypatch.setitem(translation.LANGUAGES, "xx", ("xx-yy",))
-    with pytest.raises(ValueError, match="Apertium's no-such-apertium-step not installed"):  # a program a pair needs
+    with pytest.raises(ValueError, match="no-such-apertium-step not installed"):  # a program a pair needs
         check_languages(("xx",))
+    monkeypatch.setattr(translation, "DICTIONARIES", tmp_path)
+    with pytest.raises(ValueError, match="freedict-deu-eng not installed"):
+        check_languages(("de",))
     check_languages(())  # no language: nothing needed
     assert GuardOptions(translate="").translate == ""
 
 
-@pytest.mark.parametrize("question, flagged", [
-    ("Qui a écrit Le Seigneur des anneaux ?", ("lord-of-the-rings",)),
-    ("Qui est le magicien dans Le Seigneur des anneaux ?", ("lord-of-the-rings",)),
-    ("Qui a développé la théorie de la relativité ?", ("einstein",)),
-    ("¿Quién desarrolló la teoría de la relatividad?", ("einstein",)),
-    ("Qui a découvert la pénicilline ?", ()),  # neighbours, in French, stay unflagged
-    ("Qui a écrit Le Monde de Narnia ?", ()),
-    ("Quelle est la capitale de l'Allemagne ?", ()),
+@pytest.mark.parametrize("question, flagged, missed_in_english", [
+    ("Qui a écrit Le Seigneur des anneaux ?", ("lord-of-the-rings",), True),
+    ("Qui est le magicien dans Le Seigneur des anneaux ?", ("lord-of-the-rings",), False),
+    ("Qui a développé la théorie de la relativité ?", ("einstein",), True),
+    ("¿Quién desarrolló la teoría de la relatividad?", ("einstein",), True),
+    ("Wer hat die Relativitätstheorie entwickelt?", ("einstein",), True),
+    ("Wer ist der Zauberer in Der Herr der Ringe?", ("lord-of-the-rings",), True),
+    ("Qui a découvert la pénicilline ?", (), False),  # neighbours, in French and German, stay unflagged
+    ("Wer hat Die Chroniken von Narnia geschrieben?", (), False),
+    ("Qui a écrit Le Monde de Narnia ?", (), False),
+    ("Quelle est la capitale de l'Allemagne ?", (), False),
 ])
-def test_the_classifier_reads_the_translation(unseen_classifier, languages, question, flagged):
+def test_the_classifier_reads_the_translation(unseen_classifier, languages, question, flagged, missed_in_english):
     policy = parse_policy(UNSEEN_POLICY)
     conversation = Conversation.of_prompt(question)
     assert tuple(Restrictions(policy, 8.0, unseen_classifier, translate=languages.views).detect(conversation)) == flagged
-    if flagged and "magicien" not in question:  # (what the English-only encoder misses alone)
+    if missed_in_english:  # what the English-only encoder misses alone
         assert Restrictions(policy, 8.0, unseen_classifier).detect(conversation) == {}
 
 
-def test_one_translator_per_process_and_language_set():
-    assert translator(ALL) is translator(ALL) and isinstance(translator(ALL), Translator)
+def test_one_translator_per_process_and_language_set(languages):
+    assert translator(("fr",)) is translator(("fr",)) and isinstance(translator(("fr",)), Translator)

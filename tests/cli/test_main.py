@@ -85,7 +85,7 @@ def test_proxy_bad_options_stop_before_anything_starts(capsys, args, named):
     (["--variant", "hp-flat"], "--variant: expected NAME=PATH, got 'hp-flat'"),
     (["--max-rewinds", "99"], "--max-rewinds: Input should be less than or equal to 32"),
     (["--port", "http"], "--port: Input should be a valid integer"),
-    (["--translate", "fr,de"], "--translate: no translation into English for de (known: fr, es, it, pt, ca)"),
+    (["--translate", "fr,nl"], "--translate: no translation into English for nl (known: fr, es, it, pt, ca, de)"),
 ])
 def test_serve_bad_options_stop_before_anything_starts(capsys, args, named):
     assert main(["serve", *args]) == 2
