@@ -139,10 +139,11 @@ class Pipeline:
 
 class Glossary:
     """A word-for-word gloss into English from a FreeDict dictionary (dictd's files): for each word,
-    the English word most common in `wordfreq` among the first glosses of its entries ("Herr":
-    "master", not "taskmaster"), trying it without an inflection's ending when it has no entry
-    ("Herrn"); closed-class words from `FUNCTION_WORDS`, which a dictionary glosses poorly ("den":
-    "who"). Crude ("who has the theory of relativity developed ?"), but the classifier reads it.
+    of the first glosses of its entries the one most of them give, then the one most common in
+    `wordfreq` ("Herr": "master", not "taskmaster"), trying the word without an inflection's ending
+    when it has no entry ("Herrn"); closed-class words from `function_words`, which a dictionary
+    glosses poorly ("den": "who"). Crude ("who has the theory of relativity developed?"), but the
+    classifier reads it.
     Loaded at its first text: built from the dictionary once (a few seconds), then read from
     `cache_dir` (about 0.3 s; some 40 MB in memory)."""
 
