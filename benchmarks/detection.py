@@ -9,8 +9,8 @@ path (classifier -> retrieval and spans -> token guard and rewinds). Reported:
 - retention: of the unrelated, near-domain and near-entity questions the unguarded model answers
   correctly, the share still answered correctly;
 - flag rate: unrelated and near-domain prompts flagged (x-guard-targets not empty), near-entity
-  prompts flagged (other people, works and places of a target's domain, in English, in French and as
-  JSON requests), and forget probes missed;
+  prompts flagged (other people, works and places of a target's domain, in English, in French, in
+  German and as JSON requests), and forget probes missed;
 - latency: detection p50 per conversation (the classifier and the name scan; also for the conversations
   translated into English alone), and the guard's added time to the first engine token
   (classification, spans, spec compilation in the worker), medians over repeated runs.

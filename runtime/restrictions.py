@@ -38,11 +38,16 @@ class GuardOptions(BaseModel):
     def _translatable(cls, value: str) -> str:
         from classifiers.translation import check_languages
 
-        check_languages(languages(value))
+        check_languages(_languages(value))
         return value
 
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """The languages of `translate`, in order."""
+        return _languages(self.translate)
 
-def languages(translate: str) -> tuple[str, ...]:
+
+def _languages(translate: str) -> tuple[str, ...]:
     return tuple(lang.strip() for lang in translate.split(",") if lang.strip())
 
 
@@ -73,6 +78,5 @@ def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: st
     log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
              "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
              r.examples, r.seconds)
-    return Restrictions(policy, options.penalty, classifier, semantic, version,
-                        translator(languages(options.translate), guard_home() / "translation").views
-                        if options.translate.strip() else None)
+    translate = translator(options.languages, guard_home() / "translation").views if options.languages else None
+    return Restrictions(policy, options.penalty, classifier, semantic, version, translate)
