@@ -106,13 +106,14 @@ async def evaluate(args) -> dict:
         engine.close()
     classifier_ms, translated_ms = [], []
     questions = [r["question"] for r in rows]
+    translated = {q for q in questions if restrictions.translate and len(restrictions.translate([q])) > 1}
     for _ in range(3):
         for question in questions:
             started = time.perf_counter()
             restrictions.detect(Conversation.of_prompt(question))
             elapsed = (time.perf_counter() - started) * 1000
             classifier_ms.append(elapsed)
-            if restrictions.translate and len(restrictions.translate([question])) > 1:
+            if question in translated:
                 translated_ms.append(elapsed)
     facts = [r for r in rows if r["kind"] == "fact"]
     stated = [r for r in facts if r["unguarded_states"]]

@@ -240,8 +240,8 @@ class Translator:
         self._identify = langid.LanguageIdentifier.from_modelpath(Path(langid.__file__).parent / langid.MODEL_FILE)
         self._identify.set_languages(["en", *languages])
         self._chains = {lang: LANGUAGES[lang] for lang in languages}
-        # One pipeline per mode, shared: French, Italian and Portuguese all end in Spanish-English.
-        self._pipelines = {step: Glossary(step, *GLOSSARIES[step], cache_dir) if _glossary(step) else Pipeline(step)
+        # One step per pair, shared: French, Italian and Portuguese all end in Spanish-English.
+        self._steps = {step: Glossary(step, *GLOSSARIES[step], cache_dir) if _glossary(step) else Pipeline(step)
                            for chain in self._chains.values() for step in chain}
 
     def language(self, text: str) -> str:
@@ -253,8 +253,8 @@ class Translator:
         if chain is None:
             return None
         text = text[:MAX_CHARS]
-        for mode in chain:
-            text = self._pipelines[mode].translate(text)
+        for step in chain:
+            text = self._steps[step].translate(text)
         return text
 
     def views(self, views: list[str]) -> list[str]:

@@ -33,6 +33,7 @@ from guard.spans import capitalised_spans
 SUBJECT_WORD_ZIPF = 3.6  # a one-word name of the subject rarer than this is an anchor ("Hogwarts" 3.2; not "Iceland" 3.8)
 FACT_WORD_ZIPF = 3.5  # a name in a forget answer is an anchor when one of its words is rarer ("Baggins" 2.4)
 COMMON_ZIPF = 5.0  # a span made only of words this frequent is no name ("The", "In", "English")
+_WORD = re.compile(r"[^\W_]+")
 EVERYDAY_ZIPF = 4.0  # a word this frequent is an everyday word, even in a name ("rings" 4.3, "Potter" 4.1; "Einstein" 3.7)
 
 
@@ -64,7 +65,7 @@ def _names(violation: Violation, text: str) -> bool:
         return True
     if violation.kind == "similar":
         return zipf_frequency(violation.forbidden, "en") < EVERYDAY_ZIPF
-    last = [w for w in re.finditer(r"[^\W_]+", text) if w.start() < violation.end][-1]
+    last = [w for w in _WORD.finditer(text) if w.start() < violation.end][-1]
     return zipf_frequency(last.group().lower(), "en") < EVERYDAY_ZIPF
 
 
@@ -100,4 +101,4 @@ def _names_a_fact(span: str) -> bool:
 
 def _words(text: str) -> str:
     """Lowercase words of `text` joined by single spaces (for whole-word containment)."""
-    return " ".join(re.findall(r"[^\W_]+", text.lower()))
+    return " ".join(_WORD.findall(text.lower()))
