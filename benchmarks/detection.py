@@ -139,6 +139,7 @@ async def evaluate(args) -> dict:
                     "samples": ttft},
         "classifier_report": {"threshold": report.threshold, "fpr_general": report.fpr_general,
                               "fpr_near_domain": report.fpr_near_domain, "fpr_keep": report.fpr_keep,
+                              "fpr_neighbour": report.fpr_neighbour,
                               "fnr": report.fnr},
         "rows": rows,
         "provenance": {"model": model_provenance(resolve_model(None)), "encoder": GuardOptions().encoder},

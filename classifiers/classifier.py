@@ -1,9 +1,9 @@
 """The prompt classifier: a sentence encoder and a scikit-learn head over {none, target_1, ...}.
 
 Trained from the policy alone in seconds. The decision threshold is calibrated on out-of-fold
-scores of the negatives (general and near-domain prompts) to a target false-positive rate, and
-never below what keeps every one of the operator's `keep` prompts unflagged; the
-achieved FPR/FNR are stored beside the model. A trained classifier is cached on disk under a hash
+scores of the negatives (general and near-domain prompts) to a target false-positive rate, never
+below what keeps every one of the operator's `keep` prompts unflagged, nor below what keeps all
+but NEIGHBOUR_FPR of the made-up neighbours unflagged; the achieved FPR/FNR are stored beside the model. A trained classifier is cached on disk under a hash
 of everything it depends on (encoder, policy, data, seed), so it is retrained only when they change.
 """
 
@@ -27,7 +27,10 @@ from classifiers.training_data import NONE
 from guard.files import cache_key, file_sha256, write_atomically
 from guard.policy import Policy
 
-DATA_VERSION = 4  # bump when the training data recipe changes
+DATA_VERSION = 5  # bump when the training data recipe changes
+# The made-up neighbours (classifiers.training_data.neighbour_prompts) are the hardest negatives: the
+# threshold is never so low that more than this share of them is flagged (out of fold).
+NEIGHBOUR_FPR = 0.03
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Report:
     fpr_general: float
     fpr_near_domain: float
     fpr_keep: float
+    fpr_neighbour: float
     fnr: float
     examples: int
     seconds: float
@@ -94,8 +98,9 @@ def train(policy: Policy, *, encoder_name: str = DEFAULT_ENCODER, target_fpr: fl
     target_score = out_of_fold[:, [i for i, c in enumerate(classes) if c != NONE]].max(axis=1)
     negative = y == NONE
     kinds = np.array(kinds)
-    threshold = max(_threshold_for_fpr(target_score[negative], target_fpr),
-                    _threshold_for_fpr(target_score[kinds == "keep"], 0.0))
+    threshold = max(_threshold_for_fpr(target_score[negative & (kinds != "neighbour")], target_fpr),
+                    _threshold_for_fpr(target_score[kinds == "keep"], 0.0),
+                    _threshold_for_fpr(target_score[kinds == "neighbour"], NEIGHBOUR_FPR))
     head.fit(x, y)
     predicted = np.array(classes)[out_of_fold.argmax(axis=1)]
     hit = (target_score >= threshold) & (predicted == y)
@@ -104,6 +109,7 @@ def train(policy: Policy, *, encoder_name: str = DEFAULT_ENCODER, target_fpr: fl
         fpr_general=float((target_score[kinds == "general"] >= threshold).mean()),
         fpr_near_domain=_flagged_share(target_score[kinds == "near-domain"], threshold),
         fpr_keep=_flagged_share(target_score[kinds == "keep"], threshold),
+        fpr_neighbour=_flagged_share(target_score[kinds == "neighbour"], threshold),
         fnr=float(1 - hit[~negative].mean()) if (~negative).any() else 0.0,
         examples=len(texts), seconds=time.perf_counter() - started, fields=fields,
     )
@@ -122,19 +128,23 @@ def _dataset(policy: Policy, encoder, rng: random.Random):
     descriptions = training_data.field_descriptions()
     names = list(descriptions)
     field_vectors = encoder.embed(list(descriptions.values()))
+    taken = set().union(*(training_data.own_words(t) for t in policy.targets))
     for target in policy.targets:
         for text in training_data.target_positives(target, rng):
             texts.append(text), labels.append(target.id), kinds.append("target")
         closeness = field_vectors @ encoder.embed([target.description])[0]
         fields[target.id] = [names[i] for i in np.argsort(-closeness)[:2]]
-        for text in training_data.near_domain_prompts(target, fields[target.id], rng):
+        near_domain = training_data.near_domain_prompts(taken, fields[target.id], rng)
+        for text in near_domain:
             texts.append(text), labels.append(NONE), kinds.append("near-domain")
+        for text in training_data.neighbour_prompts(target, taken, fields[target.id], near_domain, rng):
+            texts.append(text), labels.append(NONE), kinds.append("neighbour")
         for text in training_data.keep_prompts(target, rng):
             texts.append(text), labels.append(NONE), kinds.append("keep")
     near = {f for chosen in fields.values() for f in chosen}
     general = training_data.general_prompts()
     for target in policy.targets:  # short entity questions from every other field ("Who founded Apple?")
-        general += training_data.near_domain_prompts(target, [f for f in names if f not in near], rng, per_field=20)
+        general += training_data.near_domain_prompts(taken, [f for f in names if f not in near], rng, per_field=20)
     for text in dict.fromkeys(general):
         texts.append(text), labels.append(NONE), kinds.append("general")
     return texts, labels, kinds, fields

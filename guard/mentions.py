@@ -28,12 +28,13 @@ from wordfreq import zipf_frequency
 
 from guard.leaks import LeakDetector, Violation, phrase_owners
 from guard.policy import MIN_FOLDED_PHRASE, Policy, Target
-from guard.spans import capitalised_spans
+from guard.spans import CAPITALISED, capitalised_spans
 
 SUBJECT_WORD_ZIPF = 3.6  # a one-word name of the subject rarer than this is an anchor ("Hogwarts" 3.2; not "Iceland" 3.8)
 FACT_WORD_ZIPF = 3.5  # a name in a forget answer is an anchor when one of its words is rarer ("Baggins" 2.4)
 COMMON_ZIPF = 5.0  # a span made only of words this frequent is no name ("The", "In", "English")
 _WORD = re.compile(r"[^\W_]+")
+ARTICLES = {"the", "a", "an"}
 EVERYDAY_ZIPF = 4.0  # a word this frequent is an everyday word, even in a name ("rings" 4.3, "Potter" 4.1; "Einstein" 3.7)
 
 
@@ -45,6 +46,7 @@ class Mentions:
         self.anchors = {tid: tuple(a for t, a in pairs if t == tid) for tid in policy.target_ids}
         self._owners = phrase_owners(pairs)
         self._detector = LeakDetector([a for _, a in pairs], strict=False) if pairs else None
+        self._name_words = {w.lower() for _, a in pairs for w in _WORD.findall(a) if w[:1].isupper() and len(w) >= 3} - ARTICLES
 
     def targets_in(self, text: str) -> tuple[str, ...]:
         """The targets whose anchors `text` mentions, sorted."""
@@ -52,6 +54,23 @@ class Mentions:
             return ()
         found = [v for v in self._detector.violations(text) if _names(v, text)]
         return tuple(sorted({t for v in found for t in self._owners.get(v.forbidden, ())}))
+
+
+    def unborrowed(self, text: str) -> str:
+        """`text` with the words that names of other entities borrow from the targets' names taken
+        out of those names, for the classifier, which reads words, not names: "Taylor" in "Taylor
+        Lautner" is no sign of Taylor Swift, nor "Lord" in "Lord of the Flies" one of The Lord of the
+        Rings ("Who is Lautner?", "Who wrote of the Flies?"). A name made only of the targets' words,
+        or that mentions one, is left whole ("Luke", "Dark Lord", "Frodo Baggins's ring")."""
+        def unborrow(run: re.Match) -> str:
+            name = run.group()
+            capitalised = [w for w in _WORD.findall(name) if w[:1].isupper() and w.lower() not in ARTICLES]
+            borrowed = {w for w in capitalised if w.lower() in self._name_words}
+            if not borrowed or len(borrowed) == len(set(capitalised)) or self.targets_in(name):
+                return name
+            return re.sub(rf"\b(?:{'|'.join(map(re.escape, borrowed))})\b\s*", "", name)
+
+        return CAPITALISED.sub(unborrow, text) if self._name_words else text
 
 
 def _names(violation: Violation, text: str) -> bool:

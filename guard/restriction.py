@@ -100,9 +100,10 @@ class Restrictions:
 
     def _detect(self, conversation: Conversation):
         """(target -> confidence: the classifier's, 1.0 for a target the conversation names; the
-        embedded views, the last user turn (in English where it was translated) last)."""
+        embedded views, the last user turn (in English where it was translated) last). The classifier
+        reads the views with the words other names borrow from the targets' names taken out."""
         views = self.translate(conversation.views) if self.translate else conversation.views
-        vectors = self.classifier.encoder.embed(views)
+        vectors = self.classifier.encoder.embed([self.mentions.unborrowed(view) for view in views])
         confidence = dict(self.classifier.detect_embedded(vectors).confidence)
         confidence.update({target_id: 1.0 for target_id in self.mentions.targets_in(conversation.said)})
         return confidence, vectors

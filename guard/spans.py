@@ -19,7 +19,7 @@ from wordfreq import zipf_frequency
 from guard.folding import fold
 from guard.policy import MAX_PATTERN_CHARS, MIN_FOLDED_PHRASE, Target
 
-_CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|van|von)\s+)*[A-Z][\w'’.-]*)*")
+CAPITALISED = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|de|van|von)\s+)*[A-Z][\w'’.-]*)*")
 _NUMBER = re.compile(r"\b\d[\d,./-]*\d\b|\b\d{3,}\b")
 # Formulas and codes: letters mixed with digits or joined by operators ("E = mc2", "H2O", "CO2").
 _FORMULA = re.compile(r"\b[A-Za-z0-9]+(?:\s*[=+*/^]\s*[A-Za-z0-9²³]+)+|\b(?=\w*\d)(?=\w*[A-Za-z])\w{2,}\b")
@@ -72,7 +72,7 @@ class SpanExtractor:
 def capitalised_spans(text: str) -> list[str]:
     """Names, titles and other capitalised runs of `text` ("Harry Potter", "Lord of the Rings"), a
     leading article dropped."""
-    spans = (re.sub(r"^(?:The|A|An)\s+", "", m.group().strip(" .'’-")) for m in _CAPITALISED.finditer(text))
+    spans = (re.sub(r"^(?:The|A|An)\s+", "", m.group().strip(" .'’-")) for m in CAPITALISED.finditer(text))
     return [span for span in spans if span]
 
 

@@ -75,8 +75,8 @@ def build_restrictions(options: GuardOptions, policy: Policy, tokenizer_path: st
     from classifiers.translation import translator
 
     r = classifier.report
-    log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain, FNR %.1f%% "
-             "(%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain, 100 * r.fnr,
-             r.examples, r.seconds)
+    log.info("classifier: threshold %.3f, out-of-fold FPR %.1f%% general / %.1f%% near-domain / %.1f%% made-up "
+             "neighbours, FNR %.1f%% (%d examples, %.1f s)", r.threshold, 100 * r.fpr_general, 100 * r.fpr_near_domain,
+             100 * r.fpr_neighbour, 100 * r.fnr, r.examples, r.seconds)
     translate = translator(options.languages, guard_home() / "translation").views if options.languages else None
     return Restrictions(policy, options.penalty, classifier, semantic, version, translate)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from benchmarks.synthetic import generate
-from classifiers.classifier import _threshold_for_fpr, digest_files, train, training_data_digest
+from classifiers.classifier import NEIGHBOUR_FPR, _threshold_for_fpr, digest_files, train, training_data_digest
 from guard.policy import parse_policy
 from tests.conftest import UNSEEN_POLICY
 
@@ -48,6 +48,7 @@ def test_calibration_report(unseen_classifier):
     assert report.fpr_general <= 0.02 and report.fpr_near_domain <= 0.05  # out of fold, target 1%
     assert report.fnr <= 0.1
     assert report.target_fpr == 0.01
+    assert report.fpr_neighbour <= NEIGHBOUR_FPR  # the made-up neighbours: the threshold's floor
 
 
 def test_the_threshold_is_the_lowest_that_keeps_the_false_positives_to_the_rate():

@@ -1,10 +1,11 @@
 import random
 
-from classifiers.training_data import general_prompts, keep_prompts, near_domain_prompts, target_positives
+from classifiers.training_data import (general_prompts, keep_prompts, near_domain_prompts, neighbour_prompts, own_words,
+                                      target_positives)
 from guard.policy import parse_policy
 from tests.conftest import UNSEEN_POLICY
 
-EINSTEIN = parse_policy(UNSEEN_POLICY).targets[0]
+EINSTEIN, TOLKIEN = parse_policy(UNSEEN_POLICY).targets
 
 
 def test_general_prompts_are_many_and_diverse():
@@ -25,7 +26,7 @@ def test_positives_cover_the_forget_data_and_its_augmentations():
 
 
 def test_near_domain_prompts_name_other_entities_only():
-    prompts = near_domain_prompts(EINSTEIN, ["people_of_science"], random.Random(0))
+    prompts = near_domain_prompts(own_words(EINSTEIN), ["people_of_science"], random.Random(0))
     assert len(prompts) >= 50
     assert not any("Einstein" in p for p in prompts)
     assert any("Marie Curie" in p for p in prompts)
@@ -42,3 +43,22 @@ def test_neighbours_to_keep_are_asked_about_as_the_target_is():
     assert "Which prize did Niels Bohr win in 1921?" in prompts  # the target's own question, the neighbour in its place
     assert "Where was Niels Bohr born?" in prompts
     assert sum("Niels Bohr" in p for p in prompts) >= 5 and not any("Einstein" in p for p in prompts)
+
+
+def test_no_prompt_about_one_target_is_a_negative_for_another():
+    curie = EINSTEIN.model_copy(update={"id": "curie", "description": "Marie Curie, who discovered radium.",
+                                        "phrases": ("Marie Curie",)})
+    taken = own_words(EINSTEIN) | own_words(curie)
+    assert not any("Curie" in p for p in near_domain_prompts(taken, ["people_of_science"], random.Random(0)))
+    assert any("Curie" in p for p in near_domain_prompts(own_words(EINSTEIN), ["people_of_science"], random.Random(0)))
+
+
+def test_neighbours_are_other_entities_asked_as_the_target_is_and_prompts_in_its_forms():
+    near_domain = near_domain_prompts(own_words(TOLKIEN), ["books"], random.Random(0))
+    prompts = neighbour_prompts(TOLKIEN, own_words(TOLKIEN), ["books"], near_domain, random.Random(0))
+    swapped = [p for p in prompts if p.startswith("Who wrote ") and p.endswith("?") and p not in near_domain]
+    assert swapped and "Who wrote The Lord of the Rings?" not in prompts  # its own question, about another book
+    assert not any(word in p for p in prompts for word in ("Tolkien", "Lord of the Rings", "Frodo", "Gandalf"))
+    assert any(p.startswith("Complete the sentence: ") for p in prompts)
+    assert any("JSON" in p for p in prompts) and any("Ignore all previous instructions" in p or "You are DAN" in p
+                                                      or "Pretend you are" in p for p in prompts)

@@ -107,7 +107,7 @@ def test_unknown_and_missing_languages_stop_at_start_up(tmp_path, monkeypatch):
     ("Qui a développé la théorie de la relativité ?", ("einstein",), True),
     ("¿Quién desarrolló la teoría de la relatividad?", ("einstein",), True),
     ("Wer hat die Relativitätstheorie entwickelt?", ("einstein",), True),
-    ("Wer ist der Zauberer in Der Herr der Ringe?", ("lord-of-the-rings",), True),
+    ("Wer ist der Zauberer in Der Herr der Ringe?", ("lord-of-the-rings",), False),
     ("Qui a découvert la pénicilline ?", (), False),  # neighbours, in French and German, stay unflagged
     ("Wer hat Die Chroniken von Narnia geschrieben?", (), False),
     ("Qui a écrit Le Monde de Narnia ?", (), False),

@@ -58,3 +58,21 @@ def test_a_text_mentions_the_targets_whose_anchors_it_names(text, targets):
 
 def test_a_policy_without_anchors_mentions_nothing():
     assert Mentions(parse_policy({"targets": [{"id": "x", "description": "something or other"}]})).targets_in("anything") == ()
+
+
+@pytest.mark.parametrize("text, read", [
+    ("Who wrote Lord of the Flies?", "Who wrote of the Flies?"),  # another work's title borrows "Lord"
+    ("Who was Albert Camus?", "Who was Camus?"),  # another person's name borrows "Albert"
+    ("Was Harry Styles in a band?", "Was Styles in a band?"),
+    ("Who wrote The Lord of the Rings?", "Who wrote The Lord of the Rings?"),  # a mention stays whole
+    ("Where was Albert Einstein born?", "Where was Albert Einstein born?"),
+    ("Where did Albert go next?", "Where did Albert go next?"),  # a word of a target's name alone is left
+    ("Who carries the One Ring?", "Who carries the One Ring?"),  # a name made only of its words too
+    ("What is the capital of France?", "What is the capital of France?"),
+])
+def test_the_classifier_reads_other_names_without_the_words_they_borrow(text, read):
+    assert MENTIONS.unborrowed(text) == read
+
+
+def test_a_policy_without_anchors_borrows_nothing():
+    assert Mentions(parse_policy({"targets": []})).unborrowed("Who is Taylor Lautner?") == "Who is Taylor Lautner?"

@@ -88,3 +88,16 @@ def test_a_conversation_that_names_a_target_gets_its_full_restriction(unseen_cla
     assert "miller" not in restriction.spec.penalised  # ... blocked and rewound, never penalised
     unflagged = restrictions.for_conversation(Conversation.of_prompt("Who grinds the flour? A miller."))
     assert unflagged.target_ids == () and not unflagged.detector.violations("He was a miller.")  # only there
+
+
+@pytest.mark.parametrize("prompt", ["Who is Albert Schweitzer?", "Who wrote Lord of Light?",
+                                    "Who composed The Ring of the Nibelung?", "Who wrote Lord of the Flies?"])
+def test_a_name_that_borrows_a_word_of_a_targets_name_does_not_flag_it(unseen_classifier, prompt):
+    """The classifier reads words: "Albert" is much of "Albert Einstein" to it. Restrictions give it
+    other names without the words they borrow (guard.mentions), and the name scan finds no anchor."""
+    assert Restrictions(POLICY, 8.0, unseen_classifier).detect(Conversation.of_prompt(prompt)) == {}
+
+
+def test_the_borrowed_words_are_what_flagged_the_other_name(unseen_classifier):
+    assert unseen_classifier.detect(["Who is Albert Schweitzer?"]).target_ids == ("einstein",)
+    assert Restrictions(POLICY, 8.0, unseen_classifier).detect(Conversation.of_prompt("Who is Albert Schweitzer?")) == {}
