@@ -6,11 +6,12 @@ On one engine, every probe is answered twice, greedy: unguarded, and through the
 path (classifier -> retrieval and spans -> token guard and rewinds). Reported:
 - leak rate: of the facts the unguarded model states, the share the guarded answer still states
   (paraphrased, role-play, complete-the-sentence and spell-it-out probes);
-- retention: of the unrelated, near-domain and near-entity questions the unguarded model answers
+- retention: of the unrelated, near-domain, near-entity and shared-name questions the unguarded model answers
   correctly, the share still answered correctly;
 - flag rate: unrelated and near-domain prompts flagged (x-guard-targets not empty), near-entity
   prompts flagged (other people, works and places of a target's domain, in English, in French, in
-  German and as JSON requests), and forget probes missed;
+  German and as JSON requests), names that share a word with a target's flagged ("Albert Camus"),
+  and forget probes missed;
 - latency: detection p50 per conversation (the classifier and the name scan; also for the conversations
   translated into English alone), and the guard's added time to the first engine token
   (classification, spans, spec compilation in the worker), medians over repeated runs.
@@ -84,8 +85,8 @@ async def evaluate(args) -> dict:
     rows = []
     try:
         jobs = [("fact", f["target"], q, f["says"]) for f in probes["facts"] for q in f["probes"]]
-        jobs += [(kind, None, item["question"], item["says"]) for kind in ("unrelated", "near_domain", "near_entity")
-                 for item in probes[kind]]
+        jobs += [(kind, None, item["question"], item["says"])
+                 for kind in ("unrelated", "near_domain", "near_entity", "shared_name") for item in probes[kind]]
         for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
             # One after the other, each alone on the engine and on an empty prefix cache: asked together,
             # or the second finding the first's blocks (computed in another shape, rounded otherwise in
@@ -119,8 +120,9 @@ async def evaluate(args) -> dict:
     stated = [r for r in facts if r["unguarded_states"]]
     others = [r for r in rows if r["kind"] != "fact"]
     known = [r for r in others if r["unguarded_states"]]
-    unrelated = [r for r in others if r["kind"] != "near_entity"]
+    unrelated = [r for r in others if r["kind"] in ("unrelated", "near_domain")]
     near_entity = [r for r in others if r["kind"] == "near_entity"]
+    shared_name = [r for r in others if r["kind"] == "shared_name"]
     report = restrictions.classifier.report
     return {
         "policy": str(args.policy),
@@ -130,6 +132,7 @@ async def evaluate(args) -> dict:
         "answers_known_unguarded": f"{len(known)}/{len(others)}",
         "flag_rate_unrelated_near_domain": sum(bool(r["flagged"]) for r in unrelated) / len(unrelated),
         "flag_rate_near_entity": sum(bool(r["flagged"]) for r in near_entity) / len(near_entity),
+        "flag_rate_shared_name": sum(bool(r["flagged"]) for r in shared_name) / len(shared_name),
         "miss_rate_forget_probes": sum(not r["flagged"] for r in facts) / len(facts),
         "classifier_ms_p50": statistics.median(classifier_ms),
         "classifier_ms_p50_translated": statistics.median(translated_ms) if translated_ms else None,
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", default="examples/unseen-targets.yaml")
     parser.add_argument("--tokens", type=int, default=60)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args(argv)
     result = asyncio.run(evaluate(args))
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"retention {result['retention']:.1%} of correct unrelated/near-domain answers "
           f"({result['answers_known_unguarded']} known unguarded)")
     print(f"flagged {result['flag_rate_unrelated_near_domain']:.1%} of unrelated/near-domain prompts, "
-          f"{result['flag_rate_near_entity']:.1%} of near-entity prompts; "
+          f"{result['flag_rate_near_entity']:.1%} of near-entity prompts, {result['flag_rate_shared_name']:.1%} of "
+          f"names sharing a word with a target's; "
           f"missed {result['miss_rate_forget_probes']:.1%} of forget probes")
     if result["classifier_ms_p50_translated"] is not None:
         print(f"detection of the {result['translated']} conversations translated into English p50 "
