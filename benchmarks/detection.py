@@ -6,8 +6,8 @@ On one engine, every probe is answered twice, greedy: unguarded, and through the
 path (classifier -> retrieval and spans -> token guard and rewinds). Reported:
 - leak rate: of the facts the unguarded model states, the share the guarded answer still states
   (paraphrased, role-play, complete-the-sentence and spell-it-out probes);
-- retention: of the unrelated, near-domain, near-entity and shared-name questions the unguarded model answers
-  correctly, the share still answered correctly;
+- retention: of the unrelated, near-domain, near-entity and shared-name questions the unguarded
+  model answers correctly, the share still answered correctly;
 - flag rate: unrelated and near-domain prompts flagged (x-guard-targets not empty), near-entity
   prompts flagged (other people, works and places of a target's domain, in English, in French, in
   German and as JSON requests), names that share a word with a target's flagged ("Albert Camus"),

@@ -3,8 +3,9 @@
 Trained from the policy alone in seconds. The decision threshold is calibrated on out-of-fold
 scores of the negatives (general and near-domain prompts) to a target false-positive rate, never
 below what keeps every one of the operator's `keep` prompts unflagged, nor below what keeps all
-but NEIGHBOUR_FPR of the made-up neighbours unflagged; the achieved FPR/FNR are stored beside the model. A trained classifier is cached on disk under a hash
-of everything it depends on (encoder, policy, data, seed), so it is retrained only when they change.
+but NEIGHBOUR_FPR of the made-up neighbours unflagged; the achieved FPR/FNR are stored beside the
+model. A trained classifier is cached on disk under a hash of everything it depends on (encoder,
+policy, data, seed), so it is retrained only when they change.
 """
 
 from __future__ import annotations

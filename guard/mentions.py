@@ -17,6 +17,9 @@ Mentions are found as the safety net finds names in answers (guard.leaks, lenien
 so "R-o-w-l-i-n-g" and "ROWLING" count, and near-miss spellings ("Rowlings", "Voldermort") too,
 never an everyday word that shares a name's letters. But a question is not an answer: a title's
 first words followed by other words name another work ("Lord of the Flies"), not an evasion.
+
+The same names tell the classifier which words of a conversation are not what they seem: a name
+that borrows a word of a target's ("Albert Camus") reaches it without that word (`unborrowed`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from guard.spans import CAPITALISED, capitalised_spans
 SUBJECT_WORD_ZIPF = 3.6  # a one-word name of the subject rarer than this is an anchor ("Hogwarts" 3.2; not "Iceland" 3.8)
 FACT_WORD_ZIPF = 3.5  # a name in a forget answer is an anchor when one of its words is rarer ("Baggins" 2.4)
 COMMON_ZIPF = 5.0  # a span made only of words this frequent is no name ("The", "In", "English")
-_WORD = re.compile(r"[^\W_]+")
 ARTICLES = {"the", "a", "an"}
+_WORD = re.compile(r"[^\W_]+")
 EVERYDAY_ZIPF = 4.0  # a word this frequent is an everyday word, even in a name ("rings" 4.3, "Potter" 4.1; "Einstein" 3.7)
 
 
@@ -46,7 +49,8 @@ class Mentions:
         self.anchors = {tid: tuple(a for t, a in pairs if t == tid) for tid in policy.target_ids}
         self._owners = phrase_owners(pairs)
         self._detector = LeakDetector([a for _, a in pairs], strict=False) if pairs else None
-        self._name_words = {w.lower() for _, a in pairs for w in _WORD.findall(a) if w[:1].isupper() and len(w) >= 3} - ARTICLES
+        self._name_words = {w.lower() for _, a in pairs for w in _WORD.findall(a)  # "albert", "rings"
+                            if w[:1].isupper() and len(w) >= 3} - ARTICLES
 
     def targets_in(self, text: str) -> tuple[str, ...]:
         """The targets whose anchors `text` mentions, sorted."""
@@ -54,7 +58,6 @@ class Mentions:
             return ()
         found = [v for v in self._detector.violations(text) if _names(v, text)]
         return tuple(sorted({t for v in found for t in self._owners.get(v.forbidden, ())}))
-
 
     def unborrowed(self, text: str) -> str:
         """`text` with the words that names of other entities borrow from the targets' names taken
