@@ -37,7 +37,7 @@ from tqdm import tqdm
 from benchmarks.processes import ServerProcess, stop_all
 from runtime.models import resolve_model
 
-PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+PROCESSOR = "vllm_guard.processor:GuardLogitsProcessor"
 USER, ADMIN = "fleet-user-key", "fleet-admin-key"
 QUESTIONS = ["Who wrote the Harry Potter books?", "What is the capital of France?", "Who founded Microsoft?",
              "Describe the school Harry Potter attends.", "Explain photosynthesis briefly.",

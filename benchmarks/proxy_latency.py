@@ -31,7 +31,7 @@ from runtime.models import DEFAULT_MODEL, model_provenance, resolve_model
 
 MODEL = DEFAULT_MODEL  # the name the servers give it
 POLICY = "examples/harry-potter.yaml"
-PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+PROCESSOR = "vllm_guard.processor:GuardLogitsProcessor"
 CASES = {"unrelated": "Tell me about the history of Paris.", "guarded": "Tell me about the Harry Potter books."}
 
 

@@ -4,13 +4,13 @@
 
 Each step the logits processor gathers every guarded row's sparse bias (token ids and values, from
 its matcher state's cache) into one (rows, cols, values) triple and writes it into the logits with
-one indexed add (guard.logits_ops). Its cost grows with the entries, not with the vocabulary; the
+one indexed add (vllm_guard.logits_ops). Its cost grows with the entries, not with the vocabulary; the
 dense alternative (a [batch, vocabulary] bias added to the logits) grows with both. Both are timed
 here on the same device, for rows as `guard serve` restricts them: the safety net (a dozen blocked
 tokens a row) and a flagged conversation (a few hundred blocked or penalised tokens a row). Medians
 of `--repeats` runs; on CUDA, synchronised.
 
-Then the whole per-step work of the real logits processor (guard.vllm_processor: each row's matcher
+Then the whole per-step work of the real logits processor (vllm_guard.processor: each row's matcher
 state advanced by its new token, its cached bias looked up, the write), driven as vLLM drives it, on
 the bundled model's tokenizer with the example policy: half the rows flagged, half under the safety
 net, every row writing a real answer about the target token by token. Writes step_op.json into --out
@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from guard.leaks import leading_words
-from guard.logits_ops import apply_sparse_bias, gather_row_biases
+from vllm_guard.logits_ops import apply_sparse_bias, gather_row_biases
 from guard.policy import load_policy
 from guard.spec import GuardSpec, compile_patterns
 
@@ -87,7 +87,7 @@ def measure_processor(batch: int, policy_path: str, steps: int) -> dict:
     from vllm import SamplingParams
     from vllm.v1.sample.logits_processor import BatchUpdate
 
-    from guard.vllm_processor import GuardLogitsProcessor
+    from vllm_guard.processor import GuardLogitsProcessor
     from runtime.models import resolve_model
     from transformers import AutoTokenizer
 

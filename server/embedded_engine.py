@@ -28,7 +28,7 @@ from server.engine import (DecodeParams, Delta, EngineStats, EngineUnavailable, 
                            TokenLogprob)
 
 log = logging.getLogger("guard.engine")
-PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+PROCESSOR = "vllm_guard.processor:GuardLogitsProcessor"
 # vLLM's CPU backend caches prefixes in blocks of 128 tokens by default: a rewind (and a chat's next
 # request) would re-prefill everything after the last full block, often the whole answer so far. 32,
 # the smallest block its attention kernel takes, caps that at 31 tokens (benchmarks/throughput.py

@@ -75,7 +75,7 @@ def choose_level(requested: Enforcement, plugin: bool, tokenizer: str | None) ->
     if requested == Enforcement.FULL and not plugin:
         raise RuntimeError("--enforcement full: the upstream does not run the guard's logits processor "
                            "(start it with `vllm serve MODEL --logits-processors "
-                           "guard.vllm_processor:GuardLogitsProcessor`)")
+                           "vllm_guard.processor:GuardLogitsProcessor`)")
     return requested
 
 

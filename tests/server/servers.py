@@ -72,7 +72,7 @@ EAGER = "--enforce-eager"
 # a near tie then goes another way than on a cold cache, and an answer differs from the same question's
 # on plain vLLM, or from its own streamed twin, by the history of the cache alone (seen: 5 of 887 tests).
 VLLM_CPU_BLOCKS = ("--block-size", "128")
-PROCESSOR = "guard.vllm_processor:GuardLogitsProcessor"
+PROCESSOR = "vllm_guard.processor:GuardLogitsProcessor"
 
 
 def vllm_serve(name: str, logs: Path, model_dir: str, *extra: str, env: dict[str, str] | None = None) -> Server:

@@ -1,7 +1,7 @@
 """The adapter that plugs the guard into vLLM's V1 logits-processor interface.
 
-Register it with `logits_processors=["guard.vllm_processor:GuardLogitsProcessor"]` (embedded
-engine) or `vllm serve MODEL --logits-processors guard.vllm_processor:GuardLogitsProcessor`.
+Register it with `logits_processors=["vllm_guard.processor:GuardLogitsProcessor"]` (embedded
+engine) or `vllm serve MODEL --logits-processors vllm_guard.processor:GuardLogitsProcessor`.
 A request is guarded when its `SamplingParams.extra_args` (`vllm_xargs` over HTTP) holds a spec
 (`guard.spec.GuardSpec`); others pass untouched.
 
@@ -26,8 +26,8 @@ from cachetools import LRUCache
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
-from guard.grammar import Grammars, advance
-from guard.logits_ops import apply_sparse_bias, gather_row_biases
+from vllm_guard.grammars import Grammars, advance
+from vllm_guard.logits_ops import apply_sparse_bias, gather_row_biases
 from guard.matcher import Matcher, MatchState
 from guard.spec import GuardSpec
 from guard.step_timing import StepHistogram, publish_from_env

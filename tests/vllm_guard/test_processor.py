@@ -11,7 +11,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality  # n
 
 from guard import step_timing  # noqa: E402
 from guard.spec import GuardSpec, compile_patterns  # noqa: E402
-from guard.vllm_processor import GuardLogitsProcessor  # noqa: E402
+from vllm_guard.processor import GuardLogitsProcessor  # noqa: E402
 from tests.conftest import HP_PHRASES  # noqa: E402
 
 SPEC = GuardSpec(compile_patterns(HP_PHRASES))

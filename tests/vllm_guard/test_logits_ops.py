@@ -1,6 +1,6 @@
 import torch
 
-from guard.logits_ops import apply_sparse_bias, gather_row_biases
+from vllm_guard.logits_ops import apply_sparse_bias, gather_row_biases
 
 
 def test_sparse_bias_in_one_write():
