@@ -25,7 +25,7 @@ Data that travels with each token (its log-probabilities) is released with the t
 alternatives a client may see beside a token pass the same judgement (`would_release`): no
 alternative may spell, or begin to spell, what the answer itself may not.
 
-Synchronous and engine-free: the adapters (server.generation for engines, server.output_filter for upstream
+Synchronous and engine-free: the adapters (server.serving.generate.generation for engines, server.serving.relay.output_filter for upstream
 servers that run none of our code) only move units in and released text out.
 """
 

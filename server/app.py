@@ -16,20 +16,21 @@ from guard.policy import Policy, load_policy
 from guard.restriction import Restrictions
 from runtime.models import DEFAULT_MODEL, is_default_model, resolve_model
 from runtime.restrictions import build_restrictions
-from server import forget, metrics
-from server.audit import AuditLog
-from server.auth import Keys, install_auth
-from server.rate_limits import rate_limiter
-from server.body_limit import BodyLimit
-from server.embedded_engine import EmbeddedEngine, LoraView
+from server.admin import forget
+from server.ops import metrics
+from server.state.audit import AuditLog
+from server.state.auth import Keys, install_auth
+from server.state.rate_limits import rate_limiter
+from server.ops.body_limit import BodyLimit
+from server.engines.embedded import EmbeddedEngine, LoraView
 from server.engine import Engine
-from server.errors import install_error_handlers
-from server.live_policy import LivePolicy
-from server.policy_store import PolicyStore
-from server.responses import stream_components
-from server.routes import HealthFields, ServedModel, ServerState, no_more_health, router
+from server.protocol.errors import install_error_handlers
+from server.state.live_policy import LivePolicy
+from server.state.policy_store import PolicyStore
+from server.protocol.responses import stream_components
+from server.serving.generate.routes import HealthFields, ServedModel, ServerState, no_more_health, router
 from server.settings import GuardSettings, Settings
-from server.variants import Variant, engine_lora_rank, load_variants, model_names
+from server.engines.variants import Variant, engine_lora_rank, load_variants, model_names
 
 log = logging.getLogger("guard.server")
 
@@ -47,7 +48,7 @@ def open_live_policy(settings) -> LivePolicy:
     from `--policy` when empty.
     A broken policy file or store raises ValueError here, before any engine starts."""
     if settings.state_url:
-        from server.postgres_store import PostgresStore
+        from server.state.postgres_store import PostgresStore
 
         store = PostgresStore(settings.state_url)
     else:
@@ -167,7 +168,7 @@ def assemble_app(title: str, lifespan, settings: GuardSettings, routes: APIRoute
     openapi = app.openapi
 
     def with_stream_schemas() -> dict:
-        """FastAPI's document, plus the schemas of the streamed events (server.responses.STREAM)."""
+        """FastAPI's document, plus the schemas of the streamed events (server.protocol.responses.STREAM)."""
         if app.openapi_schema is None:
             document = openapi()
             document.setdefault("components", {}).setdefault("schemas", {}).update(stream_components())

@@ -1,11 +1,11 @@
 """What an engine is: the one interface the routes, the guarded generation loop and the benchmarks hold.
 
-Implemented by the embedded vLLM engine and its LoRA views (server.embedded_engine), by a `vllm
-serve` upstream that runs the guard's logits processor (server.upstream_engine), and by the tests'
+Implemented by the embedded vLLM engine and its LoRA views (server.engines.embedded), by a `vllm
+serve` upstream that runs the guard's logits processor (server.upstream.engine), and by the tests'
 fakes. An engine speaks token ids: `stream(prompt_ids, params, spec, request_id)` yields `Delta`s,
 the guard's spec travelling with the request into the engine's logits processor.
 
-Engines raise the exceptions below, never HTTP errors: server.errors alone maps them to statuses.
+Engines raise the exceptions below, never HTTP errors: server.protocol.errors alone maps them to statuses.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Engine(Protocol):
         """None: nothing to report (a view of another engine, an engine in another process)."""
 
 
-# -- what can go wrong, by kind: server.errors maps each to its HTTP status ----------------------
+# -- what can go wrong, by kind: server.protocol.errors maps each to its HTTP status ----------------------
 class EngineError(Exception):
     """An engine could not answer. `code`: a machine-readable reason for the client."""
 

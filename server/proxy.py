@@ -4,11 +4,11 @@ The classifier and span extraction run here; how the restriction reaches the gen
 what the upstream allows, one enforcement level per upstream, chosen at start-up (`probe`) and
 reported in /health:
 - full:   a `vllm serve` started with this project's logits processor: the app is `guard serve`'s
-          (server.app.guarded_app) over an upstream engine (server.upstream_engine), so the
+          (server.app.guarded_app) over an upstream engine (server.upstream.engine), so the
           token-level guard runs inside the upstream and rewinds run here;
 - bias:   any upstream whose tokenizer is known: the request relayed with a `logit_bias` against
-          the forbidden spans' entry tokens, then the output filter (server.relay);
-- filter: any upstream: the request relayed, then the output filter (server.relay).
+          the forbidden spans' entry tokens, then the output filter (server.serving.relay.relay);
+- filter: any upstream: the request relayed, then the output filter (server.serving.relay.relay).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from fastapi import FastAPI
 
 from server.app import Deployment, guarded_app, open_live_policy
 from server.engine import EngineError
-from server.routes import ServedModel
+from server.serving.generate.routes import ServedModel
 from server.settings import Enforcement, ProxySettings
-from server.upstream import Upstream, upstream_urls
+from server.upstream.client import Upstream, upstream_urls
 
 log = logging.getLogger("guard.proxy")
 PROBE_ERROR = "guard: not valid JSON"  # what the plugin's validate_params answers to a broken spec
@@ -109,14 +109,14 @@ def create_proxy_app(settings: ProxySettings, found: UpstreamModel | None = None
     found = found or asyncio.run(probe(settings))
     log.info("proxy in front of %s (%s): enforcement %s", settings.upstream, found.model, found.level)
     if found.level != Enforcement.FULL:
-        from server.relay import create_relay_app
+        from server.serving.relay.relay import create_relay_app
 
         return create_relay_app(settings, live, found)
 
     def deploy() -> Deployment:
         from transformers import AutoTokenizer
 
-        from server.upstream_engine import UpstreamEngine
+        from server.upstream.engine import UpstreamEngine
 
         engine = UpstreamEngine(settings.upstream, found.model, AutoTokenizer.from_pretrained(found.tokenizer),
                                 found.max_model_len, api_key=settings.upstream_key,

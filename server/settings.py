@@ -11,8 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.restrictions import GuardOptions
-from server.upstream import upstream_urls
-from server.variants import parse_variant
+from server.upstream.client import upstream_urls
+from server.engines.variants import parse_variant
 
 _ENV_ONLY = {"flag": None}  # a secret: from the environment, never on a command line others can read
 

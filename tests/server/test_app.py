@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.generation import SPARE_ALTERNATIVES
+from server.serving.generate.generation import SPARE_ALTERNATIVES
 from server.settings import Settings
 from tests.server.fakes import FakeEngine, ScriptedApps
 from tests.server.servers import sse_data

@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.audit import AuditLog
-from server.auth import key_id
+from server.state.audit import AuditLog
+from server.state.auth import key_id
 from server.settings import Settings
 from tests.server.fakes import FakeEngine
 from tests.server.test_app import MODEL

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.auth import Keys, key_id
+from server.state.auth import Keys, key_id
 from server.settings import Settings
 from tests.server.fakes import FakeEngine
 from tests.server.test_app import MODEL

@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from server.embedded_engine import PROCESSOR, EmbeddedEngine
+from server.engines.embedded import PROCESSOR, EmbeddedEngine
 
 # What guard serve sets on purpose; none of it changes how the model computes a token. (logprobs_mode:
 # a client's logprobs describe the distribution a token was sampled from, the guard's biases applied;

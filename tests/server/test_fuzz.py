@@ -12,7 +12,7 @@ and one with the real prompt classifier (trained once, then cached under GUARD_H
 generation routes, where the classifier reads whatever the fuzzer wrote.
 
 Schemathesis' own checks run too, the response checks among them: every route declares its
-responses (server.responses: the OpenAI shapes, every error status, the stream's events as
+responses (server.protocol.responses: the OpenAI shapes, every error status, the stream's events as
 `Chunk`s or an error, then `[DONE]`), so status codes, content types and bodies, streamed events
 included, are checked against the schema. One check is left out: positive_data_acceptance, since a
 request the schema allows may still be refused, rightly: a prompt over the fake engine's 64-token

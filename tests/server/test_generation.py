@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from guard.leaks import LeakDetector
 from guard.spec import GuardSpec, compile_patterns
 from server.engine import DecodeParams, Delta
-from server.generation import generate_guarded
+from server.serving.generate.generation import generate_guarded
 from tests.conftest import HP_PHRASES
 
 DETECTOR = LeakDetector(HP_PHRASES)

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from guard import step_timing
 from guard.step_timing import StepHistogram
-from server import metrics
+from server.ops import metrics
 from server.engine import EngineStats
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from guard.policy import Policy, Target, load_policy
-from server.policy_store import FILE_NAME, PolicyStore, StoreError, TargetExists, TargetNotFound
+from server.state.policy_store import FILE_NAME, PolicyStore, StoreError, TargetExists, TargetNotFound
 
 HP = load_policy("examples/harry-potter.yaml")
 EINSTEIN = Target(id="einstein", description="Albert Einstein, the physicist.", phrases=("Einstein",))
@@ -50,7 +50,7 @@ def test_the_policy_survives_a_restart(tmp_path):
 CRASH_DURING_ADD = """
 import os, sys
 from guard.policy import Target
-from server.policy_store import PolicyStore
+from server.state.policy_store import PolicyStore
 
 store = PolicyStore(sys.argv[1])
 db = store._db

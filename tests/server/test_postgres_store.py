@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from guard.policy import Policy, Target, load_policy
-from server.policy_store import StoreError, TargetExists, TargetNotFound
-from server.postgres_store import PostgresStore
+from server.state.policy_store import StoreError, TargetExists, TargetNotFound
+from server.state.postgres_store import PostgresStore
 from tests.conftest import UNSEEN_POLICY
 
 HP = load_policy("examples/harry-potter.yaml")

@@ -1,5 +1,5 @@
 """End to end: the request fields OpenAI defines are honoured as vLLM honours them, or refused with a
-400 naming them, on `guard serve` and on the proxy at every level (server.protocol).
+400 naming them, on `guard serve` and on the proxy at every level (server.protocol.requests).
 
 Before test_proxy_integration.py, whose last test kills the plain reference (a restart costs 30 s)."""
 

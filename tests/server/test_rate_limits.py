@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 
-from server.policy_store import StoreError
-from server.rate_limits import RateLimiter, SharedRateLimiter, rate_limiter
+from server.state.policy_store import StoreError
+from server.state.rate_limits import RateLimiter, SharedRateLimiter, rate_limiter
 
 
 def charge(limiter: RateLimiter, who: str, tokens: int) -> float | None:

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from guard.leaks import LeakDetector
-from server.output_filter import filtered_events
+from server.serving.relay.output_filter import filtered_events
 from tests.conftest import HP_PHRASES
 
 DETECTOR = LeakDetector(HP_PHRASES)

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from server.engine import EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
-from server.errors import from_engine
-from server.upstream import Upstream
-from server.upstream_shapes import ChatReply, TextChunk, TokenChunk
+from server.protocol.errors import from_engine
+from server.upstream.client import Upstream
+from server.protocol.upstream_shapes import ChatReply, TextChunk, TokenChunk
 
 
 def mock(handler) -> Upstream:

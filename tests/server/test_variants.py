@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from server.variants import Variant, engine_lora_rank, inspect_variant, load_variants, model_names, parse_variant
+from server.engines.variants import Variant, engine_lora_rank, inspect_variant, load_variants, model_names, parse_variant
 from tests.server.fakes import FakeEngine
 from tests.server.test_app import MODEL
 

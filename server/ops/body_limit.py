@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.errors import OpenAIError
+from server.protocol.errors import OpenAIError
 
 
 class BodyLimit:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from guard.policy import Policy, PolicyError, load_policy
 from guard.restriction import Restrictions
-from server.policy_store import Store, StoreError
+from server.state.policy_store import Store, StoreError
 
 log = logging.getLogger("guard.policy")
 

@@ -21,10 +21,10 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from guard.conversation import Conversation
 from server.engine import DecodeParams
-from server.fields import (MAX_STOPS, MAX_TOOLS, Choices, LogitBias, NonEmpty, Penalty, Seed, Strict, TokenCount,
+from server.protocol.fields import (MAX_STOPS, MAX_TOOLS, Choices, LogitBias, NonEmpty, Penalty, Seed, Strict, TokenCount,
                            TopLogprobs, lone_surrogates, printable, refused)
-from server.messages import ChatMessage, NamedToolChoice, ResponseFormat, Tool
-from server.tool_calls import named_grammar, required_grammar
+from server.protocol.messages import ChatMessage, NamedToolChoice, ResponseFormat, Tool
+from server.protocol.tool_calls import named_grammar, required_grammar
 
 # Fields OpenAI defines that change no answer: accepted and ignored (`guard proxy` forwards them as given).
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})

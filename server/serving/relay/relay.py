@@ -2,7 +2,7 @@
 
 The request goes on as the client wrote it (unknown fields included), plus, at the bias level, a
 `logit_bias` against the entry tokens of the forbidden spans (guard.logit_bias). Every answer then
-passes the guarded-text state machine (guard.guarded_stream) as the output filter (server.output_filter): the upstream
+passes the guarded-text state machine (guard.guarded_stream) as the output filter (server.serving.relay.output_filter): the upstream
 gives text, not tokens, so a violation cannot be rewound and is cut before (`content_filter`).
 - streamed: the upstream's own events go out as they are, each once the machine has released its
   text (nothing undecided is sent, nothing sent is taken back); a cut ends the choice with the text
@@ -29,21 +29,22 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from guard.guarded_stream import GuardedStream
 from guard.restriction import Restriction, Restrictions
-from server import metrics, responses
+from server.ops import metrics
+from server.protocol import responses
 from runtime.restrictions import build_restrictions
 from server.app import assemble_app, following
-from server.audit import AuditLog
-from server.decisions import classify, record
-from server.generation import MAX_LOGPROBS, SPARE_ALTERNATIVES
-from server.live_policy import LivePolicy
-from server.output_filter import filtered_events, judged_choice
-from server.protocol import ChatCompletionRequest, CompletionRequest
-from server.responses import ERRORS, STREAM, Kind
-from server.routes import TARGETS_HEADER
+from server.state.audit import AuditLog
+from server.serving.decisions import classify, record
+from server.serving.generate.generation import MAX_LOGPROBS, SPARE_ALTERNATIVES
+from server.state.live_policy import LivePolicy
+from server.serving.relay.output_filter import filtered_events, judged_choice
+from server.protocol.requests import ChatCompletionRequest, CompletionRequest
+from server.protocol.responses import ERRORS, STREAM, Kind
+from server.serving.generate.routes import TARGETS_HEADER
 from server.settings import Enforcement, ProxySettings
-from server.sse import sse_response
-from server.upstream import Upstream, bad_gateway
-from server.upstream_shapes import event_shape, reply_shape
+from server.protocol.sse import sse_response
+from server.upstream.client import Upstream, bad_gateway
+from server.protocol.upstream_shapes import event_shape, reply_shape
 
 
 @dataclass
@@ -148,7 +149,7 @@ async def _relay(request: Request, kind: Kind, body: ChatCompletionRequest | Com
 async def _stream_response(upstream: Upstream, path: str, body: dict, kind: Kind,
                            transform: Callable[[AsyncIterator[Any]], AsyncIterator[Any]], headers: dict) -> Response:
     """Open the upstream stream before answering, so that its failure is a proper HTTP error; then
-    relay `transform(events)`. A failure once streaming is reported in-band (server.sse)."""
+    relay `transform(events)`. A failure once streaming is reported in-band (server.protocol.sse)."""
     stack = AsyncExitStack()
     try:
         events = await stack.enter_async_context(upstream.stream(path, body, event_shape(kind)))

@@ -1,6 +1,6 @@
 """The OpenAI routes over engines: chat and text completions (streamed and whole), models, health,
 metrics. `guard serve` serves them over its embedded engine; `guard proxy` at its full level over an
-upstream vLLM (server.upstream_engine)."""
+upstream vLLM (server.upstream.engine)."""
 
 from __future__ import annotations
 
@@ -16,18 +16,19 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from guard.chat import render_chat
 from guard.conversation import Conversation
 from guard.restriction import UNRESTRICTED, Restrictions
-from server import metrics, responses
-from server.audit import AuditLog
-from server.decisions import classify, record
+from server.ops import metrics
+from server.protocol import responses
+from server.state.audit import AuditLog
+from server.serving.decisions import classify, record
 from server.engine import DecodeParams, Engine
-from server.errors import OpenAIError, bad_request
-from server.generation import Chunk, generate_guarded
-from server.live_policy import LivePolicy
-from server.protocol import ChatCompletionRequest, CompletionRequest
-from server.responses import ERRORS, STREAM, Kind
+from server.protocol.errors import OpenAIError, bad_request
+from server.serving.generate.generation import Chunk, generate_guarded
+from server.state.live_policy import LivePolicy
+from server.protocol.requests import ChatCompletionRequest, CompletionRequest
+from server.protocol.responses import ERRORS, STREAM, Kind
 from server.settings import GuardSettings
-from server.sse import sse_response
-from server.tool_calls import ModelFormatReader, ToolCallReader
+from server.protocol.sse import sse_response
+from server.protocol.tool_calls import ModelFormatReader, ToolCallReader
 
 router = APIRouter()
 TARGETS_HEADER = "x-guard-targets"
@@ -269,7 +270,7 @@ async def _first_chunk(chunks: AsyncIterator[tuple[int, Chunk]]) -> tuple[int, C
 async def _events(kind: Kind, request_id: str, body, prompt_tokens: int, first: tuple[int, Chunk],
                   chunks: AsyncIterator[tuple[int, Chunk]], on_finish, on_done,
                   readers: list[Reader] | None) -> AsyncIterator[responses.Chunk]:
-    """The stream's events, from the first chunk on (server.sse writes them, and ends the stream);
+    """The stream's events, from the first chunk on (server.protocol.sse writes them, and ends the stream);
     `readers`: each choice's tool-call reader, where the answers are tool calls."""
     model, n = body.model, body.n
     async with aclosing(chunks):

@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from server.errors import in_band
+from server.protocol.errors import in_band
 
 
 def sse_response(events: AsyncIterator[BaseModel | dict[str, Any]], headers: dict[str, str]) -> EventSourceResponse:

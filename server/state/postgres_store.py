@@ -1,7 +1,7 @@
 """The policy store in a shared PostgreSQL database (`--state-url postgresql://...`): replicas on
 many hosts enforce one policy.
 
-The same versioned rows as the SQLite store (server.policy_store), in the table `guard_policy_versions`.
+The same versioned rows as the SQLite store (server.state.policy_store), in the table `guard_policy_versions`.
 A change is one transaction that takes the table's write lock (so concurrent writers queue, as
 SQLite's BEGIN IMMEDIATE does), inserts the next version and sends `NOTIFY guard_policy` with its
 number, which PostgreSQL delivers on commit: every replica that LISTENs hears of it at once and
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Callable
 
 from guard.policy import Policy
-from server.policy_store import PolicyVersion, Store, StoreError, policy_version
+from server.state.policy_store import PolicyVersion, Store, StoreError, policy_version
 
 log = logging.getLogger("guard.policy")
 CHANNEL = "guard_policy"

@@ -1,8 +1,8 @@
 """The output filter over an upstream's OpenAI-shaped answers (the bias and filter levels of
-`guard proxy`, server.relay): each choice through the guarded-text state machine (guard.guarded_stream),
+`guard proxy`, server.serving.relay.relay): each choice through the guarded-text state machine (guard.guarded_stream),
 whole or streamed; its tool calls' arguments read as text after its content, its logprobs'
 alternatives judged as the machine would release them. Replies reach it checked against OpenAI's
-shapes (server.upstream_shapes); logprobs that are not OpenAI's shape are a 502 (server.upstream.bad_gateway).
+shapes (server.protocol.upstream_shapes); logprobs that are not OpenAI's shape are a 502 (server.upstream.client.bad_gateway).
 
 A piece of text longer than LARGE_PIECE is judged in a worker thread, so that no scan holds the event
 loop, and with it every other request, for long."""
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator
 
 from guard.guarded_stream import CONTENT_FILTER, GuardedStream
-from server import responses
-from server.responses import Kind
-from server.upstream import bad_gateway
+from server.protocol import responses
+from server.protocol.responses import Kind
+from server.upstream.client import bad_gateway
 
 LARGE_PIECE = 4096  # characters
 

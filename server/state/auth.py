@@ -7,7 +7,7 @@
   known in logs and audit records by its id, the first 8 hex digits of its SHA-256.
 - Neither variable set: the server is open, and says so loudly at start-up.
 - Per-key limits (requests and tokens per minute; tokens are the completion tokens a request may
-  ask for: server.rate_limits) answer 429 with `Retry-After`.
+  ask for: server.state.rate_limits) answer 429 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Literal
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.errors import OpenAIError
-from server.rate_limits import RateLimiter
+from server.protocol.errors import OpenAIError
+from server.state.rate_limits import RateLimiter
 
 log = logging.getLogger("guard.auth")
 OPEN_PATHS = ("/health",)

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from guard.grammar import ANY_OBJECT, check_schema
-from server.fields import Strict
-from server.tool_calls import named_grammar
+from server.protocol.fields import Strict
+from server.protocol.tool_calls import named_grammar
 
 class JsonSchemaFormat(Strict):
     name: str = Field(min_length=1, max_length=64)

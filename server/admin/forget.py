@@ -2,7 +2,7 @@
 `DELETE /v1/forget/{id}`), the same for `guard serve` and `guard proxy`.
 
 A change is written to the policy store as a new version and answered at once; the server then
-rebuilds in the background (server.live_policy) and enforces it within seconds. `GET /v1/forget`
+rebuilds in the background (server.state.live_policy) and enforces it within seconds. `GET /v1/forget`
 tells the store's version from the enforced one, so a client can wait for its change to be live.
 """
 
@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from guard.policy import Target, describe_validation_error
-from server.errors import OpenAIError, bad_request
-from server.responses import ERRORS
-from server.live_policy import LivePolicy
-from server.policy_store import StoreError, TargetExists, TargetNotFound
+from server.protocol.errors import OpenAIError, bad_request
+from server.protocol.responses import ERRORS
+from server.state.live_policy import LivePolicy
+from server.state.policy_store import StoreError, TargetExists, TargetNotFound
 
 router = APIRouter()
 

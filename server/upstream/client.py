@@ -8,13 +8,13 @@ some work, never an answer sent twice. A stream that fails part-way is not asked
 of one guarded answer (a rewind's resubmission) go to the same upstream, where its prefix is cached
 (`affinity`).
 
-What each failure of the upstream becomes (server.engine's exceptions; server.errors maps them to
+What each failure of the upstream becomes (server.engine's exceptions; server.protocol.errors maps them to
 what the proxy's clients see, always an OpenAI-shaped error and never a hang):
 - the upstream's own 4xx: RequestRejected, carrying its status and body;
 - connection refused or dropped before an answer: EngineUnavailable (503, `upstream_unavailable`);
 - no byte within the timeout: EngineTimeout (504, `upstream_timeout`);
 - an upstream 5xx or a reply that is not what the API promises: EngineFailed (502, `upstream_error`).
-  A reply is checked against the shape its reader gives (server.upstream_shapes), and a misfit is
+  A reply is checked against the shape its reader gives (server.protocol.upstream_shapes), and a misfit is
   logged with the upstream's status.
 Streams are read with httpx-sse.
 """

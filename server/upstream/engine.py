@@ -13,8 +13,8 @@ from typing import AsyncIterator
 
 from guard.spec import GuardSpec
 from server.engine import DecodeParams, Delta, PositionLogprobs, TokenLogprob
-from server.upstream import Upstream, bad_gateway
-from server.upstream_shapes import TokenChunk
+from server.upstream.client import Upstream, bad_gateway
+from server.protocol.upstream_shapes import TokenChunk
 
 
 class UpstreamEngine:

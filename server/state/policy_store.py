@@ -1,5 +1,5 @@
 """The policy store: every version of the policy, in SQLite in the server's `--state-dir`, or in a
-shared PostgreSQL database (`--state-url`, server.postgres_store) for replicas on many hosts.
+shared PostgreSQL database (`--state-url`, server.state.postgres_store) for replicas on many hosts.
 
 Each change (a seed from the policy file, a target added or deleted, a file edit) writes the whole
 new policy as one row in one transaction, so a crash during an update leaves the previous version

@@ -18,8 +18,8 @@ import time
 
 from limits import RateLimitItemPerMinute, storage, strategies
 
-from server.policy_store import StoreError
-from server.postgres_store import first_line
+from server.state.policy_store import StoreError
+from server.state.postgres_store import first_line
 
 log = logging.getLogger("guard.auth")
 WINDOW_SECONDS = 60

@@ -15,9 +15,9 @@ from guard.conversation import Conversation
 from guard.guarded_stream import CONTENT_FILTER
 from guard.leaks import Violation
 from guard.restriction import Restriction, Restrictions
-from server import metrics
-from server.audit import AuditLog
-from server.errors import OpenAIError
+from server.ops import metrics
+from server.state.audit import AuditLog
+from server.protocol.errors import OpenAIError
 
 
 async def classify(request: Request, restrictions: Restrictions, conversation: Conversation) -> Restriction:

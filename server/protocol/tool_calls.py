@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from server.responses import FunctionCall, ToolCall, ToolCallDelta
+from server.protocol.responses import FunctionCall, ToolCall, ToolCallDelta
 
 
 def _parameters(schema: dict[str, Any] | None) -> dict[str, Any]:

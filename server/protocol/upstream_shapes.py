@@ -2,7 +2,7 @@
 
 An upstream's reply or streamed event is checked against one of these before anything reads it;
 what does not fit is the upstream's fault, never the proxy's: a 502 `upstream_error` for a whole
-answer, an error event and `[DONE]` once streaming (server.upstream raises, server.sse reports).
+answer, an error event and `[DONE]` once streaming (server.upstream.client raises, server.protocol.sse reports).
 Only the fields the proxy reads are checked, strictly typed (a number is not a text); every other
 field is allowed and relayed as the upstream wrote it.
 """

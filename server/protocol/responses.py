@@ -2,7 +2,7 @@
 
 The routes declare these as their response models, so the OpenAPI schema states every response,
 errors and streams included, and the schema fuzzing checks the answers against it. Streams are
-written by server.sse from the chunk models (fields set explicitly are written, null included).
+written by server.protocol.sse from the chunk models (fields set explicitly are written, null included).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ class Health(BaseModel):
     policy_version: int
     problem: str | None = None
     policy_error: str | None = None  # why the store's newest policy is not enforced (its database unreachable, ...)
-    rate_limit_error: str | None = None  # why rate limits are counted by this replica alone (server.rate_limits)
+    rate_limit_error: str | None = None  # why rate limits are counted by this replica alone (server.state.rate_limits)
     upstreams_failing: dict[str, str] | None = None  # a proxy: each upstream that does not answer now, and why
 
 

@@ -1,0 +1,1 @@
+"""The admin routes: forget targets at run time."""
