@@ -21,12 +21,13 @@ Stop strings are the machine's to find, not the producer's, where it rewinds: a 
 in text accepted before a rewind and end in the next attempt, where no engine sees it whole. Text that
 could still begin one is held back like an open match.
 
-Data that travels with each token (its log-probabilities) is released with the token. The
-alternatives a client may see beside a token pass the same judgement (`would_release`): no
-alternative may spell, or begin to spell, what the answer itself may not.
+Data that travels with each token (its log-probabilities) is released with the token, judged: the
+alternatives a client may see beside a token are those guard.alternatives lets it see (none may
+spell, or begin to spell, what the answer itself may not), and `Step.shown` says which they are.
 
-Synchronous and engine-free: the adapters (server.serving.generate.generation for engines, server.serving.relay.output_filter for upstream
-servers that run none of our code) only move units in and released text out.
+Synchronous and engine-free: the adapters (server.serving.generate.generation for engines,
+server.serving.relay.output_filter for upstream servers that run none of our code) only move units
+in and released text out; nothing calls back into the machine.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
+from guard.alternatives import Alternatives
 from guard.leaks import Detector, Violation
 from guard.spec import GuardSpec
 
@@ -48,20 +50,22 @@ class Step:
     action: Literal["continue", "rewind", "finish"] = "continue"
     finish_reason: str | None = None  # with "finish"
     per_token: tuple[Any, ...] = ()  # what travelled with each token released now, in order
+    shown: tuple[tuple[int, ...], ...] = ()  # with per_token and alternatives: each token's alternatives that may be shown
 
 
 class GuardedStream:
     def __init__(self, detector: Detector | None, max_rewinds: int = 0, max_tokens: int | None = None,
-                 stop: Sequence[str] = ()):
+                 stop: Sequence[str] = (), alternatives: int | None = None):
         """`detector` None: nothing to guard, every unit is released as it comes. `max_tokens`: the
-        answer's token budget; a rewind needs room to resume. `stop`: the client's stop strings."""
+        answer's token budget; a rewind needs room to resume. `stop`: the client's stop strings.
+        `alternatives`: how many alternatives to show beside each token, where they are fed."""
         self.detector, self.max_rewinds, self.max_tokens = detector, max_rewinds, max_tokens
         self.stop = tuple(s for s in stop if s)
-        # Context enough to hold any forbidden phrase (folding drops spaces and punctuation: twice as long).
-        self._window = 2 * max(map(len, detector.patterns), default=0) + 8 if detector is not None else 0
+        self._alternatives = Alternatives(detector, alternatives)
         self.text = ""  # the answer accepted so far: released, held back, or about to be judged
         self.token_ids: list[int] = []
         self._per_token: list[Any] = []  # parallel to token_ids, when the producer sends it
+        self._candidates: list[tuple[str, Sequence[str]]] = []  # parallel to token_ids: (token, its alternatives)
         self._tokens_sent = 0
         self._starts: list[int] = []  # text offset where each unit begins
         self.sent = 0  # text before this offset was released
@@ -94,13 +98,17 @@ class GuardedStream:
 
     # -- feeding -------------------------------------------------------------------------------
     def feed(self, text: str, token_ids: Sequence[int] | None = None, finish_reason: str | None = None,
-             per_token: Sequence[Any] | None = None) -> Step:
+             per_token: Sequence[Any] | None = None,
+             alternatives: Sequence[tuple[str, Sequence[str]]] | None = None) -> Step:
         """One unit of the answer; `finish_reason` on the producer's last one. `per_token`: data for each
-        token of `token_ids` (their log-probabilities), released with them."""
+        token of `token_ids` (their log-probabilities), released with them; `alternatives`: for each, its
+        text and the texts of the alternatives beside it, judged when it is released (`Step.shown`)."""
         before = len(self.text)
         self._add(text, token_ids)
         if per_token is not None:
             self._per_token.extend(per_token)
+        if alternatives is not None:
+            self._candidates.extend(alternatives)
         if (stop := self._stop_string(before)) is not None:
             # The answer ends before it; the units that wrote it count, as vLLM counts them.
             self._truncate(self._unit_at(stop[1] - 1) + 1, stop[0])
@@ -131,16 +139,10 @@ class GuardedStream:
     def _release(self, upto: int, finish_reason: str | None) -> Step:
         release, self.sent = self.text[self.sent:upto], max(self.sent, upto)
         tokens = len(self._starts) if finish_reason is not None else bisect_left(self._starts, self.sent)
-        per_token, self._tokens_sent = tuple(self._per_token[self._tokens_sent:tokens]), max(self._tokens_sent, tokens)
-        return Step(release, "finish" if finish_reason is not None else "continue", finish_reason, per_token)
-
-    def would_release(self, context: str, piece: str) -> bool:
-        """Whether `piece`, written after `context` (an answer's text), is text this machine releases:
-        no violation of its detector ends in it. For the alternatives shown beside an answer's tokens."""
-        if self.detector is None:
-            return True
-        window = context[-self._window:]
-        return not any(v.end > len(window) for v in self.detector.scan(window + piece, final=True).violations)
+        per_token = tuple(self._per_token[self._tokens_sent:tokens])
+        shown = tuple(self._alternatives.shown(*candidates) for candidates in self._candidates[self._tokens_sent:tokens])
+        self._tokens_sent = max(self._tokens_sent, tokens)
+        return Step(release, "finish" if finish_reason is not None else "continue", finish_reason, per_token, shown)
 
     def _violated(self, violation: Violation) -> Step:
         self.violations.append(violation)
@@ -197,5 +199,6 @@ class GuardedStream:
         del self._starts[k:]
         del self.token_ids[k:]
         del self._per_token[k:]
+        del self._candidates[k:]
         self.text = self.text[:cut]
         self._judged = min(self._judged, len(self.text))

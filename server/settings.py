@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Sequence
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.restrictions import GuardOptions
-from server.upstream.client import upstream_urls
 from server.engines.variants import parse_variant
 
 _ENV_ONLY = {"flag": None}  # a secret: from the environment, never on a command line others can read
+
+
+def upstream_urls(urls: str | Sequence[str]) -> list[str]:
+    """`--upstream`'s URLs: one, or several comma-separated."""
+    listed = urls.split(",") if isinstance(urls, str) else list(urls)
+    return [url.strip().rstrip("/") for url in listed if url.strip()]
 
 
 class Enforcement(StrEnum):

@@ -19,12 +19,17 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from guard.chat import render_chat
 from guard.conversation import Conversation
 from server.engine import DecodeParams
+from server.protocol.errors import bad_request
 from server.protocol.fields import (MAX_STOPS, MAX_TOOLS, Choices, LogitBias, NonEmpty, Penalty, Seed, Strict, TokenCount,
                            TopLogprobs, lone_surrogates, printable, refused)
 from server.protocol.messages import ChatMessage, NamedToolChoice, ResponseFormat, Tool
-from server.protocol.tool_calls import named_grammar, required_grammar
+from server.protocol.responses import Kind
+from server.protocol.tool_calls import ModelFormatReader, ToolCallReader, named_grammar, required_grammar
+
+Reader = ToolCallReader | ModelFormatReader
 
 # Fields OpenAI defines that change no answer: accepted and ignored (`guard proxy` forwards them as given).
 IGNORED = frozenset({"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"})
@@ -114,6 +119,10 @@ class _Request(BaseModel):
         return next((name for name in self.model_extra or {} if name not in IGNORED and name not in self._unsupported),
                     None)
 
+    kind: ClassVar[Kind]
+    id_prefix: ClassVar[str]  # of the ids of its answers
+    prompt_field: ClassVar[str]  # the field the prompt is in, for errors about its length
+
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
@@ -132,6 +141,9 @@ class _Request(BaseModel):
 
 class ChatCompletionRequest(_Request):
     _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_CHAT
+    kind: ClassVar[Kind] = "chat"
+    id_prefix: ClassVar[str] = "chatcmpl"
+    prompt_field: ClassVar[str] = "messages"
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: TokenCount | None = None
     logprobs: bool | None = None
@@ -207,6 +219,32 @@ class ChatCompletionRequest(_Request):
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def token_limit_field(self) -> str:
+        return "max_completion_tokens" if self.max_completion_tokens else "max_tokens"
+
+    def prompt_ids(self, tokenizer) -> list[int]:
+        """The conversation rendered by the model's chat template (a 400 where it rejects them: role order, ...)."""
+        try:
+            return render_chat(tokenizer, [m.for_template() for m in self.messages], self.template_tools)
+        except Exception as exc:  # noqa: BLE001 - a template raises what it likes
+            raise bad_request(f"messages: the model's chat template rejects them ({exc})", param="messages") from None
+
+    def tool_call_readers(self, parser: str | None, tokenizer) -> list[Reader] | None:
+        """Each choice's reader of its answer (generated and guarded as any text) into tool calls: a forced
+        call's JSON, or, with `auto`, the model's own format (vLLM's `parser` of it); None where no tool
+        may be called."""
+        if self.model_calls_tools and parser is None:
+            raise bad_request("tool_choice: `auto` (the default where `tools` are given) needs the server started "
+                              "with --tool-call-parser, to read the model's own tool-call format; give `required`, "
+                              "a named function, or `none`", param="tool_choice")
+        if self.calls_tools:
+            return [ToolCallReader(self.forced_function) for _ in range(self.n)]
+        if self.model_calls_tools:
+            return [ModelFormatReader(parser, tokenizer, self.template_tools, self.parallel_tool_calls)
+                    for _ in range(self.n)]
+        return None
+
     def conversation(self) -> Conversation:
         """The messages as the guard reads them ("developer" is the newer name of "system")."""
         return Conversation.of((m.role if m.role != "developer" else "system", m.said()) for m in self.messages)
@@ -214,6 +252,9 @@ class ChatCompletionRequest(_Request):
 
 class CompletionRequest(_Request):
     _unsupported: ClassVar[dict[str, tuple]] = UNSUPPORTED_COMPLETION
+    kind: ClassVar[Kind] = "text"
+    id_prefix: ClassVar[str] = "cmpl"
+    prompt_field: ClassVar[str] = "prompt"
     prompt: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1, max_length=1)]
     max_tokens: TokenCount | None = 16
     logprobs: TopLogprobs | None = None
@@ -239,6 +280,18 @@ class CompletionRequest(_Request):
     @property
     def token_limit(self) -> int | None:
         return self.max_tokens
+
+    @property
+    def token_limit_field(self) -> str:
+        return "max_tokens"
+
+    def prompt_ids(self, tokenizer) -> list[int]:
+        if not self.prompt:
+            raise bad_request("prompt: must not be empty", param="prompt")
+        return tokenizer.encode(self.prompt)
+
+    def tool_call_readers(self, parser: str | None, tokenizer) -> list[Reader] | None:
+        return None
 
     def conversation(self) -> Conversation:
         return Conversation.of_prompt(self.prompt)

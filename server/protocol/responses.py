@@ -238,6 +238,11 @@ def chunk(kind: Kind, id: str, model: str, text: str | None, finish_reason: str 
                  choices=[TextChoice(index=index, text=text or "", logprobs=logprobs, finish_reason=finish_reason)])
 
 
+def opening(kind: Kind, id: str, model: str, n: int) -> list[Chunk]:
+    """A stream's first events, before any text: a chat's, naming the assistant, one per choice."""
+    return [chunk(kind, id, model, "", role=True, index=index) for index in range(n)] if kind == "chat" else []
+
+
 def usage_chunk(kind: Kind, id: str, model: str, used: Usage) -> Chunk:
     return Chunk(id=id, object="chat.completion.chunk" if kind == "chat" else "text_completion", created=now(),
                  model=model, choices=[], usage=used)

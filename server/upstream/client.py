@@ -35,15 +35,10 @@ from httpx_sse import EventSource, SSEError
 from pydantic import BaseModel, ValidationError
 
 from server.engine import EngineError, EngineFailed, EngineTimeout, EngineUnavailable, RequestRejected
+from server.settings import upstream_urls
 
 log = logging.getLogger("guard.upstream")
 RESTING_SECONDS = 5.0
-
-
-def upstream_urls(urls: str | Sequence[str]) -> list[str]:
-    """`--upstream`'s URLs: one, or several comma-separated."""
-    listed = urls.split(",") if isinstance(urls, str) else list(urls)
-    return [url.strip().rstrip("/") for url in listed if url.strip()]
 
 
 def _unavailable(exc: Exception) -> EngineUnavailable:

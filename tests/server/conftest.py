@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from benchmarks.processes import stop_all
+from harness.processes import stop_all
 from tests.server.servers import (ADMIN_KEY, EAGER, POLICY, PROCESSOR, USER_KEY, VLLM_CPU_BLOCKS, Server, guard_proxy,
                                   vllm_serve)
 
@@ -117,9 +117,9 @@ def postgres(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fake_upstream(tmp_path_factory):
-    """The deliberately misbehaving OpenAI-compatible upstream (benchmarks/fake_upstream.py), ready."""
+    """The deliberately misbehaving OpenAI-compatible upstream (harness/fake_upstream.py), ready."""
     server = Server("fake-upstream", tmp_path_factory.mktemp("fake-upstream"),
-                    command=(sys.executable, "-m", "benchmarks.fake_upstream"))
+                    command=(sys.executable, "-m", "harness.fake_upstream"))
     try:
         yield server.wait_ready(30)
     finally:

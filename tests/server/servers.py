@@ -13,7 +13,7 @@ import openai
 from httpx_sse import EventSource
 from rapidfuzz import fuzz
 
-from benchmarks.processes import ServerProcess
+from harness.processes import ServerProcess
 from guard.leaks import LeakDetector
 from guard.policy import load_policy
 from tests.conftest import UNSEEN_POLICY

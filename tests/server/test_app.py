@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
-from server.serving.generate.generation import SPARE_ALTERNATIVES
+from server.serving.base import SPARE_ALTERNATIVES
 from server.settings import Settings
 from tests.server.fakes import FakeEngine, ScriptedApps
 from tests.server.servers import sse_data
@@ -297,7 +297,7 @@ def test_a_failing_classifier_fails_the_request_closed(client_and_engine, stream
 
     def broken(conversation):
         raise RuntimeError("encoder crashed")
-    monkeypatch.setattr(client.app.state.guard.restrictions, "for_conversation", broken)
+    monkeypatch.setattr(client.app.state.policy.restrictions, "for_conversation", broken)
     response = chat(client, stream=stream, messages=[{"role": "user", "content": "Who wrote Harry Potter?"}])
     assert response.status_code == 503 and response.json()["error"]["type"] == "server_error"
     assert engine.seen == []

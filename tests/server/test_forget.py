@@ -137,15 +137,15 @@ def test_broken_json_duplicates_and_unknown_ids(admin_client):
 
 
 def test_a_failed_rebuild_keeps_the_previous_version_in_force(tokenizer, tmp_path, monkeypatch):
-    import server.app
+    import server.serving.generate.deployment as deployment
 
-    real_build = server.app.build_restrictions
+    real_build = deployment.build_restrictions
 
     def build(settings, policy, tokenizer_path, version=0):
         if "einstein" in policy.target_ids:
             raise RuntimeError("out of memory")
         return real_build(settings, policy, tokenizer_path, version)
-    monkeypatch.setattr(server.app, "build_restrictions", build)
+    monkeypatch.setattr(deployment, "build_restrictions", build)
     with TestClient(app_for(tokenizer, tmp_path, classifier=False)) as client:
         client.post("/v1/forget", json=EINSTEIN)
         deadline = time.monotonic() + 30

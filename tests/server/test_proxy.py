@@ -4,7 +4,7 @@ real upstreams in test_proxy_integration.py and test_proxy_full_integration.py).
 import pytest
 from pydantic import ValidationError
 
-from server.proxy import choose_level
+from server.upstream.probe import choose_level
 from server.settings import ProxySettings
 
 

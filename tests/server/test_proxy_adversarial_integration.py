@@ -1,5 +1,5 @@
 """End to end: `guard proxy --enforcement filter` in front of a deliberately misbehaving upstream
-(benchmarks/fake_upstream.py, a standard-library server started here), as an attacker would use it:
+(harness/fake_upstream.py, a standard-library server started here), as an attacker would use it:
 forbidden names in disguise, replies of the wrong shape, one endless word, and an admin posting a
 target bigger than the guard can enforce. The real `guard proxy` process, the real HTTP client.
 (The bias level relays through the same code; the full level's shapes are tested in test_upstream.py.)
@@ -13,7 +13,7 @@ import threading
 import httpx
 import pytest
 
-from benchmarks.fake_upstream import TEXTS, WHOLE
+from harness.fake_upstream import TEXTS, WHOLE
 from tests.server.servers import guard_proxy, sse_data
 
 pytestmark = pytest.mark.integration

@@ -6,6 +6,9 @@ import asyncio
 import pytest
 
 from guard.leaks import LeakDetector
+from guard.restriction import Restriction
+from server.protocol.requests import ChatCompletionRequest
+from server.serving.base import CompletionJob
 from server.serving.relay.output_filter import filtered_events
 from tests.conftest import HP_PHRASES
 
@@ -34,18 +37,26 @@ def with_logprobs(events: list[dict], alternatives: dict[str, list[str]]) -> lis
     return events
 
 
+def job_of(detector=DETECTOR, logprobs: int | None = None) -> CompletionJob:
+    """A relayed chat request's job, restricted by `detector`, asking for `logprobs` alternatives."""
+    asked = {"logprobs": True, "top_logprobs": logprobs} if logprobs is not None else {}
+    job = CompletionJob(ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "Hi"}], **asked),
+                        b"{}", "anonymous")
+    job.restriction = Restriction(("harry-potter",), None, detector)
+    return job
+
+
 def run(events: list[dict], detector=DETECTOR, logprobs: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
-    finished = []
+    job = job_of(detector, logprobs)
 
     async def source():
         for event in events:
             yield event
 
     async def collect():
-        return [e async for e in filtered_events("chat", detector, source(),
-                                                 lambda _, machine, reason, __: finished.append((machine.text, reason)),
-                                                 logprobs)]
-    return asyncio.run(collect()), finished
+        return [e async for e in filtered_events(job, source())]
+    out = asyncio.run(collect())
+    return out, [(choice.text, choice.finish_reason) for choice in job.choices if choice.finished]
 
 
 def text_of(events: list[dict]) -> str:
@@ -84,7 +95,7 @@ def test_nothing_undecided_is_released_early():
             yield event
 
     async def collect():
-        async for event in filtered_events("chat", DETECTOR, source(), lambda *_: None):
+        async for event in filtered_events(job_of(), source()):
             seen.append(event)
     asyncio.run(collect())
     assert released_when_asked[1:4] == ["", "By ", "By "]  # "By " goes at once; "Row" is held back

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from benchmarks.processes import stop_all
+from harness.processes import stop_all
 from tests.server.servers import guard_proxy
 
 pytestmark = pytest.mark.integration

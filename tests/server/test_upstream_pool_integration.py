@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 def pair(tmp_path_factory, fake_upstream):
     """(the proxy, the second upstream: the one this module kills)."""
     logs = tmp_path_factory.mktemp("upstream-pool")
-    second = Server("fake-upstream-2", logs, command=(sys.executable, "-m", "benchmarks.fake_upstream")).wait_ready(30)
+    second = Server("fake-upstream-2", logs, command=(sys.executable, "-m", "harness.fake_upstream")).wait_ready(30)
     proxy = Server("proxy-pool", logs, "--upstream", f"{fake_upstream.url}/v1,{second.url}/v1", "--policy", POLICY,
                    "--enforcement", "filter", command=(sys.executable, "-m", "cli.main", "proxy"))
     try:

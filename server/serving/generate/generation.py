@@ -26,9 +26,8 @@ from guard.guarded_stream import CONTENT_FILTER, GuardedStream, Step
 from guard.leaks import Detector, Violation
 from guard.spec import GuardSpec
 from server.engine import DecodeParams, Engine, PositionLogprobs
+from server.serving.base import MAX_LOGPROBS, SPARE_ALTERNATIVES
 
-MAX_LOGPROBS = 20  # vLLM's default --max-logprobs, and OpenAI's top_logprobs limit
-SPARE_ALTERNATIVES = 5  # asked for beyond the client's count, to stand in for alternatives dropped
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,7 @@ async def generate_guarded(engine: Engine, prompt_ids: list[int], params: Decode
     """Yield the answer's text in chunks; the last chunk carries the finish reason."""
     if params.json_schema is not None:  # the grammar travels in the spec: the guard's processor keeps it
         spec = dataclasses.replace(spec or GuardSpec(()), json_schema=params.json_schema)
-    stream = GuardedStream(detector, max_rewinds, params.max_tokens, params.stop)
-    alternatives = _Alternatives(stream, params.logprobs)
+    stream = GuardedStream(detector, max_rewinds, params.max_tokens, params.stop, params.logprobs)
     asked = None if params.logprobs is None else min(MAX_LOGPROBS, params.logprobs + SPARE_ALTERNATIVES)
     for attempt in range(max_rewinds + 1):
         # The stream finds the stop strings: one may span a rewind's seam, where no attempt sees it whole.
@@ -59,15 +57,16 @@ async def generate_guarded(engine: Engine, prompt_ids: list[int], params: Decode
         async with aclosing(engine.stream(prompt_ids + stream.resume_ids, attempt_params, attempt_spec,
                                           f"{request_id}-{attempt}")) as deltas:
             async for delta in deltas:
-                step = stream.feed(delta.text, delta.token_ids, delta.finish_reason, delta.logprobs)
+                step = stream.feed(delta.text, delta.token_ids, delta.finish_reason, delta.logprobs,
+                                   _candidates(delta.logprobs))
                 if step.action != "continue":
                     break
                 if step.release or step.per_token:
-                    yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
+                    yield Chunk(step.release, logprobs=_judged(step))
         if step.action == "continue":  # the engine ended without a finish reason
             step = stream.end()
         if step.release or step.per_token:  # what the attempt's last step released
-            yield Chunk(step.release, logprobs=alternatives.judged(step.per_token))
+            yield Chunk(step.release, logprobs=_judged(step))
         if step.action == "finish":
             finish_reason = step.finish_reason
             if params.json_schema is not None and finish_reason == "stop" and not params.stop and not parses(stream.text):
@@ -78,17 +77,12 @@ async def generate_guarded(engine: Engine, prompt_ids: list[int], params: Decode
     raise AssertionError("the guarded stream rewound more often than it allows")  # pragma: no cover
 
 
-class _Alternatives:
-    """The alternatives beside each released token: those the stream would not release after the
-    answer so far dropped, the client's count kept."""
+def _candidates(positions: tuple[PositionLogprobs, ...] | None) -> list[tuple[str, list[str]]] | None:
+    """Each position's token and its alternatives, for the state machine to judge."""
+    return None if positions is None else [(p.sampled.token, [t.token for t in p.top]) for p in positions]
 
-    def __init__(self, stream: GuardedStream, count: int | None):
-        self.stream, self.count, self.context = stream, count, ""
 
-    def judged(self, positions: tuple[PositionLogprobs, ...]) -> tuple[PositionLogprobs, ...]:
-        kept = []
-        for position in positions:
-            top = [t for t in position.top if self.stream.would_release(self.context, t.token)][:self.count]
-            kept.append(dataclasses.replace(position, top=tuple(top)))
-            self.context += position.sampled.token
-        return tuple(kept)
+def _judged(step: Step) -> tuple[PositionLogprobs, ...]:
+    """The positions released, each with the alternatives the machine lets the client see."""
+    return tuple(dataclasses.replace(position, top=tuple(position.top[i] for i in shown))
+                 for position, shown in zip(step.per_token, step.shown))
