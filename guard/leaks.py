@@ -114,13 +114,22 @@ class LeakDetector:
         still open are not judged yet, and `undecided_from` says where they begin. With
         final=True the text is complete: an open partial match deep enough counts as broken.
         """
-        segment = text[begin:]
-        piece = fold_piece(segment)
-        folded, origins = piece.folded, piece.origins
+        piece = fold_piece(text[begin:])
         starts = set(piece.word_starts)
-        if folded and not piece.leads_with_separator and (begin == 0 or not fold_char(text[begin - 1])):
+        if piece.folded and not piece.leads_with_separator and (begin == 0 or not fold_char(text[begin - 1])):
             starts.add(0)
         violations: list[Violation] = []
+        undecided = self._at_word_starts(text, begin, piece, starts, final, violations)
+        undecided = min(undecided, self._embedded_in_words(text, begin, piece, starts, final, violations))
+        undecided = min(undecided, self._similar_words(text, begin, final, violations))  # where nothing else was
+        violations.sort(key=lambda v: v.start)
+        return Scan(violations, undecided)
+
+    def _at_word_starts(self, text: str, begin: int, piece, starts: set[int], final: bool,
+                        violations: list[Violation]) -> int:
+        """Phrases begun at a word start: complete, broken (a near-miss), or still open. Adds what it
+        finds to `violations`; returns where the undecided text begins (its length: nowhere)."""
+        folded, origins = piece.folded, piece.origins
         undecided = len(text)
         for j in sorted(starts):
             depth = 0
@@ -147,6 +156,13 @@ class LeakDetector:
                     violations.append(Violation(start, end, "broken", self._completion(matched)))
             elif open_at_end:
                 undecided = min(undecided, start)
+        return undecided
+
+    def _embedded_in_words(self, text: str, begin: int, piece, starts: set[int], final: bool,
+                           violations: list[Violation]) -> int:
+        """The embedded words (a target's names glued into another word) inside words."""
+        folded, origins = piece.folded, piece.origins
+        undecided = len(text)
         for j in range(len(folded) if self.embedded else 0):
             if j in starts:
                 continue  # a word start: the rules above judge what begins there
@@ -159,6 +175,11 @@ class LeakDetector:
                 violations.append(Violation(start, end, "complete", folded[j : j + depth + 1]))
             elif depth and j + depth == len(folded) and not final:
                 undecided = min(undecided, begin + origins[j])  # a glued name may be under way
+        return undecided
+
+    def _similar_words(self, text: str, begin: int, final: bool, violations: list[Violation]) -> int:
+        """Whole words that are a misspelling of a forbidden word, where nothing else was found."""
+        undecided = len(text)
         for word in _WORD.finditer(text, begin):
             if word.start() == begin and begin and _WORD_CHAR.match(text[begin - 1]):
                 continue  # the rest of a word judged before (a long one, judged while being written)
@@ -168,8 +189,7 @@ class LeakDetector:
                 continue  # already reported as a (partial) match, or a name inside it
             elif (similar := self._similar_word(word.group())) is not None:
                 violations.append(Violation(word.start(), word.end(), "similar", similar))
-        violations.sort(key=lambda v: v.start)
-        return Scan(violations, undecided)
+        return undecided
 
     def violations(self, text: str) -> list[Violation]:
         """Every leak in a finished text (the benchmarks' and tests' leak definition)."""
