@@ -38,9 +38,9 @@ from runtime.models import model_provenance, resolve_model
 from runtime.restrictions import GuardOptions, build_restrictions
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
-from server.embedded_engine import EmbeddedEngine
+from server.engines.embedded import EmbeddedEngine
 from server.engine import DecodeParams
-from server.generation import generate_guarded
+from server.serving.generate.generation import generate_guarded
 
 PROBES = Path(__file__).parent / "data" / "detection_probes.yaml"
 
@@ -76,37 +76,37 @@ async def first_token_ms(engine, restrictions, question: str, guarded: bool) -> 
     return (time.perf_counter() - started) * 1000
 
 
-async def evaluate(args) -> dict:
-    probes = yaml.safe_load(PROBES.read_text())
-    policy = load_policy(args.policy)
-    restrictions = build_restrictions(GuardOptions(), policy, resolve_model(None))
-    engine = EmbeddedEngine(resolve_model(None), max_model_len=2048, kv_cache_gib=2, enforce_eager=True)
-    await engine.start()
+async def _probe_rows(engine, restrictions, probes: dict, tokens: int) -> list[dict]:
+    """Every probe answered unguarded and guarded: one row each, with whether each answer states it."""
+    jobs = [("fact", f["target"], q, f["says"]) for f in probes["facts"] for q in f["probes"]]
+    jobs += [(kind, None, item["question"], item["says"])
+             for kind in ("unrelated", "near_domain", "near_entity", "shared_name") for item in probes[kind]]
     rows = []
-    try:
-        jobs = [("fact", f["target"], q, f["says"]) for f in probes["facts"] for q in f["probes"]]
-        jobs += [(kind, None, item["question"], item["says"])
-                 for kind in ("unrelated", "near_domain", "near_entity", "shared_name") for item in probes[kind]]
-        for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
-            # One after the other, each alone on the engine and on an empty prefix cache: asked together,
-            # or the second finding the first's blocks (computed in another shape, rounded otherwise in
-            # bf16), the two can differ where the guard changed nothing.
-            await engine.reset_prefix_cache()
-            plain, _ = await answer(engine, restrictions, question, False, args.tokens)
-            await engine.reset_prefix_cache()
-            guarded, flagged = await answer(engine, restrictions, question, True, args.tokens)
-            rows.append({"kind": kind, "target": target, "question": question, "flagged": list(flagged),
-                         "unguarded": plain, "guarded": guarded,
-                         "unguarded_states": states(plain, says), "guarded_states": states(guarded, says)})
-        ttft = {"plain": [], "guarded": []}
-        flagged_question = probes["facts"][0]["probes"][0]
-        for _ in tqdm(range(args.runs), desc="time to first token", unit="run"):
-            ttft["plain"].append(await first_token_ms(engine, restrictions, flagged_question, False))
-            ttft["guarded"].append(await first_token_ms(engine, restrictions, flagged_question, True))
-    finally:
-        engine.close()
+    for kind, target, question, says in tqdm(jobs, desc="probes (unguarded + guarded)", unit="probe"):
+        # One after the other, each alone on the engine and on an empty prefix cache: asked together,
+        # or the second finding the first's blocks (computed in another shape, rounded otherwise in
+        # bf16), the two can differ where the guard changed nothing.
+        await engine.reset_prefix_cache()
+        plain, _ = await answer(engine, restrictions, question, False, tokens)
+        await engine.reset_prefix_cache()
+        guarded, flagged = await answer(engine, restrictions, question, True, tokens)
+        rows.append({"kind": kind, "target": target, "question": question, "flagged": list(flagged),
+                     "unguarded": plain, "guarded": guarded,
+                     "unguarded_states": states(plain, says), "guarded_states": states(guarded, says)})
+    return rows
+
+
+async def _ttft(engine, restrictions, question: str, runs: int) -> dict[str, list[float]]:
+    ttft = {"plain": [], "guarded": []}
+    for _ in tqdm(range(runs), desc="time to first token", unit="run"):
+        ttft["plain"].append(await first_token_ms(engine, restrictions, question, False))
+        ttft["guarded"].append(await first_token_ms(engine, restrictions, question, True))
+    return ttft
+
+
+def _detection_ms(restrictions, questions: list[str]) -> tuple[list[float], list[float]]:
+    """Detection times per conversation, three rounds: (all, those translated into English)."""
     classifier_ms, translated_ms = [], []
-    questions = [r["question"] for r in rows]
     translated = {q for q in questions if restrictions.translate and len(restrictions.translate([q])) > 1}
     for _ in range(3):
         for question in questions:
@@ -116,6 +116,11 @@ async def evaluate(args) -> dict:
             classifier_ms.append(elapsed)
             if question in translated:
                 translated_ms.append(elapsed)
+    return classifier_ms, translated_ms
+
+
+def _rates(rows: list[dict]) -> dict:
+    """Leak rate, retention, flag and miss rates of the probe rows."""
     facts = [r for r in rows if r["kind"] == "fact"]
     stated = [r for r in facts if r["unguarded_states"]]
     others = [r for r in rows if r["kind"] != "fact"]
@@ -123,9 +128,7 @@ async def evaluate(args) -> dict:
     unrelated = [r for r in others if r["kind"] in ("unrelated", "near_domain")]
     near_entity = [r for r in others if r["kind"] == "near_entity"]
     shared_name = [r for r in others if r["kind"] == "shared_name"]
-    report = restrictions.classifier.report
     return {
-        "policy": str(args.policy),
         "leak_rate": sum(r["guarded_states"] for r in stated) / len(stated) if stated else None,
         "facts_stated_unguarded": f"{len(stated)}/{len(facts)}",
         "retention": sum(r["guarded_states"] for r in known) / len(known) if known else None,
@@ -134,6 +137,26 @@ async def evaluate(args) -> dict:
         "flag_rate_near_entity": sum(bool(r["flagged"]) for r in near_entity) / len(near_entity),
         "flag_rate_shared_name": sum(bool(r["flagged"]) for r in shared_name) / len(shared_name),
         "miss_rate_forget_probes": sum(not r["flagged"] for r in facts) / len(facts),
+    }
+
+
+async def evaluate(args) -> dict:
+    probes = yaml.safe_load(PROBES.read_text())
+    policy = load_policy(args.policy)
+    restrictions = build_restrictions(GuardOptions(), policy, resolve_model(None))
+    engine = EmbeddedEngine(resolve_model(None), max_model_len=2048, kv_cache_gib=2, enforce_eager=True)
+    await engine.start()
+    try:
+        rows = await _probe_rows(engine, restrictions, probes, args.tokens)
+        ttft = await _ttft(engine, restrictions, probes["facts"][0]["probes"][0], args.runs)
+    finally:
+        engine.close()
+    questions = [r["question"] for r in rows]
+    classifier_ms, translated_ms = _detection_ms(restrictions, questions)
+    report = restrictions.classifier.report
+    return {
+        "policy": str(args.policy),
+        **_rates(rows),
         "classifier_ms_p50": statistics.median(classifier_ms),
         "classifier_ms_p50_translated": statistics.median(translated_ms) if translated_ms else None,
         "translated": f"{len(translated_ms) // 3}/{len(questions)}",

@@ -7,7 +7,7 @@ Starts `guard serve` (the bundled model, the example Harry Potter policy, eager)
 chat request ("hi", 4 tokens) `--runs` times alone, then `--runs` times while a second client keeps
 sending a prompt of `--huge-mb` MB (under the 8 MiB body limit, far over the context: tokenised,
 classified, then refused with a 400). The tokenising, the classifier and the policy store run off the
-event loop (server.decisions, server.routes); were they on it, every small request would wait for a
+event loop (server.serving.decisions, server.serving.generate.routes); were they on it, every small request would wait for a
 huge one to be tokenised (seconds). Medians, and the ratio of the two, in `event_loop.json`.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from benchmarks.processes import ServerProcess
+from harness.processes import ServerProcess
 from runtime.models import DEFAULT_MODEL, model_provenance, resolve_model
 
 POLICY = "examples/harry-potter.yaml"

@@ -2,7 +2,7 @@
 
     python -m benchmarks.filter_cost [--runs 3] [--out bench-results]
 
-Starts the standard-library fake upstream (benchmarks/fake_upstream.py) and two `guard proxy
+Starts the standard-library fake upstream (harness/fake_upstream.py) and two `guard proxy
 --enforcement filter` processes in front of it: one with the example Harry Potter policy, asked a
 question about the target (the strict filter: the worst case), and one with an empty policy
 (nothing to enforce: the relay alone). Each streams answers of one unbroken word of 1k to 64k
@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from benchmarks.processes import ServerProcess
+from harness.processes import ServerProcess
 
 LENGTHS = (1000, 4000, 16000, 64000)
 QUESTION = "Who wrote the Harry Potter books?"
@@ -79,7 +79,7 @@ def main() -> None:
     empty.write_text("targets: []\n")
     proxy = [sys.executable, "-m", "cli.main", "proxy", "--enforcement", "filter", "--upstream"]
     results: dict[str, dict] = {}
-    with ServerProcess([sys.executable, "-m", "benchmarks.fake_upstream"], logs / "upstream.log") as upstream:
+    with ServerProcess([sys.executable, "-m", "harness.fake_upstream"], logs / "upstream.log") as upstream:
         for case, policy in (("filtered", "examples/harry-potter.yaml"), ("relayed", str(empty))):
             with ServerProcess(proxy + [f"{upstream.url}/v1", "--policy", policy], logs / f"{case}.log") as proxied:
                 streamed(proxied.url, 100)  # warm-up

@@ -4,7 +4,7 @@ TOFU's protocol needs two: the "target" model, fine-tuned on every synthetic per
 unlearning starts from), and the "retain reference", fine-tuned on the retain people only (what
 perfect unlearning would look like; forget quality compares against it). Both are full checkpoints,
 so the vLLM engine serves the target with the unlearning variants as LoRA adapters on top.
-The `tiny` suite starts from a tiny randomly initialised Llama on the bundled tokenizer instead of
+The `tiny` suite starts from a tiny randomly initialised Llama (harness.tiny_model) on the bundled tokenizer instead of
 the bundled model, so that everything trains in seconds on a CPU.
 """
 
@@ -19,6 +19,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from guard.files import cache_key, write_folder_atomically
+from harness.tiny_model import tiny_model
 
 TINY = "tiny"  # `base` naming the tiny random model instead of a checkpoint
 
@@ -34,19 +35,6 @@ class Recipe:
 
     def key(self) -> str:
         return cache_key(asdict(self))
-
-
-def tiny_model(tokenizer, seed: int = 0):
-    """A 2-layer Llama (hidden 128, head dim 64 so vLLM's CPU attention serves it) on `tokenizer`."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    return LlamaForCausalLM(config)
 
 
 def train_on_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *, epochs: int, lr: float,

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from benchmarks.processes import ServerProcess, stop_all
+from harness.processes import ServerProcess, stop_all
 from runtime.models import resolve_model
 
 PROCESSOR = "vllm_guard.processor:GuardLogitsProcessor"
@@ -76,86 +76,95 @@ def finished_requests(upstream: ServerProcess) -> int:
     return upstream_metric(upstream, "vllm:request_success_total")
 
 
-async def run_load(args, proxies, upstreams) -> dict:
-    """The closed loop, with the target posted at an eighth of the run and an upstream killed at half."""
-    sent: list[dict] = []  # one per request: proxy, status, started, ended
-    in_flight = 0
-    turn = iter(range(10**9))
-    deadline = time.monotonic() + args.seconds
-    user = {"authorization": f"Bearer {USER}"}
-    admin = {"authorization": f"Bearer {ADMIN}"}
-    model = httpx.get(f"{proxies[0].url}/v1/models", headers=user, timeout=30).json()["data"][0]["id"]
-    events: dict = {}
+class _Load:
+    """The closed loop's clients and its two events, sharing what they record."""
 
-    async def client(http: httpx.AsyncClient, number: int) -> None:
-        nonlocal in_flight
+    def __init__(self, args, proxies: list[ServerProcess], upstreams: list[ServerProcess]):
+        self.args, self.proxies, self.upstreams = args, proxies, upstreams
+        self.sent: list[dict] = []  # one per request: proxy, status, started, ended
+        self.in_flight = 0
+        self.turn = iter(range(10**9))
+        self.deadline = time.monotonic() + args.seconds
+        self.user = {"authorization": f"Bearer {USER}"}
+        self.admin = {"authorization": f"Bearer {ADMIN}"}
+        self.model = httpx.get(f"{proxies[0].url}/v1/models", headers=self.user, timeout=30).json()["data"][0]["id"]
+        self.events: dict = {}
+
+    async def client(self, http: httpx.AsyncClient, number: int) -> None:
         k = number
-        while time.monotonic() < deadline:
-            index = next(turn) % len(proxies)
-            body = {"model": model, "messages": [{"role": "user", "content": QUESTIONS[k % len(QUESTIONS)]}],
-                    "max_tokens": args.max_tokens, "temperature": 0}
+        while time.monotonic() < self.deadline:
+            index = next(self.turn) % len(self.proxies)
+            body = {"model": self.model, "messages": [{"role": "user", "content": QUESTIONS[k % len(QUESTIONS)]}],
+                    "max_tokens": self.args.max_tokens, "temperature": 0}
             k += 1
             started = time.monotonic()
-            in_flight += 1
+            self.in_flight += 1
             try:
-                response = await http.post(f"{proxies[index].url}/v1/chat/completions", json=body, headers=user)
+                response = await http.post(f"{self.proxies[index].url}/v1/chat/completions", json=body,
+                                           headers=self.user)
                 status = response.status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
-            in_flight -= 1
-            sent.append({"proxy": index, "status": status, "started": started, "ended": time.monotonic()})
+            self.in_flight -= 1
+            self.sent.append({"proxy": index, "status": status, "started": started, "ended": time.monotonic()})
 
-    async def ask_each(http: httpx.AsyncClient) -> tuple[list[str], list[bool | None]]:
+    async def ask_each(self, http: httpx.AsyncClient) -> tuple[list[str], list[bool | None]]:
         """Each proxy's answer to the target's question, and whether it names the target (None: an error)."""
-        body = {"model": model, "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
+        body = {"model": self.model, "messages": [{"role": "user", "content": NEW_TARGET_QUESTION}], "max_tokens": 32,
                 "temperature": 0}
-        replies = await asyncio.gather(*(http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=user)
-                                         for proxy in proxies))
+        replies = await asyncio.gather(*(http.post(f"{proxy.url}/v1/chat/completions", json=body, headers=self.user)
+                                         for proxy in self.proxies))
         answers = [r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else f"status {r.status_code}"
                    for r in replies]
         named = [None if r.status_code != 200 else NEW_TARGET["id"] in a.lower() for r, a in zip(replies, answers)]
         return answers, named
 
-    async def post_target(http: httpx.AsyncClient) -> None:
-        await asyncio.sleep(args.seconds / 8)
-        answers_before, named_before = await ask_each(http)
+    async def post_target(self, http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(self.args.seconds / 8)
+        answers_before, named_before = await self.ask_each(http)
         posted_at = time.monotonic()
-        posted = await http.post(f"{proxies[0].url}/v1/forget", json=NEW_TARGET, headers=admin)
+        posted = await http.post(f"{self.proxies[0].url}/v1/forget", json=NEW_TARGET, headers=self.admin)
         version = posted.json()["version"]
         delays = {}
-        while len(delays) < len(proxies):
-            for i, proxy in enumerate(proxies):
+        while len(delays) < len(self.proxies):
+            for i, proxy in enumerate(self.proxies):
                 if i not in delays:
-                    listed = (await http.get(f"{proxy.url}/v1/forget", headers=admin)).json()
+                    listed = (await http.get(f"{proxy.url}/v1/forget", headers=self.admin)).json()
                     if listed["enforced_version"] >= version:
                         delays[i] = time.monotonic() - posted_at
             await asyncio.sleep(0.02)
-        answers, named = await ask_each(http)
-        events["target"] = {"status": posted.status_code, "version": version,
-                            "enforced_after_s": [round(delays[i], 3) for i in range(len(proxies))],
-                            "answers_before": answers_before, "named_before": named_before,
-                            "answers": answers, "named": named}
+        answers, named = await self.ask_each(http)
+        self.events["target"] = {"status": posted.status_code, "version": version,
+                                 "enforced_after_s": [round(delays[i], 3) for i in range(len(self.proxies))],
+                                 "answers_before": answers_before, "named_before": named_before,
+                                 "answers": answers, "named": named}
 
-    async def kill_upstream() -> None:
+    async def kill_upstream(self) -> None:
         """At half-time, once the victim is generating (within 10 s): killed with requests on it."""
-        await asyncio.sleep(args.seconds / 2)
-        victim = upstreams[-1]
+        await asyncio.sleep(self.args.seconds / 2)
+        victim = self.upstreams[-1]
         for _ in range(50):
             if (running := await asyncio.to_thread(upstream_metric, victim, "vllm:num_requests_running")) > 0:
                 break
             await asyncio.sleep(0.2)
-        counts = [await asyncio.to_thread(finished_requests, u) for u in upstreams]
+        counts = [await asyncio.to_thread(finished_requests, u) for u in self.upstreams]
         waiting = await asyncio.to_thread(upstream_metric, victim, "vllm:num_requests_waiting")
-        events["kill"] = {"at": time.monotonic(), "in_flight": in_flight, "upstream_counts": counts,
-                          "running_on_victim": running + waiting}
+        self.events["kill"] = {"at": time.monotonic(), "in_flight": self.in_flight, "upstream_counts": counts,
+                               "running_on_victim": running + waiting}
         await asyncio.to_thread(victim.kill)
 
+
+async def run_load(args, proxies, upstreams) -> dict:
+    """The closed loop, with the target posted at an eighth of the run and an upstream killed at half."""
+    load = _Load(args, proxies, upstreams)
     limits = httpx.Limits(max_connections=args.clients + 8)
     before = {i: finished_requests(u) for i, u in enumerate(upstreams)}
     started = time.monotonic()
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        await asyncio.gather(*(client(http, n) for n in range(args.clients)), post_target(http), kill_upstream())
+        await asyncio.gather(*(load.client(http, n) for n in range(args.clients)), load.post_target(http),
+                             load.kill_upstream())
     after = {i: finished_requests(u) for i, u in enumerate(upstreams[:-1])}
+    sent, events = load.sent, load.events
     killed_at = events["kill"]["at"]
     window = [r for r in sent if r["started"] <= killed_at + 1.0 and r["ended"] >= killed_at]
     later = [r for r in sent if r["started"] > killed_at + 1.0]

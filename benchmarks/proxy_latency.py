@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from benchmarks.processes import ServerProcess
+from harness.processes import ServerProcess
 from runtime.models import DEFAULT_MODEL, model_provenance, resolve_model
 
 MODEL = DEFAULT_MODEL  # the name the servers give it

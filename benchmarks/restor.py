@@ -29,13 +29,37 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from benchmarks.items import evenly_spaced
+from benchmarks.answering import GUARD, greedy_answers, guard_restrictions, served
+from benchmarks.finetune import TINY, Recipe, finetuned
+from benchmarks.items import evenly_spaced, write_jsonl
 from benchmarks.metrics import leaks
+from benchmarks.provenance import environment
+from benchmarks.report import write_report
+from benchmarks.variants import WeightMethod, make_variants, split_variants
 from guard.conversation import Conversation
 from guard.policy import Policy, parse_policy
+from runtime.models import guard_home, model_provenance, resolve_model
+from server.engines.embedded import LoraView
 
 RESTOR_FACTS = Path(__file__).parent / "data" / "restor_facts.yaml"
 CLEAN, CORRUPTED = "clean", "corrupted"
+
+
+@dataclass(frozen=True)
+class RestorSuite:
+    """A RESTOR-style suite: which model is corrupted, how, and which methods undo it."""
+    name: str
+    base: str  # TINY (taught the facts first) or DEFAULT_MODEL (knows them already)
+    weight_methods: tuple[WeightMethod, ...]
+    corrupt_epochs: int
+    corrupt_lr: float
+    facts: int | None = None  # N facts of each section, evenly spaced; None: all
+    teach_epochs: int = 0  # TINY only: teaching it the correct facts
+    teach_lr: float = 0.0
+    max_tokens: int = 32
+
+    def run(self, out: Path, progress: bool = True) -> dict:
+        return run(self, out, progress)
 
 
 @dataclass(frozen=True)
@@ -106,10 +130,8 @@ def restor_scores(data: RestorData, clean: Answers, corrupted: Answers, method: 
 
 
 # -- the whole run ---------------------------------------------------------------------------------
-def prepare_models(suite, data: RestorData, tokenizer_path: str, cache: Path) -> tuple[Path, Path, dict]:
+def prepare_models(suite: RestorSuite, data: RestorData, tokenizer_path: str, cache: Path) -> tuple[Path, Path, dict]:
     """(clean, corrupted, seconds spent making each)."""
-    from benchmarks.finetune import TINY, Recipe, finetuned
-
     seconds = {}
     clean = Path(tokenizer_path)
     if suite.base == TINY:  # a tiny model knows nothing: teach it every fact first
@@ -124,13 +146,10 @@ def prepare_models(suite, data: RestorData, tokenizer_path: str, cache: Path) ->
     return clean, corrupted, seconds
 
 
-async def _answers(suite, clean: Path, corrupted: Path, variants: dict[str, Path], restrictions,
+async def _answers(suite: RestorSuite, clean: Path, corrupted: Path, variants: dict[str, Path], restrictions,
                    questions: list[str], progress: bool) -> dict[str, list[str]]:
     """Greedy answers to `questions`: the clean model, the corrupted one (unguarded and guarded) with
     the LoRA variants on its engine, then each full variant on an engine of its own."""
-    from benchmarks.runner import GUARD, greedy_answers, served, split_variants
-    from server.embedded_engine import LoraView
-
     lora, full = split_variants(variants)
     answers = {}
     with tqdm(total=3 + len(variants), desc="answers (greedy, vLLM)", unit="method", disable=not progress) as bar:
@@ -151,13 +170,7 @@ async def _answers(suite, clean: Path, corrupted: Path, variants: dict[str, Path
     return answers
 
 
-def run(suite, out: Path, progress: bool = True) -> dict:
-    from benchmarks.finetune import TINY
-    from benchmarks.items import write_jsonl
-    from benchmarks.report import write_report
-    from benchmarks.runner import GUARD, environment, guard_restrictions, make_variants
-    from runtime.models import guard_home, model_provenance, resolve_model
-
+def run(suite: RestorSuite, out: Path, progress: bool = True) -> dict:
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     cache = guard_home() / "bench-cache"

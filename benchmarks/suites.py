@@ -14,11 +14,14 @@
   recovery is the share of the original answers it gives again. `restor-tiny`: the same on a tiny
   model taught the facts first; minutes on a CPU, runs in CI.
 Larger suites (TOFU, MUSE) load real data through benchmarks.loaders and want a GPU.
+
+Each kind of suite is defined beside the runner that runs it (benchmarks.runner.Suite,
+benchmarks.restor.RestorSuite); this registry names the suites and imports the runners, never the
+other way round.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,69 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from benchmarks.finetune import TINY
 from benchmarks.items import BenchData
+from benchmarks.known import load_known
+from benchmarks.restor import RestorSuite
+from benchmarks.runner import Suite
+from benchmarks.synthetic import generate
+from benchmarks.variants import WeightMethod
 from runtime.models import DEFAULT_MODEL
-
-
-@dataclass(frozen=True)
-class WeightMethod:
-    """One weight-level variant: a name in the results and the `guard unlearn` settings that make it."""
-    name: str
-    method: str
-    settings: dict = field(default_factory=dict)  # UnlearnConfig fields: divergence, lr, max_steps, ...
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    data: Callable[[], BenchData]
-    base: str  # TINY or DEFAULT_MODEL
-    weight_methods: tuple[WeightMethod, ...]
-    finetune_epochs: int = 0  # 0: no fine-tuning, the base model is the target
-    finetune_lr: float = 0.0
-    retain_eval: int | None = None  # retain items answered and scored (evenly spaced); None: all
-    max_tokens: int = 48  # greedy answer length
-    throughput_batch: int = 16
-    throughput_tokens: int = 64
-    throughput_runs: int = 3
-    throughput_seconds: float = 10.0
-    merged_throughput: bool = False  # also serve each LoRA variant merged into the weights, for its tokens/s
-
-    def run(self, out: Path, progress: bool = True) -> dict:
-        from benchmarks.runner import run
-
-        return run(self, out, progress)
-
-
-@dataclass(frozen=True)
-class RestorSuite:
-    name: str
-    base: str  # TINY (taught the facts first) or DEFAULT_MODEL (knows them already)
-    weight_methods: tuple[WeightMethod, ...]
-    corrupt_epochs: int
-    corrupt_lr: float
-    facts: int | None = None  # N facts of each section, evenly spaced; None: all
-    teach_epochs: int = 0  # TINY only: teaching it the correct facts
-    teach_lr: float = 0.0
-    max_tokens: int = 32
-
-    def run(self, out: Path, progress: bool = True) -> dict:
-        from benchmarks.restor import run
-
-        return run(self, out, progress)
 
 
 def _synthetic(**kwargs) -> Callable[[], BenchData]:
     def make() -> BenchData:
-        from benchmarks.synthetic import generate
-
         return generate(**kwargs)
     return make
-
-
-def _known() -> BenchData:
-    from benchmarks.known import load_known
-
-    return load_known()
 
 
 SUITES = {
@@ -106,7 +58,7 @@ SUITES = {
          WeightMethod("npo", "npo", {"lr": 5e-4})),
         finetune_epochs=5, finetune_lr=1e-4, retain_eval=40),
     "known": Suite(
-        "known", _known, DEFAULT_MODEL,
+        "known", load_known, DEFAULT_MODEL,
         (WeightMethod("flat", "flat", {"divergence": "kl"}), WeightMethod("ga", "ga"),
          WeightMethod("graddiff", "graddiff"), WeightMethod("npo", "npo"),
          WeightMethod("ssd", "ssd", {"lora": False, "alpha": 100.0}), WeightMethod("salun", "salun", {"lora": False})),

@@ -35,9 +35,9 @@ from runtime.models import model_provenance, resolve_model
 from runtime.restrictions import GuardOptions, build_restrictions
 from guard.policy import load_policy
 from guard.restriction import UNRESTRICTED
-from server.embedded_engine import EmbeddedEngine
+from server.engines.embedded import EmbeddedEngine
 from server.engine import DecodeParams
-from server.generation import generate_guarded
+from server.serving.generate.generation import generate_guarded
 
 QUESTIONS = [
     "Who wrote the Harry Potter books?", "Who are Harry Potter's best friends?",

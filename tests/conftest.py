@@ -111,7 +111,7 @@ def tiny_model_dir(tokenizer, tmp_path_factory):
     """
     import torch
 
-    from benchmarks.finetune import tiny_model
+    from harness.tiny_model import tiny_model
     from unlearning.data import Item, collate, encode
     from unlearning.losses import answer_nll, positions_read
 

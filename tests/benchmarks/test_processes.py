@@ -7,7 +7,7 @@ import sys
 import httpx
 import pytest
 
-from benchmarks.processes import ServerFailed, ServerProcess
+from harness.processes import ServerFailed, ServerProcess
 
 # A server that takes `--port` and answers /health with 200, as ours do.
 HEALTHY = (sys.executable, "-c", """
@@ -42,7 +42,7 @@ def test_free_ports_are_below_the_range_the_os_hands_out():
     and released could be taken again before the server binds it."""
     from pathlib import Path
 
-    from benchmarks.processes import free_port
+    from harness.processes import free_port
 
     lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     ports = [free_port() for _ in range(20)]

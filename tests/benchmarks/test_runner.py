@@ -59,7 +59,7 @@ def test_the_retain_subset_is_evenly_spaced(limit, expected):
 
 
 def test_lora_variants_share_the_targets_engine_and_full_ones_get_their_own(tmp_path):
-    from benchmarks.runner import split_variants
+    from benchmarks.variants import split_variants
 
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))

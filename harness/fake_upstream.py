@@ -1,5 +1,5 @@
 """A deliberately misbehaving OpenAI-compatible upstream, on the standard library alone, for the
-proxy's adversarial tests and the filter's cost benchmark: `python -m benchmarks.fake_upstream --port PORT`.
+proxy's adversarial tests and the filter's cost benchmark: `python -m harness.fake_upstream --port PORT`.
 
 It answers `/health` and `/v1/models` as vLLM does, and every completion request by a script named in
 the last user message (or the prompt) as `#name`: the answer's text, sent whole or as a stream of
