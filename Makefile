@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup serve test unit bench clean
+.PHONY: setup serve test unit bench docs clean
 
 setup: $(STAMP)
 	@$(BIN)/guard model-path >/dev/null
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,test]"
+	$(BIN)/pip install -q -e ".[cpu,test,docs]"
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $@
 
@@ -43,6 +43,10 @@ unit: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.throughput $(ARGS)
+
+# The documentation (mkdocs.yml, docs/) into site/, warnings as errors.
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) .pytest_cache
