@@ -16,6 +16,7 @@ from server.admin import forget
 from server.ops import metrics
 from server.ops.body_limit import BodyLimit
 from server.protocol.errors import install_error_handlers
+from server.protocol.json_bodies import JsonBodies
 from server.protocol.responses import stream_components
 from server.router import router
 from server.serving.base import Serving
@@ -82,6 +83,7 @@ def assemble_app(title: str, settings: GuardSettings, live: LivePolicy, open_ser
     app.state.rate_limiter = rate_limiter(settings.rate_limit_rpm, settings.rate_limit_tpm, settings.state_url)
     install_auth(app, Keys.parse(*settings.keys), app.state.rate_limiter)
     metrics.install(app)
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)  # the last added: the outermost
     app.state.policy = live
     app.include_router(router)

@@ -252,6 +252,18 @@ def test_malformed_bodies(client_and_engine, raw):
     assert response.status_code == 400 and "error" in response.json()
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_a_json_body_is_read_as_json_whatever_its_content_type(client_and_engine, content_type):
+    """`curl -d '{...}'` (form-encoded, curl's default) and clients that send no content type."""
+    client, _ = client_and_engine
+    body = b'{"model": "%s", "messages": [{"role": "user", "content": "Capital of France?"}]}' % MODEL.encode()
+    response = client.post("/v1/chat/completions", content=body,
+                           headers={"content-type": content_type} if content_type else {})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "The capital is Paris."
+    broken = client.post("/v1/chat/completions", content=b"model=x", headers={"content-type": content_type or ""})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+
+
 def test_empty_prompt_and_several_prompts(client_and_engine):
     client, _ = client_and_engine
     assert client.post("/v1/completions", json={"model": MODEL, "prompt": ""}).status_code == 400
