@@ -1,5 +1,6 @@
 # make serve: install, prepare the bundled model, serve with the example Harry Potter policy.
-# make test:  install, prepare the bundled model, check the import layers, run the whole test suite.
+# make test:  install, prepare the bundled model, check the import contracts, run every tier of tests.
+# make unit:  the import contracts and the unit tier only (seconds).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -37,14 +38,14 @@ $(STAMP): pyproject.toml
 serve: setup
 	$(BIN)/guard serve --policy examples/harry-potter.yaml $(ARGS)
 
-# lint-imports: the layers contract in pyproject.toml (the core, guard/, imports nothing above it).
-test: setup
-	$(BIN)/lint-imports
-	$(BIN)/python -m pytest $(ARGS)
+# lint-imports: the import contracts in pyproject.toml (docs/architecture.md). The unit tier runs alone
+# first, so that its no-torch check holds; then the engine and end-to-end tiers in one session.
+test: unit
+	$(BIN)/python -m pytest tests/engine tests/e2e $(ARGS)
 
 unit: setup
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not integration" $(ARGS)
+	$(BIN)/python -m pytest tests/unit $(ARGS)
 
 bench: setup
 	$(BIN)/python -m benchmarks.throughput $(ARGS)

@@ -1,8 +1,16 @@
-"""Shared fixtures: the bundled model's tokenizer (real, loads in a second) and its token index."""
+"""Shared fixtures: the bundled model's tokenizer (real, loads in a second) and its token index.
+
+Tests sit in three tiers, each a folder and a marker (`pytest -m unit`): unit (pure Python, fakes, in
+seconds), engine (torch, vLLM, classifier training, in process), e2e (servers as processes,
+PostgreSQL, benchmark suites)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+TIERS = ("unit", "engine", "e2e")
 
 HP_PHRASES = ["J.K. Rowling", "Rowling", "Ron Weasley", "Weasley", "Hermione Granger", "Hermione",
               "Voldemort", "Hogwarts"]
@@ -27,6 +35,14 @@ def pytest_configure(config):
     if (prepared / "config.json").exists():
         default_model_dir().parent.mkdir(parents=True)
         default_model_dir().symlink_to(prepared, target_is_directory=True)
+
+
+def pytest_collection_modifyitems(items):
+    root = Path(__file__).parent
+    for item in items:
+        tier = Path(item.path).relative_to(root).parts[0]
+        assert tier in TIERS, f"{item.nodeid}: every test lives in one tier's folder ({', '.join(TIERS)})"
+        item.add_marker(tier)
 
 
 def pytest_unconfigure(config):
