@@ -1,4 +1,4 @@
-"""The benchmark's metrics, as DESIGN.md ("Metrics (definitions to implement exactly)") defines them.
+"""The benchmark's metrics, as docs/benchmarks.md#metrics defines them.
 
 Pure functions of answers and mean token NLLs: no model code here. The NLLs come from
 `benchmarks.scoring.answer_nlls` (plain or under the guard), the answers from the runners.
@@ -35,25 +35,25 @@ def _rouge() -> rouge_scorer.RougeScorer:
 
 
 def rouge_l_recall(prediction: str, reference: str) -> float:
-    """ROUGE-L recall of `prediction` against `reference` (DESIGN.md: the TOFU answer metric):
+    """ROUGE-L recall of `prediction` against `reference` (the TOFU answer metric):
     the longest common subsequence of words over the reference's length, words stemmed."""
     return float(_rouge().score(reference, prediction)["rougeL"].recall)
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 of `prediction` against `reference` (DESIGN.md: the MUSE metric)."""
+    """ROUGE-L F1 of `prediction` against `reference` (the MUSE metric)."""
     return float(_rouge().score(reference, prediction)["rougeL"].fmeasure)
 
 
 def probability(mean_nll: float) -> float:
-    """DESIGN.md "Probability": exp(-mean token NLL of the answer given the question), i.e. the
+    """docs/benchmarks.md "Probability": exp(-mean token NLL of the answer given the question), i.e. the
     length-normalised probability P~ (the geometric mean of the answer's token probabilities)."""
     return math.exp(-mean_nll)
 
 
 # -- truth ratio and forget quality ---------------------------------------------------------
 def truth_ratio(paraphrased_mean_nll: float, perturbed_mean_nlls: Sequence[float]) -> float:
-    """DESIGN.md "Truth ratio per item": the mean over perturbed answers of
+    """docs/benchmarks.md "Truth ratio": the mean over perturbed answers of
     P~(perturbed) / P~(paraphrased), with P~ = exp(-mean token NLL).
 
     Each ratio is computed as exp(nll_paraphrased - nll_perturbed), which is the same number
@@ -65,26 +65,26 @@ def truth_ratio(paraphrased_mean_nll: float, perturbed_mean_nlls: Sequence[float
 
 
 def forget_truth_ratio_score(ratios: Sequence[float]) -> float:
-    """DESIGN.md: the forget set reports mean(min(TR, 1/TR)); 1 when the model cannot tell the
+    """docs/benchmarks.md: the forget set reports mean(min(TR, 1/TR)); 1 when the model cannot tell the
     true answer from wrong ones, towards 0 when it prefers one side strongly."""
     return statistics.fmean(min(r, 1.0 / r) if r > 0 else 0.0 for r in ratios)
 
 
 def retain_truth_ratio_score(ratios: Sequence[float]) -> float:
-    """DESIGN.md: the retain set reports mean(max(0, 1 - TR)); high when the paraphrased (true)
+    """docs/benchmarks.md: the retain set reports mean(max(0, 1 - TR)); high when the paraphrased (true)
     answer is much likelier than the perturbed (wrong) ones."""
     return statistics.fmean(max(0.0, 1.0 - r) for r in ratios)
 
 
 def forget_quality(method_forget_ratios: Sequence[float], reference_forget_ratios: Sequence[float]) -> float:
-    """DESIGN.md "Forget quality": the p-value of `scipy.stats.ks_2samp` between the method's
+    """docs/benchmarks.md "Forget quality": the p-value of `scipy.stats.ks_2samp` between the method's
     forget-set truth ratios and those of the retain reference model (fine-tuned without the
     forget set). High (towards 1): indistinguishable from a model that never saw the forget set."""
     return float(ks_2samp(method_forget_ratios, reference_forget_ratios).pvalue)
 
 
 def model_utility(retain_probability: float, retain_rouge_l: float, retain_truth_ratio_score: float | None) -> float:
-    """DESIGN.md "Model utility": the harmonic mean of probability, ROUGE-L and truth-ratio score
+    """docs/benchmarks.md "Model utility": the harmonic mean of probability, ROUGE-L and truth-ratio score
     on the retain set; 0 when any of them is 0. With `retain_truth_ratio_score=None` (no perturbed
     answers, as in MUSE) the harmonic mean of the other two."""
     values = [retain_probability, retain_rouge_l]
@@ -95,7 +95,7 @@ def model_utility(retain_probability: float, retain_rouge_l: float, retain_truth
 
 # -- leaks ----------------------------------------------------------------------------------
 def leaks(answer: str, keys: Sequence[str]) -> bool:
-    """DESIGN.md "Leak rate": whether `answer` states one of the forbidden `keys`.
+    """docs/benchmarks.md "Leak rate": whether `answer` states one of the forbidden `keys`.
 
     An answer leaks a key when either
     - exact, after folding (`guard.folding.fold`: lowercase, accents stripped, every character
@@ -134,7 +134,7 @@ def _long_words(text: str) -> set[str]:
 
 
 def leak_rate(answers: Sequence[str], keys_per_answer: Sequence[Sequence[str]]) -> float:
-    """DESIGN.md "Leak rate": the share of `answers` that leak one of their keys (see `leaks`)."""
+    """docs/benchmarks.md "Leak rate": the share of `answers` that leak one of their keys (see `leaks`)."""
     if len(answers) != len(keys_per_answer):
         raise ValueError(f"{len(answers)} answers for {len(keys_per_answer)} key lists")
     if not answers:
@@ -145,7 +145,7 @@ def leak_rate(answers: Sequence[str], keys_per_answer: Sequence[Sequence[str]]) 
 # -- one method's scores --------------------------------------------------------------------
 @dataclass
 class MethodScores:
-    """One method's entry of `results.json`'s "methods" (DESIGN.md "Contracts"). None: not
+    """One method's entry of `results.json`'s "methods" (docs/benchmarks.md#resultsjson). None: not
     measurable on this suite (no perturbed answers, no reference model, no timing)."""
 
     forget_quality: float | None

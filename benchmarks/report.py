@@ -1,4 +1,4 @@
-"""`report.md` and its PNG plots from a benchmark's `results.json` (schema: DESIGN.md "Contracts").
+"""`report.md` and its PNG plots from a benchmark's `results.json` (schema: docs/benchmarks.md#resultsjson).
 
     python -m benchmarks.report RESULTS_JSON [--out DIR]    (default DIR: the file's folder)
 

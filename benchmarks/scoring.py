@@ -1,7 +1,7 @@
 """Teacher-forced answer likelihoods: the mean token NLL of given answers to given questions.
 
 Under a plain model this is the usual `-mean log p(y_t | q, y_<t)` over the answer's tokens. Under
-the guard (DESIGN.md: "compute it under the guarded distribution") the guard's per-step bias is
+the guard (docs/benchmarks.md#metrics: computed under the guarded distribution) the guard's per-step bias is
 applied at every answer position, exactly as the logits processor would apply it while the answer
 is being generated, so a blocked token has probability ~0 and a penalised one less than before.
 """

@@ -1,6 +1,6 @@
 """The policy file: which targets to forget and what each target's forget data says.
 
-Schema (DESIGN.md): a list of targets, each with an id, a description and optional phrases, QA
+Schema (docs/policy.md): a list of targets, each with an id, a description and optional phrases, QA
 pairs, documents and example prompts, `keep`: neighbours that must stay answerable (other people,
 works, prompts: the classifier's negatives), and `enforce`: whether its explicit phrases are enforced on
 every answer (`always`, the default) or only on conversations the classifier flags for it

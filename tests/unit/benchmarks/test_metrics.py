@@ -1,4 +1,4 @@
-"""The benchmark metrics against hand-computed values (DESIGN.md "Metrics")."""
+"""The benchmark metrics against hand-computed values (docs/benchmarks.md#metrics)."""
 
 from __future__ import annotations
 
