@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from guard.leaks import leading_words
+from guard.name_words import leading_words
 from vllm_guard.logits_ops import apply_sparse_bias, gather_row_biases
 from guard.policy import load_policy
 from guard.spec import GuardSpec, compile_patterns

@@ -26,7 +26,7 @@ Violations, in one of two rule sets:
             (>= MIN_FUZZY_WORD letters) found whole inside a word past its first letter, where no
             English word holds it ("rowling" is inside "growling", so not Rowling; "gandalf" is inside
             none). Counted as complete. Both.
-A common word is one of Zipf frequency >= COMMON_ZIPF in wordfreq's English list: misspelt names sit
+A common word is one of Zipf frequency >= COMMON_ZIPF (guard.name_words) in wordfreq's English list: misspelt names sit
 below it ("Voldermort" 1.5, "Hermoine" 1.6), everyday words above it ("rolling" 4.5, "hogwash" 2.4).
 
 Scanning is incremental: text before `begin` was judged already, and the word being written is the
@@ -40,23 +40,19 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Iterable, Literal, Protocol
 
 from rapidfuzz import fuzz, process
 
 from guard.folding import fold, fold_char, fold_piece
+from guard.name_words import MIN_FUZZY_WORD, NEAR_MISS_DEPTH, embedded_words, is_common, leading_words
 from guard.spec import compile_patterns
 
-NEAR_MISS_DEPTH = 4
 LENIENT_FRACTION = 0.6
 FUZZY_RATIO = 80.0
 INSIDE_RATIO = 85.0  # rapidfuzz's partial_ratio: the best-aligned part of a longer word
 MIN_INSIDE_WORD = 6
-MIN_FUZZY_WORD = 5
-COMMON_ZIPF = 2.0
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 _WORD_CHAR = re.compile(r"[^\W_]")
 
@@ -243,44 +239,6 @@ class CombinedDetector:
         return self.scan(text, final=True).violations
 
 
-def embedded_words(phrases: Iterable[str]) -> tuple[str, ...]:
-    """The folded words of `phrases` (>= MIN_FUZZY_WORD letters) that are names wherever they appear
-    inside a word: no English word holds one past its first letter (wordfreq's list: "einstein" is
-    inside "weinstein", "gandalf" inside nothing)."""
-    insides = _english_insides()
-    words = {fold(w) for phrase in phrases for w in phrase.split()}
-    return tuple(sorted(w for w in words if len(w) >= MIN_FUZZY_WORD and w not in insides))
-
-
-@lru_cache(maxsize=1)
-def _english_insides() -> str:
-    """Every English word of wordfreq's list, folded, less its first letter, one per line: a word of a
-    name found in it could be an everyday word's inside."""
-    from wordfreq import iter_wordlist
-
-    return "\n".join((w if w.isascii() and w.isalpha() else fold(w))[1:] for w in iter_wordlist("en"))
-
-
-def phrase_owners(phrases: list[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
-    """(target id, phrase) pairs -> {folded phrase, and each folded word of it long enough for
-    near-miss checks: the targets it belongs to}. What a Violation's `forbidden` is looked up in."""
-    owners: dict[str, set[str]] = defaultdict(set)
-    for target_id, phrase in phrases:
-        owners[fold(phrase)].add(target_id)
-        for word in phrase.split():
-            if len(fold(word)) >= MIN_FUZZY_WORD:
-                owners[fold(word)].add(target_id)
-    return {key: tuple(sorted(ids)) for key, ids in owners.items()}
-
-
-@lru_cache(maxsize=65536)
-def is_common(word: str) -> bool:
-    """Whether `word` is an everyday English word (wordfreq), not a misspelt name."""
-    from wordfreq import zipf_frequency
-
-    return zipf_frequency(fold(word), "en") >= COMMON_ZIPF
-
-
 def _word_at(text: str, index: int) -> re.Match:
     """The word of `text` that begins at `index` (a word start)."""
     return _WORD.match(text, index) or _WORD.search(text, index)
@@ -291,29 +249,3 @@ def _leading_initials(phrase: str) -> str | None:
     words = [fold(w) for w in re.split(r"[\s.]+", phrase) if fold(w)]
     lead = words[:-1]
     return "".join(lead) if lead and all(len(w) == 1 for w in lead) else None
-
-
-def leading_words(phrases: Iterable[str]) -> frozenset[str]:
-    """Folded prefixes of multi-word phrases that end where one of their words ends, of two letters
-    or more ("jk" of "J.K. Rowling", "ron" of "Ron Weasley"): having written one, the model meant the
-    name. (One that is a phrase itself, "hermione" of "Hermione Granger", is matched whole.)"""
-    phrases = list(phrases)
-    patterns = set(compile_patterns(phrases))
-    return frozenset(lead for phrase in phrases for lead in _leading_word_prefixes(phrase)
-                     if len(lead) >= 2 and lead not in patterns)
-
-
-def doomed_depth(pattern: str, leading: frozenset[str] | tuple[str, ...]) -> int | None:
-    """How many letters of `pattern`, written from a word start, the strict rules judge a near-miss
-    whatever follows: NEAR_MISS_DEPTH, or fewer where they cover a leading word. None where only the
-    whole pattern counts (it is no longer than that). The engine's matcher blocks a partial match
-    from there on, so the strict rules have nothing left to rewind."""
-    depth = min([NEAR_MISS_DEPTH] + [len(lead) for lead in leading if pattern.startswith(lead)])
-    return depth if depth < len(pattern) else None
-
-
-def _leading_word_prefixes(phrase: str) -> list[str]:
-    """"J.K. Rowling" -> ["j", "jk"]: the folded phrase cut after each of its words but the last."""
-    piece = fold_piece(phrase)
-    cuts = sorted(j for j in piece.word_starts if j > 0)
-    return [piece.folded[:j] for j in cuts]

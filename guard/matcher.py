@@ -6,9 +6,9 @@ word. For a state the matcher yields a bias over token ids: -inf for every token
 complete a pattern, and an adaptive penalty, growing with the depth a token would reach, for
 every token that would begin or extend a *penalised* one (the safety net on conversations the
 classifier did not flag penalises nothing: it only blocks). A penalised pattern is blocked from its
-doomed depth on (guard.leaks.doomed_depth: "Hogw", "J.K"), where the strict rules would judge any
+doomed depth on (guard.name_words.doomed_depth: "Hogw", "J.K"), where the strict rules would judge any
 continuation a near-miss: steered off before it, rather than rewound after. A name glued into
-another word (guard.leaks.embedded_words: "LandhielZephaquist") is tracked from anywhere inside a
+another word (guard.name_words.embedded_words: "LandhielZephaquist") is tracked from anywhere inside a
 word, and only its completion is blocked: "propagand" must stay free to become "propaganda" whatever
 "Gandalf" begins with. States repeat (most
 rows sit in the empty state most of the time), so both the transition and the bias are cached per
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from guard.leaks import doomed_depth
+from guard.name_words import doomed_depth
 from guard.vocab import TokenIndex
 
 BLOCK = float("-inf")
@@ -45,7 +45,7 @@ class Matcher:
                  semantic: tuple[tuple[int, float], ...] = (), penalised: tuple[str, ...] | None = None,
                  leading_words: tuple[str, ...] = (), embedded: tuple[str, ...] = ()):
         """`penalised`: the patterns steered away from by depth (None: all), and blocked from their
-        doomed depth (`leading_words`: guard.leaks.leading_words); the others are only blocked.
+        doomed depth (`leading_words`: guard.name_words.leading_words); the others are only blocked.
         `embedded`: folded words whose completion is blocked anywhere inside a word."""
         self.patterns = patterns
         self.penalised = frozenset(patterns if penalised is None else penalised) if penalty else frozenset()

@@ -29,7 +29,8 @@ from typing import Iterable, Sequence
 
 from wordfreq import zipf_frequency
 
-from guard.leaks import LeakDetector, Violation, phrase_owners
+from guard.leaks import LeakDetector, Violation
+from guard.name_words import phrase_owners
 from guard.policy import MIN_FOLDED_PHRASE, Policy, Target
 from guard.spans import CAPITALISED, capitalised_spans
 

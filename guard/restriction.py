@@ -21,9 +21,9 @@ from functools import lru_cache
 from typing import Callable, Iterable
 
 from guard.conversation import Conversation
-from guard.leaks import (CombinedDetector, Detector, LeakDetector, Violation, embedded_words, leading_words,
-                         phrase_owners)
+from guard.leaks import CombinedDetector, Detector, LeakDetector, Violation
 from guard.mentions import Mentions
+from guard.name_words import embedded_words, leading_words, phrase_owners
 from guard.policy import MAX_PATTERNS, REQUEST_SPANS, Policy
 from guard.spans import KEY_FACT_ZIPF, SpanExtractor, forget_items, nearest
 from guard.spec import GuardSpec, compile_patterns

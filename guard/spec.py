@@ -41,8 +41,8 @@ class GuardSpec:
     # conversation the classifier did not flag penalises none, so that its answer stays token for
     # token the unguarded one until it approaches a phrase.
     penalised: tuple[str, ...] | None = None
-    # Folded leading words of the penalised phrases (guard.leaks.leading_words): with NEAR_MISS_DEPTH,
-    # where a penalised partial match is doomed, and so blocked (guard.leaks.doomed_depth).
+    # Folded leading words of the penalised phrases (guard.name_words.leading_words): with NEAR_MISS_DEPTH,
+    # where a penalised partial match is doomed, and so blocked (guard.name_words.doomed_depth).
     leading_words: tuple[str, ...] = ()
     # After a rewind the prompt ends with model output already accepted: the processor replays
     # that many trailing prompt tokens through its matcher so partial matches span the seam.
@@ -53,7 +53,7 @@ class GuardSpec:
     # for. A model rewound for "Hogwarts" tends to try it again a word later, or spelt by other tokens,
     # one rewind each; now it must rephrase at once.
     avoid: tuple[str, ...] = ()
-    # Folded words of the names blocked inside other words too (guard.leaks.embedded_words): only a
+    # Folded words of the names blocked inside other words too (guard.name_words.embedded_words): only a
     # token completing one is blocked, wherever in a word it began ("LandhielZephaquist").
     embedded: tuple[str, ...] = ()
     # (token id, penalty <= 0): tokens close in meaning to a forbidden span (guard.semantic).

@@ -1,6 +1,7 @@
 import pytest
 
-from guard.leaks import LeakDetector, embedded_words
+from guard.leaks import LeakDetector
+from guard.name_words import embedded_words
 from tests.conftest import HP_PHRASES
 
 detector = LeakDetector(HP_PHRASES)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guard.leaks import NEAR_MISS_DEPTH, embedded_words, leading_words
+from guard.name_words import NEAR_MISS_DEPTH, embedded_words, leading_words
 from guard.matcher import BLOCK, INITIAL_STATE, Matcher
 from guard.spec import compile_patterns
 from tests.conftest import HP_PHRASES
