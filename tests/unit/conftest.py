@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).parent
-TOKENIZER = UNIT.parent / "data" / "tokenizer"
+TOKENIZER = Path(__file__).parent.parent / "data" / "tokenizer"
 HEAVY = ("torch", "vllm")
 
 
@@ -37,7 +36,7 @@ def _no_torch_nor_vllm(request):
     """Checked when the unit tier runs alone (make unit, and make test's first step): beside the other
     tiers, torch is loaded by them."""
     yield
-    if any(UNIT not in Path(item.path).parents for item in request.session.items):
+    if any(item.get_closest_marker("unit") is None for item in request.session.items):  # tiers: tests/conftest.py
         return
     loaded = [name for name in HEAVY if name in sys.modules]
     assert not loaded, f"a unit test imported {', '.join(loaded)}: it belongs in tests/engine"
