@@ -90,6 +90,8 @@ class LeakDetector:
         self.patterns = compile_patterns(phrases)
         self._prefixes = {p[:k] for p in self.patterns for k in range(1, len(p) + 1)}
         self._pattern_set = set(self.patterns)
+        self._first_letters = {p[0] for p in self.patterns}
+        self._gaps = _gaps(phrases, self._prefixes)
         self._leading_words = leading_words(phrases) if strict else frozenset()
         # Folded initials that lead a phrase ("jrr" of "J.R.R. Tolkien"): with a letter of the name after
         # them, the name is being written.
@@ -97,7 +99,9 @@ class LeakDetector:
         self.words = sorted(
             {fold(w) for phrase in fuzzy_phrases for w in phrase.split() if len(fold(w)) >= MIN_FUZZY_WORD}
         )
-        self.embedded = embedded_words(fuzzy_phrases)
+        # The words of multi-word names glued into another word ("LandhielZephaquist"); whole phrases are
+        # the phrase rule's, wherever they begin.
+        self.embedded = tuple(w for w in embedded_words(fuzzy_phrases) if w not in self._pattern_set)
         self._embedded_prefixes = {w[:k] for w in self.embedded for k in range(1, len(w))}
         self.decided_length = 1 + max([len(p) for p in self.patterns] + [math.ceil(1.5 * len(w)) for w in self.words],
                                       default=0)
@@ -115,32 +119,41 @@ class LeakDetector:
         if piece.folded and not piece.leads_with_separator and (begin == 0 or not fold_char(text[begin - 1])):
             starts.add(0)
         violations: list[Violation] = []
-        undecided = self._at_word_starts(text, begin, piece, starts, final, violations)
+        undecided = self._phrases(text, begin, piece, starts, final, violations)
         undecided = min(undecided, self._embedded_in_words(text, begin, piece, starts, final, violations))
         undecided = min(undecided, self._similar_words(text, begin, final, violations))  # where nothing else was
         violations.sort(key=lambda v: v.start)
         return Scan(violations, undecided)
 
-    def _at_word_starts(self, text: str, begin: int, piece, starts: set[int], final: bool,
-                        violations: list[Violation]) -> int:
-        """Phrases begun at a word start: complete, broken (a near-miss), or still open. Adds what it
-        finds to `violations`; returns where the undecided text begins (its length: nowhere)."""
+    def _phrases(self, text: str, begin: int, piece, starts: set[int], final: bool,
+                 violations: list[Violation]) -> int:
+        """Phrases wherever their letters begin: at a word start complete, broken (a near-miss) or still
+        open; inside a word (glued: "SirIsaacNewton") complete only. Adds what it finds to `violations`;
+        returns where the undecided text begins (its length: nowhere)."""
         folded, origins = piece.folded, piece.origins
         undecided = len(text)
-        for j in sorted(starts):
-            depth = 0
-            while j + depth < len(folded) and folded[j : j + depth + 1] in self._prefixes:
-                depth += 1
-                if folded[j : j + depth] in self._pattern_set:
-                    break
-            if depth == 0:
+        for j in range(len(folded)):
+            if folded[j] not in self._first_letters:
                 continue
-            matched = folded[j : j + depth]
-            start, end = begin + origins[j], begin + origins[j + depth - 1] + 1
-            open_at_end = j + depth == len(folded) and not final
-            if matched in self._pattern_set:
+            matched, last, respaced = self._walk(text, begin, piece, starts, j)
+            if not matched:
+                continue
+            start, end = begin + origins[j], begin + origins[last] + 1
+            open_at_end = last + 1 == len(folded) and not final
+            if respaced and (j not in starts or not open_at_end and last + 1 < len(folded) and last + 1 not in starts):
+                continue  # letters of ordinary words across a space ("to Kyoto"): only whole words re-spaced count
+            if open_at_end and (respaced or j not in starts and len(self._completion(matched)) >= MIN_FUZZY_WORD):
+                undecided = min(undecided, start)
+            elif j not in starts:
+                if matched in self._pattern_set and len(matched) >= MIN_FUZZY_WORD:
+                    word = _word_around(text, start)
+                    if not final and self._being_written(word, text):
+                        undecided = min(undecided, word.start())
+                    elif not is_common(word.group()):  # "growling" holds "rowling", "Weinstein" "einstein"
+                        violations.append(Violation(start, end, "complete", matched))
+            elif matched in self._pattern_set:
                 violations.append(Violation(start, end, "complete", matched))
-            elif self.strict and (depth >= NEAR_MISS_DEPTH or self._covers_leading_words(matched)):
+            elif self.strict and (len(matched) >= NEAR_MISS_DEPTH or self._covers_leading_words(matched)):
                 # Broken, or still open but doomed: the engine blocks its completion, so whatever
                 # comes next is a near-miss. Judged now, before the model improvises past it.
                 violations.append(Violation(start, end, "broken", self._completion(matched)))
@@ -153,6 +166,24 @@ class LeakDetector:
             elif open_at_end:
                 undecided = min(undecided, start)
         return undecided
+
+    def _walk(self, text: str, begin: int, piece, starts: set[int], j: int) -> tuple[str, int, bool]:
+        """The longest pattern prefix spelled from folded position `j` (stopping at a complete pattern):
+        (prefix, the folded position of its last letter, whether it crosses a word gap where its phrase
+        has none). Digits between a phrase's words are skipped ("isaac2newton", "albert_1_einstein")."""
+        folded, origins = piece.folded, piece.origins
+        matched, last, respaced, k = "", j, False, j
+        while k < len(folded):
+            if matched + folded[k] in self._prefixes:
+                respaced |= k in starts and k != j and len(matched) not in self._gaps[matched]
+                matched, last, k = matched + folded[k], k, k + 1
+                if matched in self._pattern_set:
+                    break
+            elif matched and len(matched) in self._gaps[matched] and text[begin + origins[k]].isdigit():
+                k += 1
+            else:
+                break
+        return matched, last, respaced
 
     def _embedded_in_words(self, text: str, begin: int, piece, starts: set[int], final: bool,
                            violations: list[Violation]) -> int:
@@ -237,6 +268,26 @@ class CombinedDetector:
 
     def violations(self, text: str) -> list[Violation]:
         return self.scan(text, final=True).violations
+
+
+def _gaps(phrases: list[str], prefixes: set[str]) -> dict[str, frozenset[int]]:
+    """For each pattern prefix: the lengths at which a phrase it begins has a gap between words
+    ("jkrowling": 1 and 2, of "J.K. Rowling"), where a space or digits may stand in the text."""
+    gaps: dict[str, set[int]] = {prefix: set() for prefix in prefixes}
+    for phrase in phrases:
+        piece = fold_piece(phrase)
+        for k in range(1, len(piece.folded) + 1):
+            if piece.folded[:k] in gaps:
+                gaps[piece.folded[:k]].update(piece.word_starts)
+    return {prefix: frozenset(found) for prefix, found in gaps.items()}
+
+
+def _word_around(text: str, index: int) -> re.Match:
+    """The word of `text` that `index` lies in."""
+    start = index
+    while start > 0 and _WORD_CHAR.match(text[start - 1]):
+        start -= 1
+    return _WORD.match(text, start)
 
 
 def _word_at(text: str, index: int) -> re.Match:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from guard.loops import MAX_UNIT, looping_start
 from guard.name_words import doomed_depth
 from guard.vocab import TokenIndex
 
@@ -106,6 +107,15 @@ class Matcher:
             inside = {a + piece.folded for a in state.inside if a + piece.folded in self._inside}
         inside.update(piece.folded[j:] for j in range(last_word, len(piece.folded)) if piece.folded[j:] in self._inside)
         return tuple(sorted(inside))
+
+    def loop_bans(self, recent_ids) -> list[int]:
+        """The tokens that would take a restricted answer ending in `recent_ids` into a loop
+        (guard.loops); none for an answer about no target (nothing penalised)."""
+        if not self.penalised:
+            return []
+        pieces = self.index.pieces
+        start = looping_start([pieces[t].folded if 0 <= t < len(pieces) else "" for t in recent_ids[-3 * MAX_UNIT:]])
+        return self.index.whole.equal(start) if start else []
 
     def replay(self, token_ids, state: MatchState = INITIAL_STATE) -> MatchState:
         for token_id in token_ids:

@@ -18,11 +18,12 @@ COMMON_ZIPF = 2.0  # wordfreq's Zipf frequency from which a word is everyday Eng
 
 
 def embedded_words(phrases: Iterable[str]) -> tuple[str, ...]:
-    """The folded words of `phrases` (>= MIN_FUZZY_WORD letters) that are names wherever they appear
-    inside a word: no English word holds one past its first letter (wordfreq's list: "einstein" is
-    inside "weinstein", "gandalf" inside nothing)."""
+    """The folded words of `phrases` (>= MIN_FUZZY_WORD letters), and each multi-word phrase folded whole,
+    that are names wherever they appear inside a word: no English word holds one past its first letter
+    (wordfreq's list: "einstein" is inside "weinstein", "gandalf" and "isaacnewton" inside nothing)."""
     insides = _english_insides()
-    words = {fold(w) for phrase in phrases for w in phrase.split()}
+    phrases = list(phrases)
+    words = {fold(w) for phrase in phrases for w in phrase.split()} | {fold(p) for p in phrases if len(p.split()) > 1}
     return tuple(sorted(w for w in words if len(w) >= MIN_FUZZY_WORD and w not in insides))
 
 

@@ -28,6 +28,7 @@ from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from vllm_guard.grammars import Grammars, advance
 from vllm_guard.logits_ops import apply_sparse_bias, gather_row_biases
+from guard.loops import MAX_UNIT
 from guard.matcher import Matcher, MatchState
 from guard.spec import GuardSpec
 from guard.step_timing import StepHistogram, publish_from_env
@@ -61,7 +62,12 @@ class _Row:
     resume_bans: tuple[int, ...] = ()  # banned at the first step only (a rewind's resume position)
     grammar: Any = None  # the answer's JSON grammar matcher (guard.grammar), if it must be JSON
     avoided: dict[bool, tuple[torch.Tensor, torch.Tensor]] | None = None  # GuardLogitsProcessor._avoided
+    replayed: tuple[int, ...] = ()  # the accepted output replayed from the prompt, its last tokens
     seen: int = 0
+
+    def recent_ids(self) -> list[int]:
+        """The answer's last tokens, across a rewind's seam."""
+        return [*self.replayed, *self.output_ids[max(0, self.seen - 3 * MAX_UNIT):self.seen]][-3 * MAX_UNIT:]
 
     def catch_up(self) -> None:
         while self.compiled is not None and self.seen < len(self.output_ids):
@@ -135,7 +141,7 @@ class GuardLogitsProcessor(LogitsProcessor):
                     self._grammars = Grammars(self._tokenizer, self._vocab_size)
                 grammar = self._grammars.matcher(spec.json_schema, replayed)
             return _Row(compiled, compiled.matcher.replay(replayed), output_ids, spec.resume_bans, grammar,
-                        self._avoided(spec.avoid))
+                        self._avoided(spec.avoid), tuple(replayed[-3 * MAX_UNIT:]))
         except Exception:  # noqa: BLE001
             log.exception("guard: cannot compile a spec")
             return _Row(None, MatchState((), True), output_ids)
@@ -193,6 +199,10 @@ class GuardLogitsProcessor(LogitsProcessor):
             if row.avoided is not None:
                 row_indices.append(index)
                 biases.append(row.avoided[row.state.at_boundary])
+            if loop_bans := row.compiled.matcher.loop_bans(row.recent_ids()):
+                row_indices.append(index)
+                biases.append((torch.tensor(loop_bans, dtype=torch.long, device=self.device),
+                               torch.full((len(loop_bans),), float("-inf"), device=self.device)))
             if row.resume_bans and not row.output_ids:
                 row_indices.append(index)
                 cols = torch.tensor(row.resume_bans, dtype=torch.long, device=self.device)

@@ -42,8 +42,9 @@ def test_an_unflagged_conversation_gets_the_safety_net_alone(unseen_classifier):
     assert restriction.detector.violations("Gandhi met Tolkachev in Frodsham.")[0].forbidden == "frodo"
     assert restriction.detector.violations("Gandhi met Tolkachev, curious.") == []  # shared beginnings stay free
     assert restriction.targets_of(restriction.detector.violations("Gandalf")) == ("lord-of-the-rings",)
-    # Glued into another word, a name is still the name; Einstein is not looked for there ("Weinstein").
-    assert restriction.spec.embedded == ("frodo", "gandalf", "tolkien")
+    # Glued into another word, a name is still the name: the engine blocks its completion there; not
+    # Einstein's alone ("Weinstein"), which the output check judges by the word around it.
+    assert restriction.spec.embedded == ("alberteinstein", "frodo", "gandalf", "jrrtolkien", "tolkien")
     assert restriction.targets_of(restriction.detector.violations("#TeamGandalf")) == ("lord-of-the-rings",)
     assert restriction.detector.violations("Harvey Weinstein") == []
 
