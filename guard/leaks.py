@@ -46,7 +46,7 @@ from typing import Iterable, Literal, Protocol
 from rapidfuzz import fuzz, process
 
 from guard.folding import fold, fold_char, fold_piece
-from guard.name_words import MIN_FUZZY_WORD, NEAR_MISS_DEPTH, embedded_words, is_common, leading_words
+from guard.name_words import MIN_FUZZY_WORD, NEAR_MISS_DEPTH, embedded_words, is_common, leading_words, phrase_gaps
 from guard.spec import compile_patterns
 
 LENIENT_FRACTION = 0.6
@@ -55,6 +55,7 @@ INSIDE_RATIO = 85.0  # rapidfuzz's partial_ratio: the best-aligned part of a lon
 MIN_INSIDE_WORD = 6
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 _WORD_CHAR = re.compile(r"[^\W_]")
+_POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class LeakDetector:
         self._prefixes = {p[:k] for p in self.patterns for k in range(1, len(p) + 1)}
         self._pattern_set = set(self.patterns)
         self._first_letters = {p[0] for p in self.patterns}
-        self._gaps = _gaps(phrases, self._prefixes)
+        self._gaps = phrase_gaps(phrases, self._prefixes)
         self._leading_words = leading_words(phrases) if strict else frozenset()
         # Folded initials that lead a phrase ("jrr" of "J.R.R. Tolkien"): with a letter of the name after
         # them, the name is being written.
@@ -241,7 +242,7 @@ class LeakDetector:
         return next(p for p in self.patterns if p.startswith(prefix))
 
     def _similar_word(self, word: str) -> str | None:
-        folded = fold(word)
+        folded = fold(_POSSESSIVE.sub("", word))  # "Issac's" is as near to "Isaac" as "Issac"
         if len(folded) < 4 or not self.words:
             return None
         best = process.extractOne(folded, self.words, scorer=fuzz.ratio, score_cutoff=FUZZY_RATIO)
@@ -268,18 +269,6 @@ class CombinedDetector:
 
     def violations(self, text: str) -> list[Violation]:
         return self.scan(text, final=True).violations
-
-
-def _gaps(phrases: list[str], prefixes: set[str]) -> dict[str, frozenset[int]]:
-    """For each pattern prefix: the lengths at which a phrase it begins has a gap between words
-    ("jkrowling": 1 and 2, of "J.K. Rowling"), where a space or digits may stand in the text."""
-    gaps: dict[str, set[int]] = {prefix: set() for prefix in prefixes}
-    for phrase in phrases:
-        piece = fold_piece(phrase)
-        for k in range(1, len(piece.folded) + 1):
-            if piece.folded[:k] in gaps:
-                gaps[piece.folded[:k]].update(piece.word_starts)
-    return {prefix: frozenset(found) for prefix, found in gaps.items()}
 
 
 def _word_around(text: str, index: int) -> re.Match:

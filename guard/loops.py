@@ -1,18 +1,28 @@
 """A restricted answer caught in a loop: the same word, or the same few tokens, written again and again.
 
 Steered off a name, a small model often starts it over ("J.J.J.J." for a blocked "J.K.", "Sir Sir Sir"
-for a blocked "Sir Isaac") or repeats the word it improvised ("Lensor-Lensor-Lensor") until its token
-limit. Once an answer has written a unit of up to MAX_UNIT tokens twice in a row, the token that would go on
-with a third copy is banned, in every spelling that folds to the same letters ("Sir", " Sir", "SIR").
-Two copies stay possible ("very, very", "J.J. Abrams"); a third is a loop. Only restricted answers (a
-conversation about a target) are held to this: an answer about no target stays the model's own.
+for a blocked "Sir Isaac") or cycles through the words it improvised ("Lemon-Camel-Lemon-Lemon-Camel")
+until its token limit. Two rules end such loops, for restricted answers only (a conversation about a
+target): an answer about no target stays the model's own.
+- a unit of up to MAX_UNIT tokens written twice in a row: the token that would go on with a third copy
+  is banned, in every spelling that folds to the same letters ("Sir", " Sir", "SIR"). Two copies stay
+  possible ("very, very", "J.J. Abrams");
+- a word that makes up MAX_USES of the last WINDOW finished words: the tokens that would begin it again
+  are banned until it does not. Function words ("the", "of", "he": Zipf frequency >= FUNCTION_ZIPF in
+  wordfreq's English list) are exempt: prose repeats them.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import lru_cache
 from typing import Sequence
 
+from guard.folding import FoldedPiece
+
 MAX_UNIT = 12  # tokens
+WINDOW, MAX_USES = 8, 3  # words
+FUNCTION_ZIPF = 6.0
 
 
 def looping_start(folded: Sequence[str]) -> str | None:
@@ -33,3 +43,36 @@ def looping_start(folded: Sequence[str]) -> str | None:
                     and any(c.isalpha() for c in "".join(unit))):
                 return unit[begun]
     return None
+
+
+def overused_words(pieces: Sequence[FoldedPiece]) -> set[str]:
+    """The words (folded) that make up MAX_USES or more of the last WINDOW finished words the tokens
+    `pieces` (oldest first) write, function words aside."""
+    words, finished = _words(pieces)
+    window = (words if finished else words[:-1])[-WINDOW:]
+    return {w for w, uses in Counter(window).items() if uses >= MAX_USES and not _function_word(w)}
+
+
+def _words(pieces: Sequence[FoldedPiece]) -> tuple[list[str], bool]:
+    """The folded words the pieces write, oldest first, and whether the last one is finished."""
+    words: list[str] = []
+    open_word = False
+    for piece in pieces:
+        if not piece.folded:
+            open_word = False
+            continue
+        cuts = [0, *sorted(piece.word_starts - {0}), len(piece.folded)]
+        for a, b in zip(cuts, cuts[1:]):
+            if a == 0 and open_word and not piece.leads_with_separator:
+                words[-1] += piece.folded[a:b]
+            else:
+                words.append(piece.folded[a:b])
+        open_word = not piece.ends_with_separator
+    return words, not open_word
+
+
+@lru_cache(maxsize=4096)
+def _function_word(word: str) -> bool:
+    from wordfreq import zipf_frequency
+
+    return zipf_frequency(word, "en") >= FUNCTION_ZIPF

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from guard.loops import MAX_UNIT, looping_start
+from guard.loops import MAX_UNIT, looping_start, overused_words
 from guard.name_words import doomed_depth
 from guard.vocab import TokenIndex
 
@@ -108,14 +108,19 @@ class Matcher:
         inside.update(piece.folded[j:] for j in range(last_word, len(piece.folded)) if piece.folded[j:] in self._inside)
         return tuple(sorted(inside))
 
-    def loop_bans(self, recent_ids) -> list[int]:
-        """The tokens that would take a restricted answer ending in `recent_ids` into a loop
-        (guard.loops); none for an answer about no target (nothing penalised)."""
+    def loop_bans(self, recent_ids, at_boundary: bool) -> list[int]:
+        """The tokens that would take a restricted answer ending in `recent_ids` further into a loop
+        (guard.loops); none for an answer about no target (nothing penalised). `at_boundary`: the next
+        letter starts a word."""
         if not self.penalised:
             return []
-        pieces = self.index.pieces
-        start = looping_start([pieces[t].folded if 0 <= t < len(pieces) else "" for t in recent_ids[-3 * MAX_UNIT:]])
-        return self.index.whole.equal(start) if start else []
+        pieces = [self.index.pieces[t] for t in recent_ids[-3 * MAX_UNIT:] if 0 <= t < len(self.index)]
+        start = looping_start([p.folded for p in pieces])
+        banned = set(self.index.whole.equal(start)) if start else set()
+        for word in overused_words(pieces):
+            completing, beginning = self.index.pattern_starts(word, at_boundary)
+            banned |= completing | beginning.keys()
+        return sorted(banned)
 
     def replay(self, token_ids, state: MatchState = INITIAL_STATE) -> MatchState:
         for token_id in token_ids:

@@ -1,7 +1,8 @@
 """The words of a target's names, as the leak rules read them: which are everyday English words
 (`is_common`), which are names wherever they sit inside another word (`embedded_words`), the leading
-words of multi-word names and how deep a partial match is doomed (`leading_words`, `doomed_depth`), and
-which targets own a phrase or word (`phrase_owners`). The rules themselves are in guard.leaks."""
+words of multi-word names and how deep a partial match is doomed (`leading_words`, `doomed_depth`), where
+a phrase's words meet (`phrase_gaps`), and which targets own a phrase or word (`phrase_owners`). The
+rules themselves are in guard.leaks."""
 
 from __future__ import annotations
 
@@ -64,6 +65,18 @@ def leading_words(phrases: Iterable[str]) -> frozenset[str]:
     patterns = set(compile_patterns(phrases))
     return frozenset(lead for phrase in phrases for lead in _leading_word_prefixes(phrase)
                      if len(lead) >= 2 and lead not in patterns)
+
+
+def phrase_gaps(phrases: list[str], prefixes: set[str]) -> dict[str, frozenset[int]]:
+    """For each pattern prefix: the lengths at which a phrase it begins has a gap between words
+    ("jkrowling": 1 and 2, of "J.K. Rowling"), where a space or digits may stand in the text."""
+    gaps: dict[str, set[int]] = {prefix: set() for prefix in prefixes}
+    for phrase in phrases:
+        piece = fold_piece(phrase)
+        for k in range(1, len(piece.folded) + 1):
+            if piece.folded[:k] in gaps:
+                gaps[piece.folded[:k]].update(piece.word_starts)
+    return {prefix: frozenset(found) for prefix, found in gaps.items()}
 
 
 def doomed_depth(pattern: str, leading: frozenset[str] | tuple[str, ...]) -> int | None:

@@ -199,7 +199,7 @@ class GuardLogitsProcessor(LogitsProcessor):
             if row.avoided is not None:
                 row_indices.append(index)
                 biases.append(row.avoided[row.state.at_boundary])
-            if loop_bans := row.compiled.matcher.loop_bans(row.recent_ids()):
+            if loop_bans := row.compiled.matcher.loop_bans(row.recent_ids(), row.state.at_boundary):
                 row_indices.append(index)
                 biases.append((torch.tensor(loop_bans, dtype=torch.long, device=self.device),
                                torch.full((len(loop_bans),), float("-inf"), device=self.device)))

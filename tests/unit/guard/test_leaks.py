@@ -36,6 +36,11 @@ def test_innocent_text(text):
     assert detector.violations(text) == []
 
 
+def test_a_misspellings_possessive_is_the_misspelling():
+    found = LeakDetector(["Isaac Newton", "Newton"]).violations("Sir Issac's law of gravity")
+    assert [(v.kind, v.forbidden) for v in found] == [("similar", "isaac")]
+
+
 def test_an_everyday_word_that_begins_as_the_name_does_is_still_a_near_miss():
     snape = LeakDetector(["Severus Snape"])
     assert [(v.kind, v.forbidden) for v in snape.violations("Professor Snake taught potions.")] == [("similar", "snape")]
