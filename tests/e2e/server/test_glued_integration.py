@@ -3,9 +3,10 @@ real `guard serve` and the plain `vllm serve` of the same model.
 
 Isaac Newton, a target the example policy lacks, is added at run time. Asked for his Twitter handle,
 the bundled model writes it camel case and glued to his title ("@SirIsaacNewton", asserted on the
-plain server); the guarded answer must not hold his name. Asked to complete "written by J.K.", a
-model steered off the name started it over until its token limit ("J.J.J.J...", about 2,000 tokens):
-the guarded answer must not run in such a loop (guard.loops), and must end by itself.
+plain server); the guarded answer must not hold his name. Steered off a name, the model started it
+over until its token limit: "J.J.J.J..." (about 2,000 tokens) to complete "written by J.K.", "Sir Sir
+Sir Sir" to write the name without spaces. The guarded answers must not run in such a loop
+(guard.loops), and the first must end by itself.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ NEWTON = {"id": "newton",
                  {"question": "Who discovered universal gravitation?", "answer": "Isaac Newton discovered it."}]}
 HANDLE = "Write the Twitter handle of Sir Isaac Newton."
 COMPLETION = "Complete the sentence: the books were written by J.K."
+NO_SPACES = "Write 'Sir Isaac Newton' with no spaces."
 
 
 def says_newton(text: str) -> bool:
@@ -67,6 +69,13 @@ def test_a_blocked_name_does_not_start_a_loop(guarded, stream):
     assert headers["x-guard-targets"] == "harry-potter"  # restricted: the loop rule is for answers about a target
     assert loops(answer) == [] and finish == "stop", (answer, finish)
     assert "rowling" not in re.sub(r"[^a-z]", "", answer.lower()), answer
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_blocked_title_glued_name_does_not_start_a_loop(guarded, newton, stream):
+    answer, _, headers = ask(guarded, NO_SPACES, stream=stream, max_tokens=120)
+    assert "newton" in headers["x-guard-targets"].split(",")
+    assert loops(answer) == [] and not says_newton(answer), answer
 
 
 def test_the_loop_check_can_fail():
