@@ -86,6 +86,11 @@ class FoldedPiece:
     ends_with_separator: bool
     origins: tuple[int, ...]
 
+    def words(self) -> list[str]:
+        """The folded words of the piece, split at its word starts (the first may go on a word before it)."""
+        cuts = [0, *sorted(self.word_starts - {0}), len(self.folded)]
+        return [self.folded[a:b] for a, b in zip(cuts, cuts[1:])]
+
 
 def fold_piece(text: str) -> FoldedPiece:
     folded: list[str] = []

@@ -61,12 +61,11 @@ def _words(pieces: Sequence[FoldedPiece]) -> tuple[list[str], bool]:
         if not piece.folded:
             open_word = False
             continue
-        cuts = [0, *sorted(piece.word_starts - {0}), len(piece.folded)]
-        for a, b in zip(cuts, cuts[1:]):
-            if a == 0 and open_word and not piece.leads_with_separator:
-                words[-1] += piece.folded[a:b]
+        for n, word in enumerate(piece.words()):
+            if n == 0 and open_word and not piece.leads_with_separator:
+                words[-1] += word
             else:
-                words.append(piece.folded[a:b])
+                words.append(word)
         open_word = not piece.ends_with_separator
     return words, not open_word
 

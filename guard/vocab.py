@@ -80,7 +80,7 @@ class TokenIndex:
         cached = self._holding.get(word)
         if cached is None:
             cached = self._holding[word] = frozenset(
-                i for i, p in enumerate(self.pieces) if word in p.folded and any(word in w for w in _words(p)))
+                i for i, p in enumerate(self.pieces) if word in p.folded and any(word in w for w in p.words()))
         return cached
 
     def __len__(self) -> int:
@@ -92,9 +92,3 @@ class TokenIndex:
         size = max(len(tokenizer), getattr(tokenizer, "vocab_size", 0))
         texts = [tokenizer.decode([i]) for i in range(size)]
         return cls(texts, special_ids=tokenizer.all_special_ids)
-
-
-def _words(piece: FoldedPiece) -> list[str]:
-    """The folded words of a piece, split at its word starts."""
-    cuts = [0, *sorted(piece.word_starts - {0}), len(piece.folded)]
-    return [piece.folded[a:b] for a, b in zip(cuts, cuts[1:])]

@@ -157,9 +157,13 @@ class GuardLogitsProcessor(LogitsProcessor):
             for phrase in phrases:
                 completing, beginning = self.index.pattern_starts(phrase, boundary)
                 ids |= completing | beginning.keys()
-            bans[boundary] = (torch.tensor(sorted(ids), dtype=torch.long, device=self.device),
-                              torch.full((len(ids),), float("-inf"), device=self.device))
+            bans[boundary] = self._bans(sorted(ids))
         return bans
+
+    def _bans(self, token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sparse bias of -inf on `token_ids`."""
+        return (torch.tensor(token_ids, dtype=torch.long, device=self.device),
+                torch.full((len(token_ids),), float("-inf"), device=self.device))
 
     def _compile(self, spec: GuardSpec) -> _CompiledMatcher:
         if self.index is None:
@@ -199,14 +203,13 @@ class GuardLogitsProcessor(LogitsProcessor):
             if row.avoided is not None:
                 row_indices.append(index)
                 biases.append(row.avoided[row.state.at_boundary])
-            if loop_bans := row.compiled.matcher.loop_bans(row.recent_ids(), row.state.at_boundary):
+            matcher = row.compiled.matcher
+            if matcher.penalised and (loop_bans := matcher.loop_bans(row.recent_ids(), row.state.at_boundary)):
                 row_indices.append(index)
-                biases.append((torch.tensor(loop_bans, dtype=torch.long, device=self.device),
-                               torch.full((len(loop_bans),), float("-inf"), device=self.device)))
+                biases.append(self._bans(loop_bans))
             if row.resume_bans and not row.output_ids:
                 row_indices.append(index)
-                cols = torch.tensor(row.resume_bans, dtype=torch.long, device=self.device)
-                biases.append((cols, torch.full((len(row.resume_bans),), float("-inf"), device=self.device)))
+                biases.append(self._bans(row.resume_bans))
         if grammar_rows:
             self._grammars.mask(logits, grammar_rows, [self.rows[i].grammar for i in grammar_rows])
         rows, cols, values = gather_row_biases(row_indices, biases, self.device)
